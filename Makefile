@@ -1,0 +1,48 @@
+# notifier: `make test` builds the environment from the lock file and runs every check.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test lint typecheck unit run demo bench lock clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check notifier tests bench
+	$(BIN)/ruff format --check notifier tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+run: $(STAMP)
+	$(BIN)/notifier run
+
+# A month of the regulator's work against sandbox platforms, on a simulated clock (SPEC §9).
+# DEMO_ARGS passes flags through, e.g. make demo DEMO_ARGS="--requests 400 --seed 3".
+demo: $(STAMP)
+	$(BIN)/notifier demo $(DEMO_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/intake.py
+	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/report.py
+
+# Re-resolve the pinned dependencies after editing pyproject.toml (needs uv: pip install uv).
+lock:
+	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

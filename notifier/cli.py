@@ -1,0 +1,384 @@
+"""The ``notifier`` command line: parse, call the application, print. No logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from notifier import __version__
+from notifier.app import ack_service, open_store, run_daemon
+from notifier.channels.rendering import Renderer
+from notifier.cli_demo import register as register_demo
+from notifier.cli_report import register as register_report
+from notifier.cli_submit import submit_files
+from notifier.clock import SystemClock
+from notifier.domain.acks import AckStatus
+from notifier.domain.durations import format_duration
+from notifier.domain.models import format_timestamp
+from notifier.errors import AlreadyRunning, ConfigError, InvalidRequest, NotifierError
+from notifier.logging import configure_logging
+from notifier.metrics import Metrics
+from notifier.services.acks import AckOutcome
+from notifier.services.operator import record_ack, record_submitted, retry_notice
+from notifier.services.status import lookup, overview
+from notifier.settings import Settings, load_settings, mask_url
+
+app = typer.Typer(
+    name="notifier",
+    help="Takedown notices to online platforms, measured against each platform's bound.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Piped or redirected output (reports kept in files, scripts) gets room for its tables.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "-c",
+        "--config",
+        envvar="NOTIFIER_CONFIG",
+        help="Configuration file \\[default: config/notifier.toml].",
+        show_default=False,
+    ),
+]
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err.print(message, markup=False)
+    return typer.Exit(code)
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as error:
+        raise _fail(f"notifier: {error}", 2) from None
+
+
+def _run(coro: Any) -> Any:
+    """Run a coroutine, turning notifier's own errors into one line on stderr and exit 1."""
+    try:
+        return asyncio.run(coro)
+    except ConfigError as error:
+        raise _fail(f"notifier: {error}", 2) from None
+    except NotifierError as error:
+        raise _fail(f"notifier: {error}", 1) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"notifier {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """notifier: takes takedown requests in, sends notices out, and measures how fast platforms act."""
+
+
+@app.command()
+def run(
+    config: ConfigOption = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """The daemon: intake, batching, dispatch, acknowledgements, the SLA monitor, the HTTP server.
+    SIGTERM/SIGINT drain gracefully."""
+    configure_logging(json=True, level=log_level)
+    settings = _settings(config)
+    try:
+        code = asyncio.run(run_daemon(settings))
+    except AlreadyRunning as error:
+        raise _fail(f"notifier: {error}", 1) from None
+    except ConfigError as error:
+        raise _fail(f"notifier: {error}", 2) from None
+    except NotifierError as error:
+        raise _fail(f"notifier: cannot start: {error}", 1) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def submit(
+    files: Annotated[
+        list[str], typer.Argument(help="JSON object, JSON array or JSON Lines files; - for stdin.")
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Validate requests and publish the valid ones to the intake queue; list the invalid ones."""
+    configure_logging(json=False, level="warning")
+    settings = _settings(config)
+    invalid = _run(submit_files(settings, files, out=out, err=err))
+    raise typer.Exit(1 if invalid else 0)
+
+
+@app.command()
+def status(
+    ids: Annotated[list[str] | None, typer.Argument(help="Request ids or notice ids.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (SPEC §3 format).")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """State of requests and notices; without ids, counts per platform and state."""
+    configure_logging(json=False, level="warning")
+    settings = _settings(config)
+
+    async def collect() -> dict[str, Any]:
+        store = await open_store(settings)
+        try:
+            if ids:
+                return await lookup(store, ids)
+            return await overview(store, list(settings.platforms))
+        finally:
+            await store.close()
+
+    document = _run(collect())
+    if as_json:
+        out.print_json(json.dumps(document))
+    elif ids:
+        _print_lookup(document)
+    else:
+        _print_overview(document)
+    if ids and document["unknown"]:
+        raise typer.Exit(1)
+
+
+def _print_counts(title: str, counts: dict[str, dict[str, int]]) -> None:
+    """States down, platforms across: the state list is fixed, platforms are usually few."""
+    states = list(next(iter(counts.values())).keys()) if counts else []
+    table = Table(title=title, title_justify="left")
+    table.add_column("state", no_wrap=True)
+    for platform in counts:
+        table.add_column(platform, justify="right", no_wrap=True)
+    for state in states:
+        table.add_row(state, *(str(counts[p][state]) if counts[p][state] else "·" for p in counts))
+    out.print(table)
+
+
+def _print_overview(document: dict[str, Any]) -> None:
+    _print_counts("Requests", document["requests"])
+    _print_counts("Notices", document["notices"])
+    conflicts = document["conflicts"]
+    out.print(f"Conflicts: {len(conflicts)}")
+    for conflict in conflicts[:20]:
+        out.print(f"  {conflict['request_id']}  at {conflict['at']}  from {conflict['source']}", markup=False)
+    out.print(f"Dead letters: {document['dead_letters_total']}")
+    for letter in document["dead_letters"][:20]:
+        out.print(f"  {letter['at']}  {letter['source']}  {letter['reason']}", markup=False)
+
+
+def _print_lookup(document: dict[str, Any]) -> None:
+    for request in document["requests"]:
+        out.print(
+            f"request {request['request_id']}  {request['platform']}  {request['state']}"
+            f"  notice={request['notice_id'] or '-'}  ingested={request['ingested_at']}",
+            markup=False,
+        )
+        for url in request["urls"]:
+            out.print(f"    {url}", markup=False)
+    for notice in document["notices"]:
+        out.print(
+            f"notice {notice['notice_id']}  {notice['platform']}  {notice['state']}  via {notice['channel']}"
+            f"  requests={len(notice['request_ids'])}  ticket={notice['ticket'] or '-'}",
+            markup=False,
+        )
+        for attempt in notice["attempts"]:
+            out.print(
+                f"    {attempt['at']}  {attempt['channel']}  {attempt['outcome']}  {attempt['code'] or ''}"
+                f"  {attempt['detail']}  ({attempt['duration_ms']} ms)",
+                markup=False,
+            )
+    for unknown in document["unknown"]:
+        err.print(f"notifier: unknown id: {unknown}", markup=False)
+
+
+@app.command()
+def retry(
+    notice_ids: Annotated[list[str], typer.Argument(help="Failed notices to send again (same notice id).")],
+    config: ConfigOption = None,
+) -> None:
+    """Send failed notices again, e.g. after fixing a platform's address."""
+    configure_logging(json=False, level="warning")
+    settings = _settings(config)
+
+    async def act() -> int:
+        store = await open_store(settings)
+        problems = 0
+        try:
+            for notice_id in notice_ids:
+                try:
+                    notice = await retry_notice(
+                        store, notice_id, now=SystemClock().now(), deliver_within=settings.sla.deliver_within
+                    )
+                except InvalidRequest as error:
+                    err.print(f"notifier: {error.reason}", markup=False)
+                    problems += 1
+                    continue
+                out.print(f"{notice.notice_id}: queued again on {notice.channel}", markup=False)
+        finally:
+            await store.close()
+        return problems
+
+    raise typer.Exit(1 if _run(act()) else 0)
+
+
+class ManualStatus(StrEnum):
+    submitted = "submitted"
+    received = "received"
+    removed = "removed"
+    rejected = "rejected"
+
+
+@app.command()
+def ack(
+    notice_id: Annotated[str, typer.Argument(help="The notice the platform (or staff) acted on.")],
+    status: Annotated[
+        ManualStatus,
+        typer.Option(
+            "--status",
+            help="submitted: staff submitted a portal notice (its delivery); received/removed/rejected: "
+            "what the platform said.",
+        ),
+    ],
+    request_ids: Annotated[
+        list[str] | None, typer.Option("--request-id", help="Only these requests of the notice (repeatable).")
+    ] = None,
+    ticket: Annotated[
+        str | None, typer.Option("--ticket", help="The platform's ticket or case number.")
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="When it happened (ISO 8601 with offset); default now.")
+    ] = None,
+    note: Annotated[str | None, typer.Option("--note", help="Kept with the record, never logged.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Record by hand what happened to a notice: a portal submission, or a platform's answer."""
+    configure_logging(json=False, level="warning")
+    settings = _settings(config)
+    now = SystemClock().now()
+    when = _parse_at(at, now)
+
+    async def act() -> int:
+        store = await open_store(settings)
+        try:
+            if status is ManualStatus.submitted:
+                notice = await record_submitted(store, notice_id, at=when, now=now, ticket=ticket)
+                out.print(
+                    f"{notice.notice_id}: submitted, delivered at {format_timestamp(when)}", markup=False
+                )
+                return 0
+            acks = ack_service(settings, store, SystemClock(), Metrics())
+            result = await record_ack(
+                acks,
+                store,
+                notice_id,
+                status=AckStatus(status.value),
+                request_ids=request_ids or [],
+                ticket=ticket,
+                at=when,
+                now=now,
+                note=note,
+            )
+        except InvalidRequest as error:
+            err.print(f"notifier: {error.reason}", markup=False)
+            return 1
+        finally:
+            await store.close()
+        if result.outcome is AckOutcome.APPLIED:
+            out.print(f"{notice_id}: {status.value} recorded at {format_timestamp(when)}", markup=False)
+            return 0
+        if result.outcome is AckOutcome.UNCHANGED:
+            out.print(f"{notice_id}: nothing changed ({result.detail})", markup=False)
+            return 0
+        err.print(f"notifier: {notice_id}: {result.detail}", markup=False)
+        return 1
+
+    raise typer.Exit(_run(act()))
+
+
+def _parse_at(at: str | None, now: datetime) -> datetime:
+    if at is None:
+        return now
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        raise _fail(f"notifier: --at {at!r} is not an ISO 8601 time", 2) from None
+    if when.tzinfo is None:
+        raise _fail(f"notifier: --at {at!r} needs a time zone offset (e.g. +09:00 or Z)", 2)
+    return when
+
+
+@app.command("check-config")
+def check_config(config: ConfigOption = None) -> None:
+    """Load and validate the configuration; print what was loaded."""
+    settings = _settings(config)
+    authority, queue, http, smtp = settings.authority, settings.queue, settings.http, settings.smtp
+    lines = [
+        f"configuration: {settings.config_path}",
+        f"authority: {authority.name} <{authority.email}>",
+        f"  time zone {authority.timezone}; operations: {', '.join(authority.operations_email) or '-'}",
+        f"categories: {', '.join(settings.categories)}",
+        f"store: {mask_url(settings.store.resolved_url)}",
+        f"queue: {mask_url(queue.resolved_url)}  requests={queue.requests}  acks={queue.acks}",
+        f"http: {http.listen or 'off'}  intake token: {'set' if http.intake_token else 'none'}",
+        f"smtp: {smtp.host}:{smtp.port}  starttls={smtp.starttls}",
+    ]
+    try:
+        Renderer(settings.templates.dir)
+    except ConfigError as error:
+        raise _fail(f"notifier: {error}", 2) from None
+    lines.append(f"templates: {settings.templates.dir} (en, ko; every template rendered once)")
+    for line in lines:
+        out.print(line, markup=False)
+    table = Table(title="platforms", title_justify="left")
+    for column in ("id", "name", "channel", "fallback", "lang", "batch", "ack", "removal"):
+        table.add_column(column, no_wrap=True)
+    for platform_id, platform in settings.platforms.items():
+        ack = platform.sla.ack_within or settings.sla.ack_within
+        removal = platform.sla.removal_within or settings.sla.removal_within
+        table.add_row(
+            platform_id,
+            platform.name,
+            platform.channel,
+            platform.fallback or "-",
+            platform.language,
+            f"{platform.batch.max_items} per {format_duration(platform.batch.max_wait)}",
+            format_duration(ack),
+            format_duration(removal),
+        )
+    out.print(table)
+    out.print("configuration is valid")
+
+
+register_report(app)
+register_demo(app)
+
+
+def main() -> None:
+    """Entry point: usage errors are one line on stderr naming the command, exit 2 (SPEC §3)."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except typer.TyperException as error:
+        context = getattr(error, "ctx", None)
+        where = getattr(context, "command_path", None) or "notifier"
+        hint = f" (see {where} --help)" if error.exit_code == 2 else ""
+        err.print(f"{where}: {error.format_message()}{hint}", markup=False)
+        sys.exit(error.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,1 @@
+"""``notifier demo``: the real daemon against the sandbox platforms, a month on a simulated clock."""

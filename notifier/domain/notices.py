@@ -1,0 +1,124 @@
+"""Notices: what one platform receives, their ids, attempts and the content every channel renders."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from notifier.domain.models import NoticeState, TakedownRequest
+
+NOTICE_ID_PATTERN = re.compile(r"TD-([a-z][a-z0-9_]{0,31})-(\d{8})-(\d{6,})")
+
+
+def notice_id(platform: str, created_at: datetime, sequence: int) -> str:
+    """``TD-<platform>-<YYYYMMDD, UTC>-<per-platform sequence, at least 6 digits>`` (SPEC §6)."""
+    if created_at.tzinfo is None:
+        raise ValueError("created_at must be timezone-aware")
+    return f"TD-{platform}-{created_at.astimezone(UTC):%Y%m%d}-{sequence:06d}"
+
+
+def parse_notice_id(text: str) -> tuple[str, str, int] | None:
+    """(platform, YYYYMMDD, sequence) of a notice id, or None when ``text`` is not one."""
+    match = NOTICE_ID_PATTERN.fullmatch(text)
+    return (match.group(1), match.group(2), int(match.group(3))) if match else None
+
+
+class AttemptOutcome(enum.StrEnum):
+    DELIVERED = "delivered"
+    TRANSIENT_ERROR = "transient_error"
+    PERMANENT_ERROR = "permanent_error"
+
+
+class MessageKind(enum.StrEnum):
+    """What a channel sends about a notice: the notice itself, or a reminder/escalation about it."""
+
+    NOTICE = "notice"
+    REMINDER = "reminder"
+    ESCALATION = "escalation"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    at: datetime
+    channel: str
+    outcome: AttemptOutcome
+    code: int | None = None  # SMTP reply code or HTTP status
+    detail: str = ""
+    duration_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Notice:
+    """A notice as the store holds it."""
+
+    notice_id: str
+    platform: str
+    channel: str  # the channel of the current (or last) attempt: primary, or fallback once used
+    state: NoticeState
+    created_at: datetime
+    request_ids: tuple[str, ...]
+    deliver_by: datetime  # created_at + sla.deliver_within: durable retries stop here
+    next_attempt_at: datetime | None = None
+    fallback_used: bool = False
+    message_id: str | None = None
+    ticket: str | None = None
+    delivered_at: datetime | None = None
+    receipt_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    resolved_at: datetime | None = None
+    attempts: tuple[Attempt, ...] = ()
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Authority:
+    name: str
+    email: str
+    reply_to: str | None
+    timezone: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoticeContent:
+    """Everything a channel needs to render a notice, with nothing left to look up.
+
+    Carries the elements a notice must contain under the EU Digital Services Act Art. 9(2) and
+    16(2): who sends it, the legal basis and explanation, the exact URLs, the category, the
+    evidence hashes, the deadlines, how to acknowledge, and a good-faith statement.
+    """
+
+    notice_id: str
+    platform: str
+    platform_name: str
+    language: str
+    created_at: datetime
+    ack_by: datetime
+    remove_by: datetime
+    authority: Authority
+    requests: tuple[TakedownRequest, ...]
+    category_labels: dict[str, str] = field(default_factory=dict)
+    callback_url: str | None = None
+    kind: MessageKind = MessageKind.NOTICE
+
+    @property
+    def url_count(self) -> int:
+        return sum(len(r.urls) for r in self.requests)
+
+
+GOOD_FAITH_STATEMENT = (
+    "The authority states in good faith that the information in this notice is accurate and that "
+    "the content identified is illegal under the legal basis given for each item."
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendResult:
+    """What a channel reports after the platform (or the outbox) took a notice."""
+
+    code: int | None = None
+    message_id: str | None = None
+    ticket: str | None = None  # a receipt: the platform's automated confirmation
+    awaiting_submission: bool = False  # manual channel: rendered, staff must submit it
+    detail: str = ""

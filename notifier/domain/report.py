@@ -1,0 +1,319 @@
+"""The compliance report's figures per platform (SPEC §8), from plain request rows.
+
+Pure: the rows, each platform's bounds and ``now`` come in; a dict with exactly §8's keys comes
+out. The rules, in one place:
+
+* ``requests``, ``acknowledged``, ``removed``, ``rejected``, ``open``, ``failed`` and the breach
+  counts count requests; ``notices`` and ``delivered`` count notices (the distinct notice ids of the
+  selected requests; ``delivered`` those of them whose requests carry a delivery time).
+* ``acknowledged`` counts every request the platform answered (acknowledged, removed or rejected):
+  a removal is an acknowledgement too, as §8's example (148 acknowledged, 148 removed) shows.
+* ``open`` counts requests delivered to the platform and not yet removed or rejected (states
+  ``delivered`` and ``acknowledged``); requests not delivered yet are the notifier's, not the
+  platform's, and only count in ``requests``.
+* Times are whole seconds (truncated), percentiles nearest-rank; a distribution with no values is
+  ``null``. ``time_to_delivery_s`` runs intake → delivery, ``time_to_ack_s`` delivery →
+  acknowledgement over answered requests, ``time_to_removal_s`` delivery → resolution over removed
+  ones.
+* A breach is strictly longer than the bound (exactly 36 h is within 36 h). A request still open
+  past its bound is a breach too, so a silent platform never looks clean: an ack breach is a
+  delivered, unanswered request older than ``ack_within``; a removal breach a delivered request
+  neither removed nor rejected older than ``removal_within``. A rejection given after the removal
+  bound is a removal breach as well: the bound is for a decision, whatever it is.
+* The window selects requests by delivery time (``since <= delivered_at < until``). A request never
+  delivered (pending, batched, failed before any delivery) has no delivery time and is selected by
+  its intake time instead, so that failures inside the window are not lost from the report.
+
+:func:`tally` is the reference implementation of these rules. A store may compute the same
+:class:`PlatformFigures` itself (PostgreSQL does, in grouped SQL: a million rows are not fetched);
+``tests/contract/test_report_store_contract.py`` holds every store to the tally on the same data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from notifier.domain.models import RequestState
+
+PERCENTILES = ("p50", "p90", "max")
+
+# §8's keys, in §8's order: the JSON and CSV renderers and the tests rely on it.
+REPORT_KEYS = (
+    "platform",
+    "requests",
+    "notices",
+    "delivered",
+    "acknowledged",
+    "removed",
+    "rejected",
+    "open",
+    "failed",
+    "dead_letters",
+    "ack_within",
+    "removal_within",
+    "time_to_delivery_s",
+    "time_to_ack_s",
+    "time_to_removal_s",
+    "ack_breaches",
+    "removal_breaches",
+    "oldest_open_s",
+)
+
+# The states the rules above name (a store computing the figures in SQL uses the same sets).
+ANSWERED = frozenset({RequestState.ACKNOWLEDGED, RequestState.REMOVED, RequestState.REJECTED})
+RESOLVED = frozenset({RequestState.REMOVED, RequestState.REJECTED})
+OPEN = frozenset({RequestState.DELIVERED, RequestState.ACKNOWLEDGED})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportRow:
+    """One request, as much of it as the report reads."""
+
+    platform: str
+    state: RequestState
+    ingested_at: datetime
+    delivered_at: datetime | None
+    acknowledged_at: datetime | None
+    resolved_at: datetime | None
+    notice_id: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bounds:
+    """A platform's SLA bounds, after its overrides of the global ones."""
+
+    ack_within: timedelta
+    removal_within: timedelta
+
+
+def nearest_rank(sorted_values: Sequence[int], percent: int) -> int:
+    """The nearest-rank percentile: the ⌈percent/100 · n⌉-th smallest value (1-based)."""
+    if not sorted_values:
+        raise ValueError("no values")
+    if not 0 < percent <= 100:
+        raise ValueError(f"percent must be in (0, 100], not {percent}")
+    rank = -(-percent * len(sorted_values) // 100)  # ceil in integers: no float rounding at n·p/100
+    return sorted_values[rank - 1]
+
+
+def percentiles(values: Iterable[int]) -> dict[str, int] | None:
+    """``{"p50", "p90", "max"}`` of whole seconds, nearest-rank; ``None`` when there are no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return {"p50": nearest_rank(ordered, 50), "p90": nearest_rank(ordered, 90), "max": ordered[-1]}
+
+
+def seconds(delta: timedelta) -> int:
+    """Whole seconds, truncated; never negative (a clock step backward is not a negative wait)."""
+    return max(0, int(delta.total_seconds()))
+
+
+def in_window(row: ReportRow, since: datetime | None, until: datetime | None) -> bool:
+    """Whether the window selects ``row``: by delivery time, or intake time when never delivered."""
+    at = row.delivered_at if row.delivered_at is not None else row.ingested_at
+    return (since is None or at >= since) and (until is None or at < until)
+
+
+Distribution = dict[str, int]
+"""``{"p50", "p90", "max"}`` in whole seconds."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlatformFigures:
+    """One platform's figures in the window, before §8's document is made of them (zeros and
+    nulls: a platform with nothing in the window)."""
+
+    requests: int = 0
+    notices: int = 0
+    delivered: int = 0
+    acknowledged: int = 0
+    removed: int = 0
+    rejected: int = 0
+    open: int = 0
+    failed: int = 0
+    ack_breaches: int = 0
+    removal_breaches: int = 0
+    time_to_delivery_s: Distribution | None = None
+    time_to_ack_s: Distribution | None = None
+    time_to_removal_s: Distribution | None = None
+    oldest_open_s: int | None = None
+
+
+def spread(p50: timedelta, p90: timedelta, longest: timedelta) -> Distribution:
+    """A distribution from the nearest-rank p50 and p90 and the maximum of the exact durations.
+
+    Truncating to whole seconds never puts a longer duration before a shorter one, so the k-th
+    smallest truncated duration is the truncated k-th smallest duration: ranking the exact
+    durations and truncating the three picked is the same as :func:`percentiles` of the truncated
+    ones, ties included. That lets a store rank in SQL and leave the truncation to :func:`seconds`.
+    """
+    return {"p50": seconds(p50), "p90": seconds(p90), "max": seconds(longest)}
+
+
+@dataclass(slots=True)
+class PlatformTally:
+    """The figures of one platform, gathered one row at a time (a million rows need no list)."""
+
+    bounds: Bounds
+    now: datetime
+    requests: int = 0
+    acknowledged: int = 0
+    removed: int = 0
+    rejected: int = 0
+    open: int = 0
+    failed: int = 0
+    ack_breaches: int = 0
+    removal_breaches: int = 0
+    oldest_open: timedelta | None = None
+    notices: set[str] = field(default_factory=set)
+    delivered_notices: set[str] = field(default_factory=set)
+    to_delivery: list[int] = field(default_factory=list)
+    to_ack: list[int] = field(default_factory=list)
+    to_removal: list[int] = field(default_factory=list)
+
+    def add(self, row: ReportRow) -> None:
+        self.requests += 1
+        state = row.state
+        if state is RequestState.FAILED:
+            self.failed += 1
+        elif state is RequestState.REMOVED:
+            self.removed += 1
+        elif state is RequestState.REJECTED:
+            self.rejected += 1
+        if state in OPEN:
+            self.open += 1
+        if row.notice_id is not None:
+            self.notices.add(row.notice_id)
+        delivered = row.delivered_at
+        if delivered is None:
+            return
+        if row.notice_id is not None:
+            self.delivered_notices.add(row.notice_id)
+        self.to_delivery.append(seconds(delivered - row.ingested_at))
+        self._ack(row, delivered)
+        self._removal(row, delivered)
+
+    def _ack(self, row: ReportRow, delivered: datetime) -> None:
+        answered_at = row.acknowledged_at or (row.resolved_at if row.state in RESOLVED else None)
+        if row.state in ANSWERED or answered_at is not None:
+            self.acknowledged += 1
+            if answered_at is not None:
+                waited = answered_at - delivered
+                self.to_ack.append(seconds(waited))
+                self.ack_breaches += waited > self.bounds.ack_within
+            return
+        if row.state is RequestState.DELIVERED:
+            age = self.now - delivered
+            self.ack_breaches += age > self.bounds.ack_within
+            if self.oldest_open is None or age > self.oldest_open:
+                self.oldest_open = age
+
+    def _removal(self, row: ReportRow, delivered: datetime) -> None:
+        if row.state in RESOLVED and row.resolved_at is not None:
+            waited = row.resolved_at - delivered
+            if row.state is RequestState.REMOVED:
+                self.to_removal.append(seconds(waited))
+            self.removal_breaches += waited > self.bounds.removal_within
+        elif row.state in OPEN:
+            self.removal_breaches += self.now - delivered > self.bounds.removal_within
+
+    def figures(self) -> PlatformFigures:
+        return PlatformFigures(
+            requests=self.requests,
+            notices=len(self.notices),
+            delivered=len(self.delivered_notices),
+            acknowledged=self.acknowledged,
+            removed=self.removed,
+            rejected=self.rejected,
+            open=self.open,
+            failed=self.failed,
+            ack_breaches=self.ack_breaches,
+            removal_breaches=self.removal_breaches,
+            time_to_delivery_s=percentiles(self.to_delivery),
+            time_to_ack_s=percentiles(self.to_ack),
+            time_to_removal_s=percentiles(self.to_removal),
+            oldest_open_s=None if self.oldest_open is None else seconds(self.oldest_open),
+        )
+
+
+def tally(
+    rows: Iterable[ReportRow],
+    *,
+    bounds: Mapping[str, Bounds],
+    now: datetime,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, PlatformFigures]:
+    """The figures of every platform of ``bounds``, in its order: the reference implementation.
+
+    Rows of platforms not in ``bounds`` are left out: the caller decides which platforms are
+    reported and with which bounds. Rows outside the window are skipped, so a caller may pass more
+    than the window (the store already narrows it).
+    """
+    tallies = {name: PlatformTally(bound, now) for name, bound in bounds.items()}
+    for row in rows:
+        platform = tallies.get(row.platform)
+        if platform is not None and in_window(row, since, until):
+            platform.add(row)
+    return {name: platform.figures() for name, platform in tallies.items()}
+
+
+def platform_document(
+    platform: str, bounds: Bounds, figures: PlatformFigures, dead_letters: int = 0
+) -> dict[str, Any]:
+    """§8's figures of one platform: exactly :data:`REPORT_KEYS`, in that order."""
+    return {
+        "platform": platform,
+        "requests": figures.requests,
+        "notices": figures.notices,
+        "delivered": figures.delivered,
+        "acknowledged": figures.acknowledged,
+        "removed": figures.removed,
+        "rejected": figures.rejected,
+        "open": figures.open,
+        "failed": figures.failed,
+        "dead_letters": dead_letters,
+        "ack_within": seconds(bounds.ack_within),
+        "removal_within": seconds(bounds.removal_within),
+        "time_to_delivery_s": figures.time_to_delivery_s,
+        "time_to_ack_s": figures.time_to_ack_s,
+        "time_to_removal_s": figures.time_to_removal_s,
+        "ack_breaches": figures.ack_breaches,
+        "removal_breaches": figures.removal_breaches,
+        "oldest_open_s": figures.oldest_open_s,
+    }
+
+
+def platform_documents(
+    figures: Mapping[str, PlatformFigures],
+    *,
+    bounds: Mapping[str, Bounds],
+    dead_letters: Mapping[str, int] | None = None,
+) -> list[dict[str, Any]]:
+    """One document per platform of ``bounds``, in its order; zeros and nulls for a platform
+    ``figures`` does not name (nothing in the window), and figures of other platforms left out."""
+    letters = dead_letters or {}
+    empty = PlatformFigures()
+    return [
+        platform_document(name, bound, figures.get(name, empty), letters.get(name, 0))
+        for name, bound in bounds.items()
+    ]
+
+
+def platform_reports(
+    rows: Iterable[ReportRow],
+    *,
+    bounds: Mapping[str, Bounds],
+    now: datetime,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    dead_letters: Mapping[str, int] | None = None,
+) -> list[dict[str, Any]]:
+    """One report per platform of ``bounds``, in its order, zeros and nulls when it has no rows:
+    :func:`tally` made into §8's documents."""
+    figures = tally(rows, bounds=bounds, now=now, since=since, until=until)
+    return platform_documents(figures, bounds=bounds, dead_letters=dead_letters)

@@ -1,0 +1,172 @@
+"""Intake: from a queue message (or an HTTP body) to a durable takedown request.
+
+The rules of SPEC §5.1 live here: validate, store idempotently, keep what cannot be taken in as a
+dead letter with its reason, and acknowledge a queue message only once the store has committed what
+it said. Nothing is acknowledged that is not stored; a message handed over twice is absorbed by the
+store's idempotency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import structlog
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from notifier.clock import Clock
+from notifier.domain.models import DeadLetter, IntakeOutcome
+from notifier.domain.validation import Vocabulary, parse_request, request_id_hint
+from notifier.errors import InvalidRequest, StoreUnavailable
+from notifier.metrics import Metrics
+from notifier.ports import Delivery, Incoming, IntakeQueue, Store
+
+log = structlog.get_logger("notifier.intake")
+
+# How long an idle receive waits before checking the stop event again.
+RECEIVE_WAIT_SECONDS = 0.2
+
+
+class IntakeService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        queue: IntakeQueue,
+        queue_name: str,
+        vocabulary: Vocabulary,
+        clock: Clock,
+        metrics: Metrics,
+        batch_size: int = 500,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._queue_name = queue_name
+        self._vocabulary = vocabulary
+        self._clock = clock
+        self._metrics = metrics
+        self._batch_size = batch_size
+        # Called after a batch with accepted requests is committed (the dispatcher's kick), so an
+        # urgent request does not wait for the batcher's next poll.
+        self.on_accepted: Callable[[], None] | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then finish the batch in hand and stop consuming."""
+        log.info("intake.started", queue=self._queue_name)
+        try:
+            while not stop.is_set():
+                deliveries = await self._queue.receive(
+                    self._queue_name, max_messages=self._batch_size, wait=RECEIVE_WAIT_SECONDS
+                )
+                if deliveries:
+                    await self.process(deliveries)
+        finally:
+            await self._queue.stop_consuming()
+            log.info("intake.stopped", queue=self._queue_name)
+
+    async def process(self, deliveries: Sequence[Delivery]) -> list[IntakeOutcome | None]:
+        """Store one batch, dead-letter what is invalid, then acknowledge the batch.
+
+        Returns the outcome per delivery (None for a dead letter). If the task is cancelled
+        before the store has committed (shutdown past its grace), the deliveries are handed back
+        to the queue, never acknowledged.
+        """
+        started = time.perf_counter()
+        now = self._clock.now()
+        incoming: list[Incoming] = []
+        positions: list[int] = []
+        dead: list[tuple[Delivery, DeadLetter]] = []
+        for index, delivery in enumerate(deliveries):
+            try:
+                request = parse_request(delivery.body, self._vocabulary)
+            except InvalidRequest as error:
+                letter = DeadLetter(
+                    source=delivery.source,
+                    reason=error.reason,
+                    at=now,
+                    body=delivery.body,
+                    request_id=request_id_hint(delivery.body),
+                    redelivered=delivery.redelivered,
+                )
+                dead.append((delivery, letter))
+                continue
+            incoming.append(Incoming(request=request, source=delivery.source))
+            positions.append(index)
+
+        try:
+            outcomes = await self._ingest(incoming, [letter for _, letter in dead], now=now)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._queue.release(deliveries))
+            raise
+
+        for delivery, letter in dead:
+            await self._queue.dead_letter(delivery, letter.reason)
+        await self._queue.ack(deliveries)
+
+        results: list[IntakeOutcome | None] = [None] * len(deliveries)
+        for position, item, outcome in zip(positions, incoming, outcomes, strict=True):
+            results[position] = outcome
+            self._record(item, outcome)
+        if self.on_accepted is not None and IntakeOutcome.ACCEPTED in outcomes:
+            self.on_accepted()
+        for _, letter in dead:
+            self._metrics.dead_letters.labels(source=letter.source).inc()
+            log.warning(
+                "request.dead_lettered",
+                source=letter.source,
+                reason=letter.reason,
+                request_id=letter.request_id,
+            )
+        self._metrics.intake_batch_seconds.observe(time.perf_counter() - started)
+        return results
+
+    async def accept(self, body: bytes, *, source: str) -> tuple[str, IntakeOutcome]:
+        """Take in one request outside the queue (``POST /v1/requests``).
+
+        Raises :class:`InvalidRequest` with the reason instead of dead-lettering: the caller is
+        there to read the answer.
+        """
+        request = parse_request(body, self._vocabulary)
+        item = Incoming(request=request, source=source)
+        (outcome,) = await self._ingest([item], [], now=self._clock.now())
+        self._record(item, outcome)
+        if self.on_accepted is not None and outcome is IntakeOutcome.ACCEPTED:
+            self.on_accepted()
+        return request.request_id, outcome
+
+    async def _ingest(
+        self, incoming: Sequence[Incoming], dead: Sequence[DeadLetter], *, now: datetime
+    ) -> list[IntakeOutcome]:
+        """Store the batch, retrying for as long as the store is unavailable.
+
+        Messages stay unacknowledged on the queue meanwhile, so waiting out a store restart loses
+        nothing; shutdown cancels the wait and the messages are handed back.
+        """
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
+            reraise=True,
+            before_sleep=self._log_store_retry,
+        ):
+            with attempt:
+                return await self._store.ingest(incoming, dead, now=now)
+        raise AssertionError("unreachable: AsyncRetrying either returns or raises")
+
+    def _log_store_retry(self, state: object) -> None:
+        self._metrics.store_retries.labels(operation="ingest").inc()
+        outcome = getattr(state, "outcome", None)
+        error = outcome.exception() if outcome is not None else None
+        log.warning("store.unavailable", operation="ingest", error=str(error))
+
+    def _record(self, item: Incoming, outcome: IntakeOutcome) -> None:
+        request = item.request
+        self._metrics.requests.labels(platform=request.platform, outcome=outcome.value).inc()
+        fields = {"request_id": request.request_id, "platform": request.platform, "source": item.source}
+        if outcome is IntakeOutcome.ACCEPTED:
+            log.info("request.accepted", priority=request.priority.value, urls=len(request.urls), **fields)
+        elif outcome is IntakeOutcome.DUPLICATE:
+            log.info("request.duplicate", **fields)
+        else:
+            log.warning("request.conflict", **fields)

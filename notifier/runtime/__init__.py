@@ -1,0 +1,1 @@
+"""Process-level machinery: supervised tasks, signals, graceful shutdown, the HTTP server."""

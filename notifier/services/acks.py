@@ -1,0 +1,252 @@
+"""Acknowledgements, receipts and bounces: whatever a platform answers, tied to its notice (SPEC §7).
+
+Every source ends here: signed callbacks, the ack queue, email replies (IMAP or inbound SMTP) and
+operators' manual entries. An acknowledgement is planned by the pure rules of
+:mod:`notifier.domain.acks` and applied only if nothing changed meanwhile; a late or repeated one
+changes nothing and is logged. A receipt (auto-reply, API ticket) is recorded without stopping the
+acknowledgement clock. A bounce returns a delivered notice to ``retrying`` (or its fallback), and
+its SLA clock restarts at the next delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+
+from notifier.acks.classify import MailKind, classify
+from notifier.clock import Clock
+from notifier.domain.acks import Ack, AckPlan, AckStatus, plan_ack
+from notifier.domain.models import NoticeState, RequestState
+from notifier.domain.notices import Attempt, AttemptOutcome, Notice, parse_notice_id
+from notifier.domain.retry import next_attempt
+from notifier.errors import StoreUnavailable
+from notifier.metrics import Metrics
+from notifier.ports import Store
+
+log = structlog.get_logger("notifier.acks")
+
+_CLASSIFY_INLINE_BYTES = 256 * 1024
+_PLAN_TRIES = 5  # concurrent acknowledgements of one notice: plan again this often before giving up
+
+
+class AckOutcome(enum.StrEnum):
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"  # late or repeated: nothing moves backward
+    UNKNOWN_NOTICE = "unknown_notice"
+    UNKNOWN_ITEMS = "unknown_items"
+
+
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    outcome: AckOutcome
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackRule:
+    """What a bounce needs to know of a platform: its primary and fallback channel names."""
+
+    primary: str
+    fallback: str | None
+
+
+class AckService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        metrics: Metrics,
+        fallbacks: Mapping[str, FallbackRule],
+        deliver_within: timedelta,
+        our_domains: Sequence[str] = (),
+        on_redelivery: Callable[[], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._metrics = metrics
+        self._fallbacks = dict(fallbacks)
+        self._deliver_within = deliver_within
+        self._our_domains = tuple(our_domains)
+        self._on_redelivery = on_redelivery
+        self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not cryptography
+
+    # -- acknowledgements -----------------------------------------------------------------------
+
+    async def acknowledge(self, ack: Ack) -> AckResult:
+        """Apply one acknowledgement; the result says what happened and why."""
+        bound = {"notice_id": ack.notice_id, "source": ack.source, "status": ack.status.value}
+        for _ in range(_PLAN_TRIES):
+            context = await self._store.ack_context(ack.notice_id)
+            if context is None:
+                await self._store.record_ack_history(ack, outcome="unknown notice")
+                log.warning("ack.unknown_notice", **bound)
+                return AckResult(AckOutcome.UNKNOWN_NOTICE, f"no notice {ack.notice_id}")
+            notice, states = context
+            plan = plan_ack(notice.state, states, ack)
+            if plan.unknown_items:
+                detail = f"not in {ack.notice_id}: {', '.join(plan.unknown_items[:10])}"
+                await self._store.record_ack_history(ack, outcome=f"unknown items: {detail}")
+                log.warning(
+                    "ack.unknown_items",
+                    platform=notice.platform,
+                    items=list(plan.unknown_items[:10]),
+                    **bound,
+                )
+                return AckResult(AckOutcome.UNKNOWN_ITEMS, detail)
+            if not plan.changes_anything:
+                why = "; ".join(plan.ignored[:5]) or "nothing to change"
+                await self._store.record_ack_history(ack, outcome=f"unchanged: {why}")
+                log.info("ack.unchanged", platform=notice.platform, reason=why, **bound)
+                return AckResult(AckOutcome.UNCHANGED, why)
+            if await self._store.apply_ack(ack, plan):
+                self._count(notice.platform, ack)
+                self._observe(notice, plan)
+                log.info(
+                    "ack.received",
+                    platform=notice.platform,
+                    notice_state=plan.notice_after.value,
+                    requests_changed=len(plan.changes),
+                    ticket=ack.ticket,
+                    ignored=list(plan.ignored[:5]) or None,
+                    **bound,
+                )
+                return AckResult(AckOutcome.APPLIED)
+        raise StoreUnavailable(f"acknowledgement of {ack.notice_id} kept losing to concurrent changes")
+
+    def _observe(self, notice: Notice, plan: AckPlan) -> None:
+        """Time from delivery to the acknowledgement and to the removal, per request changed."""
+        if notice.delivered_at is None:
+            return
+        for change in plan.changes:
+            if change.acknowledged_at is not None:
+                elapsed = (change.acknowledged_at - notice.delivered_at).total_seconds()
+                self._metrics.time_to_ack.labels(platform=notice.platform).observe(max(0.0, elapsed))
+            if change.resolved_at is not None and change.after is RequestState.REMOVED:
+                elapsed = (change.resolved_at - notice.delivered_at).total_seconds()
+                self._metrics.time_to_removal.labels(platform=notice.platform).observe(max(0.0, elapsed))
+
+    def _count(self, platform: str, ack: Ack) -> None:
+        self._metrics.acks.labels(
+            platform=platform, source=ack.source.split(":", 1)[0], status=ack.status.value
+        ).inc()
+
+    # -- receipts and bounces -------------------------------------------------------------------
+
+    async def receipt(self, notice_id: str, *, ticket: str | None, source: str) -> bool:
+        recorded = await self._store.record_receipt(
+            notice_id, at=self._clock.now(), ticket=ticket, source=source
+        )
+        if recorded:
+            log.info("receipt.received", notice_id=notice_id, source=source, ticket=ticket)
+        else:
+            log.warning("receipt.unknown_notice", notice_id=notice_id, source=source)
+        return recorded
+
+    async def bounce(self, notice_id: str, *, status: str | None, source: str) -> bool:
+        """The notice was not delivered after all: retry it, on the fallback channel if it has one."""
+        context = await self._store.ack_context(notice_id)
+        if context is None:
+            log.warning("bounce.unknown_notice", notice_id=notice_id, source=source)
+            return False
+        notice, _ = context
+        if notice.state is not NoticeState.DELIVERED:
+            log.info("bounce.ignored", notice_id=notice_id, state=notice.state.value, source=source)
+            return False
+        now = self._clock.now()
+        rule = self._fallbacks.get(notice.platform)
+        detail = f"bounced ({status or 'no status'}) after delivery"
+        attempt = Attempt(
+            at=now, channel=notice.channel, outcome=AttemptOutcome.PERMANENT_ERROR, detail=detail
+        )
+        if (
+            rule is not None
+            and rule.fallback
+            and not notice.fallback_used
+            and notice.channel != rule.fallback
+        ):
+            channel, retry_at, fallback_used = rule.fallback, now, True
+        else:
+            failures = 1 + sum(1 for a in notice.attempts if a.channel == notice.channel)
+            decision = next_attempt(
+                failures=failures, now=now, deadline=now + self._deliver_within, rng=self._rng
+            )
+            channel, retry_at, fallback_used = notice.channel, decision.retry_at or now, notice.fallback_used
+        moved = await self._store.record_bounce(
+            notice_id,
+            attempt=attempt,
+            channel=channel,
+            next_attempt_at=retry_at,
+            deliver_by=now + self._deliver_within,
+            fallback_used=fallback_used,
+        )
+        if moved:
+            log.warning(
+                "notice.bounced",
+                notice_id=notice_id,
+                platform=notice.platform,
+                status=status,
+                next_channel=channel,
+            )
+            self._metrics.notice_outcomes.labels(platform=notice.platform, outcome="bounced").inc()
+            if self._on_redelivery is not None:
+                self._on_redelivery()
+        return moved
+
+    # -- email replies (the MailSink of the IMAP reader and the inbound SMTP listener) -------------
+
+    async def handle_mail(self, raw: bytes, *, source: str, envelope_recipients: Sequence[str] = ()) -> None:
+        if len(raw) > _CLASSIFY_INLINE_BYTES:
+            # Parsing megabytes of MIME takes a fraction of a second: not on the event loop.
+            verdict = await asyncio.to_thread(
+                classify, raw, envelope_recipients=envelope_recipients, our_domains=self._our_domains
+            )
+        else:
+            verdict = classify(raw, envelope_recipients=envelope_recipients, our_domains=self._our_domains)
+        notice_ids = list(verdict.notice_ids)
+        kind, matched_by = verdict.kind, verdict.matched_by
+        if (
+            not notice_ids
+            and verdict.ticket
+            and verdict.kind in (MailKind.HUMAN, MailKind.AUTO_REPLY, MailKind.UNRELATED)
+        ):
+            found = await self._store.notice_by_ticket(verdict.ticket)
+            if found is not None:
+                notice_ids, matched_by = [found], "ticket"
+                if kind is MailKind.UNRELATED:
+                    kind = MailKind.HUMAN  # no automated markers, and about a notice of ours
+        fields = {"source": source, "kind": kind.value, "matched_by": matched_by or None}
+        if not notice_ids:
+            log.info("mail.unmatched", reason=verdict.reason, **fields)
+            return
+        notice_id = notice_ids[0]
+        if parse_notice_id(notice_id) is None:
+            log.info("mail.unmatched", reason="matched text is not a notice id", **fields)
+            return
+        if kind is MailKind.BOUNCE and (verdict.bounce_status or "").startswith("4."):
+            # A 4.x.x report says the mail is delayed and still being tried: not a failure.
+            log.info("mail.delay_notice", notice_id=notice_id, status=verdict.bounce_status, **fields)
+        elif kind is MailKind.BOUNCE:
+            await self.bounce(notice_id, status=verdict.bounce_status, source=source)
+        elif kind is MailKind.AUTO_REPLY:
+            await self.receipt(notice_id, ticket=verdict.ticket, source=source)
+        elif kind is MailKind.HUMAN:
+            status = AckStatus.REMOVED if verdict.removal_claimed else AckStatus.RECEIVED
+            ack = Ack(
+                notice_id=notice_id,
+                status=status,
+                received_at=self._clock.now(),
+                source=source,
+                ticket=verdict.ticket,
+            )
+            await self.acknowledge(ack)
+        else:
+            # Feedback reports and other automated mail are never a platform's acknowledgement.
+            log.info("mail.ignored", notice_id=notice_id, reason=verdict.reason, **fields)

@@ -1,0 +1,97 @@
+"""What operators do by hand: send a failed notice again, record a portal submission."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import structlog
+
+from notifier.domain.acks import Ack, AckItem, AckStatus, ItemStatus
+from notifier.domain.notices import Notice
+from notifier.errors import InvalidRequest
+from notifier.ports import Store
+from notifier.services.acks import AckResult, AckService
+
+log = structlog.get_logger("notifier.operator")
+
+
+async def retry_notice(store: Store, notice_id: str, *, now: datetime, deliver_within: timedelta) -> Notice:
+    """``failed`` → ``queued``: the same notice (same id, same requests) goes out again."""
+    notice = await store.retry_failed(notice_id, now=now, deliver_by=now + deliver_within)
+    if notice is None:
+        known = await store.get_notices([notice_id])
+        if not known:
+            raise InvalidRequest(f"{notice_id}: no such notice")
+        raise InvalidRequest(f"{notice_id}: is {known[0].state.value}, only a failed notice can be retried")
+    log.info("notice.retry_requested", notice_id=notice_id, platform=notice.platform)
+    return notice
+
+
+async def record_submitted(
+    store: Store, notice_id: str, *, at: datetime, now: datetime, ticket: str | None
+) -> Notice:
+    """Staff submitted a portal notice: that counts as its delivery (SPEC §6.3)."""
+    if at > now:
+        raise InvalidRequest(f"--at {at.isoformat()} is in the future")
+    known = await store.get_notices([notice_id])
+    if not known:
+        raise InvalidRequest(f"{notice_id}: no such notice")
+    if at < known[0].created_at:
+        raise InvalidRequest(f"--at {at.isoformat()} is before the notice was created")
+    notice = await store.mark_submitted(notice_id, at=at, ticket=ticket)
+    if notice is None:
+        raise InvalidRequest(
+            f"{notice_id}: is {known[0].state.value}; "
+            "only a notice awaiting submission can be marked submitted"
+        )
+    log.info(
+        "notice.delivered", notice_id=notice_id, platform=notice.platform, channel="manual", ticket=ticket
+    )
+    return notice
+
+
+async def record_ack(
+    acks: AckService,
+    store: Store,
+    notice_id: str,
+    *,
+    status: AckStatus,
+    request_ids: Sequence[str],
+    ticket: str | None,
+    at: datetime,
+    now: datetime,
+    note: str | None,
+) -> AckResult:
+    """What a platform said by phone, on a portal or in a letter, recorded by an operator.
+
+    ``at`` may date it in the past, never before the notice's delivery nor in the future.
+    """
+    if at > now:
+        raise InvalidRequest(f"--at {at.isoformat()} is in the future")
+    known = await store.get_notices([notice_id])
+    if not known:
+        raise InvalidRequest(f"{notice_id}: no such notice")
+    notice = known[0]
+    if notice.delivered_at is None:
+        raise InvalidRequest(
+            f"{notice_id}: is {notice.state.value} and was never delivered; nothing to acknowledge"
+        )
+    if at < notice.delivered_at:
+        raise InvalidRequest(
+            f"--at {at.isoformat()} is before the notice's delivery ({notice.delivered_at.isoformat()})"
+        )
+    item_status = ItemStatus(status.value) if status is not AckStatus.PARTIAL else None
+    if request_ids and item_status is None:
+        raise InvalidRequest("--status partial is not for manual entries; give one status per call")
+    items = tuple(AckItem(request_id=r, status=item_status) for r in request_ids if item_status is not None)
+    ack = Ack(
+        notice_id=notice_id,
+        status=status,
+        items=items,
+        ticket=ticket,
+        received_at=at,
+        source="manual",
+        note=note,
+    )
+    return await acks.acknowledge(ack)

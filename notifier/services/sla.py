@@ -1,0 +1,286 @@
+"""The SLA monitor (SPEC §7): reminders before the bound, breaches and escalations after it.
+
+Each round reads the open notices, asks the pure rules (:mod:`notifier.domain.sla`) what is due,
+and **decides** each due reminder or breach in the store before anything is sent: the decision is
+an insert on (notice_id, kind), so of any number of processes, and across restarts, exactly one
+decides, logs and counts it. Then every decision not yet sent is sent, and marked sent. A send that
+fails stays unsent and is tried again in a later round; since the ids of reminders and escalations
+are derived from the notice id (``<id>.reminder@…``, ``<id>.escalation``), every re-send carries the
+same Message-ID or API id, and the platform can drop a duplicate.
+
+Between rounds the monitor sleeps on the business clock until the next decision falls due, or until
+kicked, but never longer than ``poll_interval`` of real time, so decisions and acknowledgements made
+by other processes are seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+
+from notifier.channels.api import api_message_id
+from notifier.clock import Clock
+from notifier.domain.models import TakedownRequest
+from notifier.domain.notices import Authority, MessageKind, Notice, NoticeContent, SendResult
+from notifier.domain.sla import SlaBounds, SlaKind, outlook
+from notifier.errors import StoreUnavailable
+from notifier.failures import DeliveryError
+from notifier.metrics import Metrics
+from notifier.ports import Channel, SlaDecision, SlaStore
+from notifier.runtime.idle import idle
+from notifier.services.dispatcher import Route, notice_content, process_owner
+
+log = structlog.get_logger("notifier.sla")
+
+_BREACHES = (SlaKind.ACK_BREACH, SlaKind.REMOVAL_BREACH)
+
+
+# How long a monitor holds a decision it is sending before another may take it over.
+SEND_LEASE = timedelta(minutes=2)
+
+
+class SlaMonitorStore(SlaStore, Protocol):
+    """What the monitor needs of the store: the SLA side, and the notices it writes about."""
+
+    async def get_notices(self, notice_ids: Sequence[str]) -> list[Notice]: ...
+
+    async def notice_requests(self, notice_id: str) -> list[TakedownRequest]: ...
+
+
+class SlaMonitor:
+    """Decides reminders and breaches once, then sends them at least once.
+
+    ``escalations`` maps a platform to the channel its escalations go over: for an API platform, an
+    email channel to ``platforms.<id>.escalation.email`` with its usual addresses copied. A platform
+    without one escalates over the channel its notice was delivered on (an email channel built with
+    ``escalation_to`` addresses them itself; a manual one writes ``escalation.txt`` in the outbox).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: SlaMonitorStore,
+        routes: Mapping[str, Route],
+        bounds: Mapping[str, SlaBounds],
+        authority: Authority,
+        category_labels: Mapping[str, str],
+        clock: Clock,
+        metrics: Metrics,
+        escalations: Mapping[str, Channel] | None = None,
+        poll_interval: float = 1.0,
+        batch: int = 500,
+        send_backoff: float = 5.0,
+        owner: str | None = None,
+        send_lease: timedelta = SEND_LEASE,
+    ) -> None:
+        self._owner = owner or process_owner()
+        self._send_lease = send_lease
+        self._store = store
+        self._routes = dict(routes)
+        self._bounds = dict(bounds)
+        self._authority = authority
+        self._labels = dict(category_labels)
+        self._clock = clock
+        self._metrics = metrics
+        self._escalations = dict(escalations or {})
+        self._poll = poll_interval
+        self._batch = batch
+        self._send_backoff = send_backoff
+        self._kick = asyncio.Event()
+        # Failed sends of this process, by notice: (failures so far, loop time before which to wait).
+        self._paused: dict[str, tuple[int, float]] = {}
+        # Observable state, for tests and diagnostics: rounds completed, and whether the loop waits
+        # (and for which business time).
+        self.rounds = 0
+        self.idle = False
+        self.wake_at: datetime | None = None
+
+    @property
+    def quiet(self) -> bool:
+        """Waiting for the next business deadline, with no kick pending (the demo's clock waits for it)."""
+        return self.idle and not self._kick.is_set()
+
+    def kick(self) -> None:
+        """Something changed (a delivery, an acknowledgement): look now rather than at the next poll."""
+        self._kick.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("sla.started", platforms=sorted(self._bounds))
+        outage = 0
+        try:
+            while not stop.is_set():
+                self._kick.clear()
+                try:
+                    wake_at = await self.round()
+                except StoreUnavailable as error:
+                    outage += 1
+                    self._metrics.store_retries.labels(operation="sla").inc()
+                    log.warning("store.unavailable", operation="sla", error=str(error))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=min(5.0, 0.1 * 2**outage))
+                    continue
+                outage = 0
+                await self._idle(stop, wake_at)
+        finally:
+            log.info("sla.stopped")
+
+    async def round(self) -> datetime | None:
+        """Decide what is due, send what is owed; the time the next decision falls due, if known."""
+        wake_at = await self.decide_due()
+        await self.send_decided()
+        self.rounds += 1
+        return wake_at
+
+    # -- deciding -------------------------------------------------------------------------------
+
+    async def decide_due(self) -> datetime | None:
+        now = self._clock.now()
+        candidates = await self._store.sla_candidates(now=now, limit=self._batch)
+        earliest: datetime | None = None
+        for candidate in candidates:
+            bounds = self._bounds.get(candidate.platform)
+            if bounds is None:
+                continue  # the platform left the configuration; its notices are not judged
+            view = outlook(candidate.facts, bounds, now=now)
+            if view.next_at is not None and (earliest is None or view.next_at < earliest):
+                earliest = view.next_at
+            for due in view.due:
+                if not await self._store.decide(
+                    candidate.notice_id, due.kind, due_at=due.due_at, decided_at=now
+                ):
+                    continue  # another process decided it
+                fields: dict[str, Any] = {
+                    "notice_id": candidate.notice_id,
+                    "platform": candidate.platform,
+                    "kind": due.kind.value,
+                    "elapsed_s": int(due.elapsed.total_seconds()),
+                    "bound_s": int(due.bound.total_seconds()),
+                }
+                if due.kind is SlaKind.REMINDER:
+                    self._metrics.sla_reminders.labels(platform=candidate.platform).inc()
+                    log.info("sla.reminder", **fields)
+                else:
+                    self._metrics.sla_breaches.labels(platform=candidate.platform, kind=due.kind.value).inc()
+                    log.warning("sla.breach", **fields)
+        return earliest
+
+    # -- sending --------------------------------------------------------------------------------
+
+    async def send_decided(self) -> None:
+        """Send every decision not sent yet; one escalation covers both breaches owed together."""
+        owed = await self._store.claim_unsent_decisions(
+            owner=self._owner, lease=self._send_lease, limit=self._batch
+        )
+        by_notice: dict[str, list[SlaDecision]] = {}
+        for decision in owed:
+            by_notice.setdefault(decision.notice_id, []).append(decision)
+        if not by_notice:
+            return
+        loop_time = asyncio.get_running_loop().time()
+        notices = {n.notice_id: n for n in await self._store.get_notices(list(by_notice))}
+        for notice_id, decisions in by_notice.items():
+            if self._paused.get(notice_id, (0, 0.0))[1] > loop_time:
+                continue
+            notice = notices.get(notice_id)
+            route = self._routes.get(notice.platform) if notice is not None else None
+            if notice is None or route is None:
+                log.error("sla.unroutable", notice_id=notice_id)
+                continue
+            reminders = [d for d in decisions if d.kind is SlaKind.REMINDER]
+            breaches = [d for d in decisions if d.kind in _BREACHES]
+            ok = True
+            if reminders:
+                ok = await self._send(notice, route, MessageKind.REMINDER, reminders)
+            if breaches and ok:
+                ok = await self._send(notice, route, MessageKind.ESCALATION, breaches)
+            if ok:
+                self._paused.pop(notice_id, None)
+            else:
+                failures = self._paused.get(notice_id, (0, 0.0))[0] + 1
+                pause = min(300.0, self._send_backoff * 2 ** (failures - 1))
+                self._paused[notice_id] = (failures, loop_time + pause)
+
+    async def _send(
+        self, notice: Notice, route: Route, kind: MessageKind, decisions: Sequence[SlaDecision]
+    ) -> bool:
+        channel = self._channel(notice, route, kind)
+        kinds = [d.kind.value for d in decisions]
+        try:
+            content = await self._content(notice, route, kind)
+            result = await channel.send(content)
+        except StoreUnavailable:
+            raise  # the round is given up and tried again once the store answers
+        except Exception as error:
+            # A delivery failure, or a fault of notifier itself (a template error): either way the
+            # decision stays unsent and is tried again later, with the same id.
+            code = error.code if isinstance(error, DeliveryError) else None
+            transient = error.transient if isinstance(error, DeliveryError) else True
+            detail = (
+                error.detail
+                if isinstance(error, DeliveryError)
+                else f"internal error: {type(error).__name__}"
+            )
+            self._metrics.sla_sends.labels(platform=notice.platform, kind=kind.value, outcome="failed").inc()
+            log.warning(
+                "sla.send_failed",
+                notice_id=notice.notice_id,
+                platform=notice.platform,
+                kind=kind.value,
+                decisions=kinds,
+                channel=channel.name,
+                code=code,
+                transient=transient,
+                detail=detail,
+            )
+            # Hand the claim back: this monitor's backoff decides when to try again, not the lease.
+            for decision in decisions:
+                await self._store.release_decision(decision.notice_id, decision.kind, owner=self._owner)
+            return False
+        ref = _reference(channel, content, result)
+        at = self._clock.now()
+        for decision in decisions:
+            await self._store.mark_decision_sent(decision.notice_id, decision.kind, at=at, message_ref=ref)
+        self._metrics.sla_sends.labels(platform=notice.platform, kind=kind.value, outcome="sent").inc()
+        log.info(
+            "sla.escalated" if kind is MessageKind.ESCALATION else "sla.reminder_sent",
+            notice_id=notice.notice_id,
+            platform=notice.platform,
+            decisions=kinds,
+            channel=channel.name,
+            message_id=ref,
+        )
+        return True
+
+    def _channel(self, notice: Notice, route: Route, kind: MessageKind) -> Channel:
+        if kind is MessageKind.ESCALATION and notice.platform in self._escalations:
+            return self._escalations[notice.platform]
+        return route.channel(notice.channel)
+
+    async def _content(self, notice: Notice, route: Route, kind: MessageKind) -> NoticeContent:
+        requests = await self._store.notice_requests(notice.notice_id)
+        return notice_content(
+            notice, route, requests, authority=self._authority, labels=self._labels, kind=kind
+        )
+
+    async def _idle(self, stop: asyncio.Event, wake_at: datetime | None) -> None:
+        """Wait for a kick, a stop, the real-time poll, or the next business deadline."""
+        self.idle, self.wake_at = True, wake_at
+        try:
+            await idle(kick=self._kick, stop=stop, clock=self._clock, wake_at=wake_at, poll=self._poll)
+        finally:
+            self.idle, self.wake_at = False, None
+
+
+def _reference(channel: Channel, content: NoticeContent, result: SendResult) -> str | None:
+    """What the message went out as: its Message-ID, its API id, else what the channel said (the
+    follow-up file of a portal notice)."""
+    if result.message_id:
+        return result.message_id
+    if channel.name == "api":
+        return api_message_id(content)
+    return result.detail[:500] or None

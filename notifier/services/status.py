@@ -1,0 +1,102 @@
+"""What ``notifier status`` reports (SPEC §3): counts, conflicts, dead letters, or single records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from notifier.domain.models import NoticeState, RequestState, StoredRequest, format_timestamp
+from notifier.domain.notices import Notice
+from notifier.ports import Store
+
+DEAD_LETTERS_LISTED = 100
+
+
+def _filled(
+    counts: dict[str, dict[str, int]], platforms: Iterable[str], states: Iterable[str]
+) -> dict[str, Any]:
+    """Every configured platform and every state present, 0 when empty; unconfigured platforms
+    still found in the store are kept so nothing stored goes unreported."""
+    names = list(platforms) + sorted(set(counts) - set(platforms))
+    state_list = list(states)
+    return {p: {s: counts.get(p, {}).get(s, 0) for s in state_list} for p in names}
+
+
+def _ts(value: Any) -> str | None:
+    return format_timestamp(value) if value is not None else None
+
+
+async def overview(store: Store, platforms: Sequence[str]) -> dict[str, Any]:
+    counts = await store.status_counts()
+    conflicts = await store.conflicts(limit=DEAD_LETTERS_LISTED)
+    dead_letters = await store.dead_letters(limit=DEAD_LETTERS_LISTED)
+    return {
+        "requests": _filled(counts.requests, platforms, (s.value for s in RequestState)),
+        "notices": _filled(counts.notices, platforms, (s.value for s in NoticeState)),
+        "conflicts": [{"request_id": c.request_id, "at": _ts(c.at), "source": c.source} for c in conflicts],
+        "dead_letters_total": counts.dead_letters_total,
+        "dead_letters": [
+            {"source": d.source, "reason": d.reason, "at": _ts(d.at), "request_id": d.request_id}
+            for d in dead_letters
+        ],
+    }
+
+
+def request_view(stored: StoredRequest) -> dict[str, Any]:
+    request = stored.request
+    return {
+        "request_id": request.request_id,
+        "platform": request.platform,
+        "state": stored.state.value,
+        "notice_id": stored.notice_id,
+        "priority": request.priority.value,
+        "category": request.category,
+        "urls": list(request.urls),
+        "ingested_at": _ts(stored.ingested_at),
+        "delivered_at": _ts(stored.delivered_at),
+        "acknowledged_at": _ts(stored.acknowledged_at),
+        "resolved_at": _ts(stored.resolved_at),
+    }
+
+
+def notice_view(notice: Notice) -> dict[str, Any]:
+    return {
+        "notice_id": notice.notice_id,
+        "platform": notice.platform,
+        "channel": notice.channel,
+        "state": notice.state.value,
+        "request_ids": list(notice.request_ids),
+        "ticket": notice.ticket,
+        "message_id": notice.message_id,
+        "attempts": [
+            {
+                "at": _ts(a.at),
+                "channel": a.channel,
+                "outcome": a.outcome.value,
+                "code": a.code,
+                "detail": a.detail,
+                "duration_ms": a.duration_ms,
+            }
+            for a in notice.attempts
+        ],
+        "created_at": _ts(notice.created_at),
+        "next_attempt_at": _ts(notice.next_attempt_at)
+        if notice.state in (NoticeState.QUEUED, NoticeState.RETRYING)
+        else None,
+        "delivered_at": _ts(notice.delivered_at),
+        "receipt_at": _ts(notice.receipt_at),
+        "acknowledged_at": _ts(notice.acknowledged_at),
+        "last_error": notice.last_error,
+    }
+
+
+async def lookup(store: Store, ids: Sequence[str]) -> dict[str, Any]:
+    """Requests and notices by id; ids found nowhere are listed as unknown."""
+    requests = await store.get_requests(ids)
+    notices = await store.get_notices(ids)
+    found = {r.request.request_id for r in requests} | {n.notice_id for n in notices}
+    return {
+        "requests": [request_view(r) for r in requests],
+        "notices": [notice_view(n) for n in notices],
+        "unknown": [i for i in ids if i not in found],
+    }

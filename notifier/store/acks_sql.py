@@ -1,0 +1,257 @@
+"""The store's side of acknowledgements, receipts and bounces (:class:`notifier.ports.AckStore`) in SQL.
+
+The rules are decided in :func:`notifier.domain.acks.plan_ack`; this module only carries a plan
+out, and only if the states it was computed from still hold. Every statement that moves a notice
+or a request names the state it moves it from (``WHERE state = :before``) and the transaction is
+rolled back when one of them finds nothing to change, so an acknowledgement planned from states
+that have moved on since changes nothing and the caller plans again.
+
+No ``SELECT … FOR UPDATE`` is needed for that on PostgreSQL: the first statement of
+:meth:`AckSqlMixin.apply_ack` is the conditional ``UPDATE`` of the notice row, which takes that
+row's lock, and, when it had to wait for another transaction, judges its ``WHERE`` against the row
+as that transaction committed it (READ COMMITTED re-checks an updated row). Every writer that moves
+a notice's requests (delivery, failure, bounce, acknowledgement) updates the notice row first, so
+they take their turns on that one lock, always in the order notice then requests, and never
+deadlock each other. On SQLite every write transaction holds the database's write lock from
+``BEGIN IMMEDIATE``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, func, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from notifier.domain.acks import Ack, AckPlan, RequestChange
+from notifier.domain.models import NoticeState, RequestState
+from notifier.domain.notices import Attempt, Notice
+from notifier.store.ingest import as_utc
+from notifier.store.notice_queries import add_attempt, with_details
+from notifier.store.tables import acks, notices, requests, seen_mail, seen_webhooks
+
+APPLIED = "applied"
+
+# Request ids per ``IN (…)``: well under SQLite's and asyncpg's limits on bound parameters.
+_CHUNK = 500
+
+
+class _StalePlan(Exception):
+    """Raised inside :meth:`AckSqlMixin.apply_ack`'s transaction to roll it back."""
+
+
+class AckSqlMixin:
+    """:class:`notifier.ports.AckStore` for :class:`notifier.store.sql.SqlStore`."""
+
+    if TYPE_CHECKING:
+        _insert: Any
+
+        def _write(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
+
+        def _read(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
+
+    async def ack_context(self, notice_id: str) -> tuple[Notice, dict[str, RequestState]] | None:
+        async with self._read("ack_context") as conn:
+            rows = (await conn.execute(select(notices).where(notices.c.notice_id == notice_id))).all()
+            if not rows:
+                return None
+            [notice] = await with_details(conn, rows)
+            result = await conn.execute(
+                select(requests.c.request_id, requests.c.state).where(requests.c.notice_id == notice_id)
+            )
+            states = {row.request_id: RequestState(row.state) for row in result}
+        return notice, {request_id: states[request_id] for request_id in notice.request_ids}
+
+    async def apply_ack(self, ack: Ack, plan: AckPlan) -> bool:
+        history = ack_row(ack, APPLIED)  # validates the times before the write lock is taken
+        notice_values: dict[str, Any] = {
+            "state": plan.notice_after.value,
+            "updated_at": as_utc(ack.received_at),
+        }
+        if plan.notice_acknowledged_at is not None:
+            notice_values["acknowledged_at"] = _first(
+                notices.c.acknowledged_at, as_utc(plan.notice_acknowledged_at)
+            )
+        if plan.notice_resolved_at is not None:
+            notice_values["resolved_at"] = _first(notices.c.resolved_at, as_utc(plan.notice_resolved_at))
+        if ack.ticket is not None:
+            notice_values["ticket"] = _first(notices.c.ticket, ack.ticket)
+        move_notice = (
+            update(notices)
+            .where(notices.c.notice_id == ack.notice_id, notices.c.state == plan.notice_before.value)
+            .values(notice_values)
+            .returning(notices.c.notice_id)
+        )
+        try:
+            async with self._write("apply_ack") as conn:
+                if (await conn.execute(move_notice)).first() is None:
+                    raise _StalePlan
+                for group in _grouped(plan.changes):
+                    await _move_requests(conn, ack.notice_id, group)
+                await conn.execute(acks.insert(), history)
+        except _StalePlan:
+            return False
+        return True
+
+    async def record_ack_history(self, ack: Ack, *, outcome: str) -> None:
+        row = ack_row(ack, outcome)
+        async with self._write("record_ack_history") as conn:
+            await conn.execute(acks.insert(), row)
+
+    async def record_receipt(self, notice_id: str, *, at: datetime, ticket: str | None, source: str) -> bool:
+        values: dict[str, Any] = {"receipt_at": _first(notices.c.receipt_at, as_utc(at))}
+        if ticket is not None:
+            values["ticket"] = _first(notices.c.ticket, ticket)
+        stmt = (
+            update(notices)
+            .where(notices.c.notice_id == notice_id)
+            .values(values)
+            .returning(notices.c.notice_id)
+        )
+        async with self._write("record_receipt") as conn:
+            return (await conn.execute(stmt)).first() is not None
+
+    async def record_bounce(
+        self,
+        notice_id: str,
+        *,
+        attempt: Attempt,
+        channel: str,
+        next_attempt_at: datetime,
+        deliver_by: datetime,
+        fallback_used: bool,
+    ) -> bool:
+        stmt = (
+            update(notices)
+            .where(notices.c.notice_id == notice_id, notices.c.state == NoticeState.DELIVERED.value)
+            .values(
+                state=NoticeState.RETRYING.value,
+                channel=channel,
+                next_attempt_at=as_utc(next_attempt_at),
+                deliver_by=as_utc(deliver_by),
+                fallback_used=fallback_used,
+                # Not delivered after all: the SLA clock restarts at the next delivery.
+                delivered_at=None,
+                lease_owner=None,
+                lease_until=None,
+                last_error=attempt.detail,
+                updated_at=as_utc(attempt.at),
+            )
+            .returning(notices.c.notice_id)
+        )
+        async with self._write("record_bounce") as conn:
+            if (await conn.execute(stmt)).first() is None:
+                return False
+            await add_attempt(conn, notice_id, attempt)
+            await conn.execute(
+                update(requests)
+                .where(requests.c.notice_id == notice_id, requests.c.state == RequestState.DELIVERED.value)
+                .values(state=RequestState.BATCHED.value, delivered_at=None)
+            )
+        return True
+
+    async def remember_webhook(self, platform: str, webhook_id: str, *, at: datetime) -> bool:
+        stmt = (
+            self._insert(seen_webhooks)
+            .values(platform=platform, webhook_id=webhook_id, at=as_utc(at))
+            .on_conflict_do_nothing(index_elements=["platform", "webhook_id"])
+            .returning(seen_webhooks.c.platform)
+        )
+        async with self._write("remember_webhook") as conn:
+            return (await conn.execute(stmt)).first() is not None
+
+    async def remember_mail(self, mailbox: str, uidvalidity: int, uid: int, *, at: datetime) -> bool:
+        stmt = (
+            self._insert(seen_mail)
+            .values(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, at=as_utc(at))
+            .on_conflict_do_nothing(index_elements=["mailbox", "uidvalidity", "uid"])
+            .returning(seen_mail.c.mailbox)
+        )
+        async with self._write("remember_mail") as conn:
+            return (await conn.execute(stmt)).first() is not None
+
+    async def remembered_mail(self, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> set[int]:
+        if not uids:
+            return set()
+        stmt = select(seen_mail.c.uid).where(
+            seen_mail.c.mailbox == mailbox,
+            seen_mail.c.uidvalidity == uidvalidity,
+            seen_mail.c.uid.in_(list(uids)),
+        )
+        async with self._read("remembered_mail") as conn:
+            return {int(uid) for uid in (await conn.execute(stmt)).scalars()}
+
+    async def notice_by_ticket(self, ticket: str, *, platform: str | None = None) -> str | None:
+        stmt = select(notices.c.notice_id).where(notices.c.ticket == ticket)
+        if platform is not None:
+            stmt = stmt.where(notices.c.platform == platform)
+        # Tickets are the platform's, not unique: the newest notice that carries it is the one a
+        # reply is most likely about.
+        stmt = stmt.order_by(notices.c.created_at.desc(), notices.c.sequence.desc()).limit(1)
+        async with self._read("notice_by_ticket") as conn:
+            found: str | None = (await conn.execute(stmt)).scalar()
+        return found
+
+
+def ack_row(ack: Ack, outcome: str) -> dict[str, Any]:
+    """The ``acks`` history row of an acknowledgement."""
+    return {
+        "notice_id": ack.notice_id,
+        "source": ack.source,
+        "status": ack.status.value,
+        "items": json.dumps(
+            [{"request_id": item.request_id, "status": item.status.value} for item in ack.items],
+            separators=(",", ":"),
+        ),
+        "ticket": ack.ticket,
+        "platform_at": None if ack.platform_at is None else as_utc(ack.platform_at),
+        "received_at": as_utc(ack.received_at),
+        "note": ack.note,
+        "outcome": outcome,
+    }
+
+
+def _first(column: ColumnElement[Any], value: Any) -> ColumnElement[Any]:
+    """The column's value if it has one, else ``value``: a first time is never overwritten.
+
+    ``value`` is bound with the column's type, so a timestamp goes through ``UTCDateTime``.
+    """
+    return func.coalesce(column, literal(value, type_=column.type))
+
+
+def _grouped(changes: Sequence[RequestChange]) -> list[list[RequestChange]]:
+    """Changes that set the same values, together: usually one statement moves every request."""
+    groups: dict[tuple[Any, ...], list[RequestChange]] = {}
+    for change in changes:
+        key = (change.before, change.after, change.acknowledged_at, change.resolved_at)
+        groups.setdefault(key, []).append(change)
+    return list(groups.values())
+
+
+async def _move_requests(conn: AsyncConnection, notice_id: str, group: Sequence[RequestChange]) -> None:
+    """Move requests that share a change, each only from its ``before`` state; else :class:`_StalePlan`."""
+    change = group[0]
+    values: dict[str, Any] = {"state": change.after.value}
+    if change.acknowledged_at is not None:
+        values["acknowledged_at"] = _first(requests.c.acknowledged_at, as_utc(change.acknowledged_at))
+    if change.resolved_at is not None:
+        values["resolved_at"] = _first(requests.c.resolved_at, as_utc(change.resolved_at))
+    request_ids = sorted({c.request_id for c in group})
+    for start in range(0, len(request_ids), _CHUNK):
+        chunk = request_ids[start : start + _CHUNK]
+        stmt = (
+            update(requests)
+            .where(
+                requests.c.request_id.in_(chunk),
+                requests.c.notice_id == notice_id,
+                requests.c.state == change.before.value,
+            )
+            .values(values)
+            .returning(requests.c.request_id)
+        )
+        if len((await conn.execute(stmt)).all()) != len(chunk):
+            raise _StalePlan

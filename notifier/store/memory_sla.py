@@ -1,0 +1,126 @@
+"""The in-memory :class:`notifier.store.sla_port.SlaStore`, the half of :class:`MemoryStore` that keeps
+SLA decisions. It keeps the SQL store's rules (``tests/contract/test_sla_store_contract.py`` runs
+against both): a decision is recorded once, and its first sending is never overwritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from notifier.domain.models import NoticeState, RequestState
+from notifier.domain.sla import SlaFacts, SlaKind
+from notifier.ports import SlaCandidate, SlaDecision
+from notifier.store.ingest import as_utc
+
+if TYPE_CHECKING:
+    from notifier.store.memory_notices import RequestRow, _NoticeRow
+
+_OPEN_NOTICES = (NoticeState.DELIVERED, NoticeState.ACKNOWLEDGED)
+_CLOSED_REQUESTS = (RequestState.REMOVED, RequestState.REJECTED, RequestState.WITHDRAWN, RequestState.FAILED)
+
+
+class MemorySlaMixin:
+    """SLA decisions in a dict keyed like the SQL table; every method is atomic (it never awaits)."""
+
+    if TYPE_CHECKING:
+        _requests: dict[str, RequestRow]
+        _notices: dict[str, _NoticeRow]
+        _lease_clock: Callable[[], float]
+
+        def _check(self) -> None: ...
+
+    def _init_sla(self) -> None:
+        self._sla: dict[tuple[str, SlaKind], SlaDecision] = {}
+        self._sla_claims: dict[tuple[str, SlaKind], tuple[str, float]] = {}  # owner, until
+
+    async def sla_candidates(self, *, now: datetime, limit: int) -> list[SlaCandidate]:
+        self._check()
+        now = as_utc(now)
+        found: list[SlaCandidate] = []
+        for row in self._notices.values():
+            notice = row.notice
+            if notice.state not in _OPEN_NOTICES or notice.delivered_at is None or notice.delivered_at > now:
+                continue
+            decided = frozenset(kind for (nid, kind) in self._sla if nid == notice.notice_id)
+            if SlaKind.REMOVAL_BREACH in decided and (
+                notice.acknowledged_at is not None or SlaKind.ACK_BREACH in decided
+            ):
+                continue
+            open_requests = sum(
+                1
+                for r in self._requests.values()
+                if r.stored.notice_id == notice.notice_id and r.stored.state not in _CLOSED_REQUESTS
+            )
+            found.append(
+                SlaCandidate(
+                    notice_id=notice.notice_id,
+                    platform=notice.platform,
+                    channel=notice.channel,
+                    facts=SlaFacts(
+                        delivered_at=notice.delivered_at,
+                        acknowledged_at=notice.acknowledged_at,
+                        open_requests=open_requests,
+                        decided=decided,
+                    ),
+                )
+            )
+        found.sort(key=lambda c: (c.facts.delivered_at, c.notice_id))
+        return found[:limit]
+
+    async def decide(self, notice_id: str, kind: SlaKind, *, due_at: datetime, decided_at: datetime) -> bool:
+        self._check()
+        key = (notice_id, SlaKind(kind))
+        decision = SlaDecision(
+            notice_id=notice_id, kind=key[1], due_at=as_utc(due_at), decided_at=as_utc(decided_at)
+        )
+        if key in self._sla:
+            return False
+        self._sla[key] = decision
+        return True
+
+    def _sla_sorted(self, decisions: list[SlaDecision]) -> list[SlaDecision]:
+        return sorted(decisions, key=lambda d: (d.decided_at, d.notice_id, d.kind.value))
+
+    async def claim_unsent_decisions(self, *, owner: str, lease: timedelta, limit: int) -> list[SlaDecision]:
+        self._check()
+        now = self._lease_clock()
+        free = [
+            d
+            for key, d in self._sla.items()
+            if d.sent_at is None and self._sla_claims.get(key, (None, 0.0))[1] < now
+        ]
+        claimed = self._sla_sorted(free)[:limit]
+        for decision in claimed:
+            self._sla_claims[(decision.notice_id, decision.kind)] = (owner, now + lease.total_seconds())
+        return claimed
+
+    async def release_decision(self, notice_id: str, kind: SlaKind, *, owner: str) -> None:
+        self._check()
+        key = (notice_id, SlaKind(kind))
+        if self._sla_claims.get(key, ("", 0.0))[0] == owner:
+            del self._sla_claims[key]
+
+    async def unsent_decisions(self, *, limit: int) -> list[SlaDecision]:
+        self._check()
+        return self._sla_sorted([d for d in self._sla.values() if d.sent_at is None])[:limit]
+
+    async def mark_decision_sent(
+        self, notice_id: str, kind: SlaKind, *, at: datetime, message_ref: str | None
+    ) -> None:
+        self._check()
+        at = as_utc(at)
+        key = (notice_id, SlaKind(kind))
+        decision = self._sla.get(key)
+        if decision is not None and decision.sent_at is None:
+            self._sla[key] = replace(decision, sent_at=at, message_ref=message_ref)
+
+    async def sla_decisions(self, notice_ids: Sequence[str]) -> list[SlaDecision]:
+        self._check()
+        wanted = set(notice_ids)
+        return sorted(
+            (d for d in self._sla.values() if d.notice_id in wanted),
+            key=lambda d: (d.decided_at, d.kind.value),
+        )

@@ -1,0 +1,139 @@
+"""The statements behind :mod:`notifier.store.notices_sql`, each run inside its caller's transaction,
+and the reading of notice rows back into :class:`notifier.domain.notices.Notice`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, and_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from notifier.domain.models import NoticeState, Priority, RequestState
+from notifier.domain.notices import Attempt, AttemptOutcome, Notice
+from notifier.store.ingest import as_utc
+from notifier.store.tables import notice_attempts, notices, requests
+
+SENDING = NoticeState.SENDING.value
+
+# Requests a notice may still move forward when it is delivered or fails for good: those waiting in
+# it, and those already marked delivered by an earlier delivery that bounced. Acknowledged and later
+# states are never moved back.
+DELIVERABLE = (RequestState.BATCHED.value, RequestState.DELIVERED.value)
+
+
+async def pick_pending(conn: AsyncConnection, platform: str, max_items: int) -> list[str]:
+    """Up to ``max_items`` pending request ids of ``platform``, urgent first, then oldest.
+
+    One query per priority rather than ``ORDER BY priority = 'urgent' DESC``: each then reads the
+    batching index in order and stops at its limit, however many requests are pending.
+    """
+    picked: list[str] = []
+    for priority in (Priority.URGENT, Priority.NORMAL):
+        if len(picked) == max_items:
+            break
+        stmt = (
+            select(requests.c.request_id)
+            .where(
+                requests.c.platform == platform,
+                requests.c.state == RequestState.PENDING.value,
+                requests.c.priority == priority.value,
+            )
+            .order_by(requests.c.ingested_at, requests.c.request_id)
+            .limit(max_items - len(picked))
+            .with_for_update(skip_locked=True)
+        )
+        picked += (await conn.execute(stmt)).scalars().all()
+    return picked
+
+
+def held_by(notice_id: str, owner: str) -> ColumnElement[bool]:
+    return and_(notices.c.notice_id == notice_id, notices.c.state == SENDING, notices.c.lease_owner == owner)
+
+
+async def end_claim(conn: AsyncConnection, notice_id: str, owner: str, values: dict[str, Any]) -> bool:
+    """Move a notice out of ``sending`` if ``owner`` still holds it; whether it did."""
+    stmt = (
+        update(notices)
+        .where(held_by(notice_id, owner))
+        .values(lease_owner=None, lease_until=None, **values)
+        .returning(notices.c.notice_id)
+    )
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def add_attempt(conn: AsyncConnection, notice_id: str, attempt: Attempt) -> None:
+    await conn.execute(
+        notice_attempts.insert(),
+        {
+            "notice_id": notice_id,
+            "at": as_utc(attempt.at),
+            "channel": attempt.channel,
+            "outcome": attempt.outcome.value,
+            "code": attempt.code,
+            "detail": attempt.detail,
+            "duration_ms": attempt.duration_ms,
+        },
+    )
+
+
+async def requests_delivered(conn: AsyncConnection, notice_id: str, at: datetime) -> None:
+    await conn.execute(
+        update(requests)
+        .where(requests.c.notice_id == notice_id, requests.c.state.in_(DELIVERABLE))
+        .values(state=RequestState.DELIVERED.value, delivered_at=at)
+    )
+
+
+async def with_details(conn: AsyncConnection, rows: Sequence[Row[Any]]) -> list[Notice]:
+    """Notices from their rows, with their request ids (in batch order) and attempts (in order)."""
+    if not rows:
+        return []
+    ids = [row.notice_id for row in rows]
+    members: dict[str, list[str]] = {i: [] for i in ids}
+    result = await conn.execute(
+        select(requests.c.notice_id, requests.c.request_id)
+        .where(requests.c.notice_id.in_(ids))
+        .order_by(requests.c.notice_id, requests.c.notice_position, requests.c.request_id)
+    )
+    for owner_id, request_id in result:
+        members[owner_id].append(request_id)
+    attempts: dict[str, list[Attempt]] = {i: [] for i in ids}
+    result = await conn.execute(
+        select(notice_attempts).where(notice_attempts.c.notice_id.in_(ids)).order_by(notice_attempts.c.id)
+    )
+    for row in result:
+        attempts[row.notice_id].append(
+            Attempt(
+                at=row.at,
+                channel=row.channel,
+                outcome=AttemptOutcome(row.outcome),
+                code=row.code,
+                detail=row.detail,
+                duration_ms=row.duration_ms,
+            )
+        )
+    return [_notice(row, members[row.notice_id], attempts[row.notice_id]) for row in rows]
+
+
+def _notice(row: Row[Any], request_ids: list[str], attempts: list[Attempt]) -> Notice:
+    return Notice(
+        notice_id=row.notice_id,
+        platform=row.platform,
+        channel=row.channel,
+        state=NoticeState(row.state),
+        created_at=row.created_at,
+        request_ids=tuple(request_ids),
+        deliver_by=row.deliver_by,
+        next_attempt_at=row.next_attempt_at,
+        fallback_used=bool(row.fallback_used),
+        message_id=row.message_id,
+        ticket=row.ticket,
+        delivered_at=row.delivered_at,
+        receipt_at=row.receipt_at,
+        acknowledged_at=row.acknowledged_at,
+        resolved_at=row.resolved_at,
+        attempts=tuple(attempts),
+        last_error=row.last_error,
+    )

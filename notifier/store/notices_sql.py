@@ -1,0 +1,397 @@
+"""The store's side of batching and dispatch (:class:`notifier.ports.NoticeStore`) in SQL.
+
+Every method is one short transaction; none is held open across network I/O. Two kinds of time
+meet here. Business time (``now``, ``next_attempt_at``, ``delivered_at``…) comes from the daemon's
+clock, which may be simulated, and is stored as given. Leases and rate buckets are judged by the
+database's own clock, as float seconds since the epoch (:data:`notifier.store.tables.StoreClockSeconds`),
+so that every process, whatever its clock, agrees on when a lease has run out.
+
+Concurrency rests on the database: on PostgreSQL candidates are locked with ``FOR UPDATE SKIP
+LOCKED`` (two processes take disjoint rows and neither waits for the other), on SQLite every write
+transaction holds the write lock from ``BEGIN IMMEDIATE``. Every transition out of ``sending``
+checks ``state = 'sending' AND lease_owner = owner`` in the statement that makes it, so a process
+whose lease was taken over changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Double,
+    and_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from notifier.domain.batching import Pending
+from notifier.domain.models import NoticeState, Priority, RequestState, TakedownRequest
+from notifier.domain.notices import Attempt, Notice, SendResult, notice_id
+from notifier.store.ingest import as_utc
+from notifier.store.notice_queries import (
+    DELIVERABLE,
+    SENDING,
+    add_attempt,
+    end_claim,
+    held_by,
+    pick_pending,
+    requests_delivered,
+    with_details,
+)
+from notifier.store.tables import notice_attempts, notices, platform_sequences, rate_buckets, requests
+
+
+class NoticeSqlMixin:
+    """:class:`notifier.ports.NoticeStore` for :class:`notifier.store.sql.SqlStore`."""
+
+    if TYPE_CHECKING:
+        _insert: Any
+
+        @property
+        def dialect(self) -> str: ...
+
+        def _write(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
+
+        def _read(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
+
+    def _store_now(self) -> ColumnElement[float]:
+        """The database's clock as float seconds since the Unix epoch, read when the statement runs.
+
+        PostgreSQL's ``clock_timestamp()`` rather than ``now()``: ``now()`` is the start of the
+        transaction, which may be earlier than a lock this transaction waited for.
+        """
+        if self.dialect == "postgresql":
+            return cast(literal_column("extract(epoch from clock_timestamp())"), Double)
+        # julianday('now') has millisecond resolution and is constant within one statement.
+        return literal_column("((julianday('now') - 2440587.5) * 86400.0)", Double)
+
+    # -- batching ---------------------------------------------------------------------------------
+
+    async def pending_summary(self, platform: str) -> Pending:
+        urgent = func.count().filter(requests.c.priority == Priority.URGENT.value)
+        stmt = select(func.count(), func.min(requests.c.ingested_at), urgent).where(
+            requests.c.platform == platform, requests.c.state == RequestState.PENDING.value
+        )
+        async with self._read("pending_summary") as conn:
+            count, oldest, urgent_count = (await conn.execute(stmt)).one()
+        return Pending(count=count, oldest_at=oldest, urgent=urgent_count or 0)
+
+    async def form_notice(
+        self, platform: str, *, max_items: int, channel: str, now: datetime, deliver_by: datetime
+    ) -> Notice | None:
+        if max_items < 1:
+            raise ValueError("max_items must be at least 1")
+        now, deliver_by = as_utc(now), as_utc(deliver_by)
+        async with self._write("form_notice") as conn:
+            request_ids = await pick_pending(conn, platform, max_items)
+            if not request_ids:
+                return None
+            sequence = await self._next_sequence(conn, platform)
+            notice = Notice(
+                notice_id=notice_id(platform, now, sequence),
+                platform=platform,
+                channel=channel,
+                state=NoticeState.QUEUED,
+                created_at=now,
+                request_ids=tuple(request_ids),
+                deliver_by=deliver_by,
+                next_attempt_at=now,
+            )
+            await conn.execute(
+                notices.insert(),
+                {
+                    "notice_id": notice.notice_id,
+                    "platform": platform,
+                    "sequence": sequence,
+                    "request_count": len(request_ids),
+                    "channel": channel,
+                    "primary_channel": channel,
+                    "fallback_used": False,
+                    "state": notice.state.value,
+                    "created_at": now,
+                    "updated_at": now,
+                    "deliver_by": deliver_by,
+                    "next_attempt_at": now,
+                },
+            )
+            # The rows are ours: locked on PostgreSQL, under the write lock on SQLite.
+            await conn.execute(
+                update(requests)
+                .where(requests.c.request_id == bindparam("rid"))
+                .values(
+                    state=RequestState.BATCHED.value,
+                    notice_id=notice.notice_id,
+                    notice_position=bindparam("position"),
+                ),
+                [{"rid": rid, "position": position} for position, rid in enumerate(request_ids)],
+            )
+        return notice
+
+    async def _next_sequence(self, conn: AsyncConnection, platform: str) -> int:
+        stmt = self._insert(platform_sequences).values(platform=platform, last_value=1)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["platform"], set_={"last_value": platform_sequences.c.last_value + 1}
+        ).returning(platform_sequences.c.last_value)
+        value: int = (await conn.execute(stmt)).scalar_one()
+        return value
+
+    async def notice_requests(self, notice_id: str) -> list[TakedownRequest]:
+        stmt = (
+            select(requests.c.body)
+            .where(requests.c.notice_id == notice_id)
+            .order_by(requests.c.notice_position, requests.c.request_id)
+        )
+        async with self._read("notice_requests") as conn:
+            bodies = (await conn.execute(stmt)).scalars().all()
+        return [TakedownRequest.from_canonical(json.loads(body)) for body in bodies]
+
+    # -- claiming ---------------------------------------------------------------------------------
+
+    async def claim_due(self, *, owner: str, now: datetime, lease: timedelta, limit: int) -> list[Notice]:
+        if limit < 1:
+            return []
+        now = as_utc(now)
+        store_now = self._store_now()
+        due = (
+            select(notices.c.notice_id)
+            .where(
+                or_(
+                    and_(
+                        notices.c.state.in_([NoticeState.QUEUED.value, NoticeState.RETRYING.value]),
+                        notices.c.next_attempt_at <= now,
+                    ),
+                    # A process died mid-send: its lease ran out, whatever the business time says.
+                    and_(notices.c.state == SENDING, notices.c.lease_until <= store_now),
+                )
+            )
+            .order_by(notices.c.next_attempt_at, notices.c.notice_id)
+            .limit(limit)
+            # SKIP LOCKED: two processes claiming at once take disjoint notices without waiting for
+            # each other. SQLite renders no FOR UPDATE; its write lock already serialises claims.
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            update(notices)
+            .where(notices.c.notice_id.in_(due.scalar_subquery()))
+            .values(
+                state=SENDING,
+                lease_owner=owner,
+                lease_until=store_now + lease.total_seconds(),
+                updated_at=now,
+            )
+            .returning(*notices.c)
+        )
+        async with self._write("claim_due") as conn:
+            rows = (await conn.execute(stmt)).all()
+            claimed = await with_details(conn, rows)
+        return sorted(claimed, key=lambda n: (n.next_attempt_at or n.created_at, n.notice_id))
+
+    async def next_attempt_due(self) -> datetime | None:
+        stmt = select(func.min(notices.c.next_attempt_at)).where(
+            notices.c.state.in_([NoticeState.QUEUED.value, NoticeState.RETRYING.value])
+        )
+        async with self._read("next_attempt_due") as conn:
+            earliest = (await conn.execute(stmt)).scalar()
+        return as_utc(earliest) if earliest is not None else None
+
+    # -- outcomes of a claim ----------------------------------------------------------------------
+
+    async def record_delivery(
+        self, notice_id: str, *, owner: str, attempt: Attempt, result: SendResult, channel: str
+    ) -> bool:
+        at = as_utc(attempt.at)
+        values: dict[str, Any] = {"channel": channel, "next_attempt_at": None, "updated_at": at}
+        if result.message_id is not None:
+            values["message_id"] = result.message_id
+        if result.ticket is not None:
+            values |= {"ticket": result.ticket, "receipt_at": at}
+        if result.awaiting_submission:
+            values["state"] = NoticeState.AWAITING_SUBMISSION.value
+        else:
+            values |= {"state": NoticeState.DELIVERED.value, "delivered_at": at}
+        async with self._write("record_delivery") as conn:
+            if not await end_claim(conn, notice_id, owner, values):
+                return False
+            await add_attempt(conn, notice_id, attempt)
+            if not result.awaiting_submission:
+                await requests_delivered(conn, notice_id, at)
+        return True
+
+    async def record_failure(
+        self,
+        notice_id: str,
+        *,
+        owner: str,
+        attempt: Attempt,
+        channel: str,
+        next_attempt_at: datetime | None,
+        deliver_by: datetime,
+        fallback_used: bool,
+    ) -> bool:
+        give_up = next_attempt_at is None
+        values: dict[str, Any] = {
+            "state": (NoticeState.FAILED if give_up else NoticeState.RETRYING).value,
+            "channel": channel,
+            "next_attempt_at": None if next_attempt_at is None else as_utc(next_attempt_at),
+            "deliver_by": as_utc(deliver_by),
+            "fallback_used": fallback_used,
+            "last_error": attempt.detail,
+            "updated_at": as_utc(attempt.at),
+        }
+        async with self._write("record_failure") as conn:
+            if not await end_claim(conn, notice_id, owner, values):
+                return False
+            await add_attempt(conn, notice_id, attempt)
+            if give_up:
+                await conn.execute(
+                    update(requests)
+                    .where(requests.c.notice_id == notice_id, requests.c.state.in_(DELIVERABLE))
+                    .values(state=RequestState.FAILED.value)
+                )
+        return True
+
+    async def record_attempt(self, notice_id: str, *, owner: str, attempt: Attempt) -> None:
+        held = (
+            select(notices.c.notice_id)
+            .where(held_by(notice_id, owner))
+            .with_for_update()  # keeps the claim from being taken over before the insert
+        )
+        async with self._write("record_attempt") as conn:
+            if (await conn.execute(held)).first() is not None:
+                await add_attempt(conn, notice_id, attempt)
+
+    async def release(self, notice_id: str, *, owner: str, until: datetime | None = None) -> None:
+        # Back to where a claim found it: ``retrying`` when it has been tried before, ``queued``
+        # when not; due at once (its next_attempt_at has passed) or at ``until``.
+        tried = exists().where(notice_attempts.c.notice_id == notices.c.notice_id)
+        values: dict[str, Any] = {
+            "state": case((tried, NoticeState.RETRYING.value), else_=NoticeState.QUEUED.value),
+            "lease_owner": None,
+            "lease_until": None,
+        }
+        if until is not None:
+            values["next_attempt_at"] = as_utc(until)
+        async with self._write("release") as conn:
+            await conn.execute(update(notices).where(held_by(notice_id, owner)).values(values))
+
+    # -- reads and staff actions ------------------------------------------------------------------
+
+    async def get_notices(self, notice_ids: Sequence[str]) -> list[Notice]:
+        wanted = list(dict.fromkeys(notice_ids))
+        found: dict[str, Notice] = {}
+        async with self._read("get_notices") as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                rows = (await conn.execute(select(notices).where(notices.c.notice_id.in_(chunk)))).all()
+                found.update({n.notice_id: n for n in await with_details(conn, rows)})
+        return [found[i] for i in wanted if i in found]
+
+    async def retry_failed(self, notice_id: str, *, now: datetime, deliver_by: datetime) -> Notice | None:
+        now = as_utc(now)
+        stmt = (
+            update(notices)
+            .where(notices.c.notice_id == notice_id, notices.c.state == NoticeState.FAILED.value)
+            .values(
+                state=NoticeState.QUEUED.value,
+                next_attempt_at=now,
+                deliver_by=as_utc(deliver_by),
+                channel=notices.c.primary_channel,
+                fallback_used=False,
+                alerted_at=None,
+                updated_at=now,
+            )
+            .returning(*notices.c)
+        )
+        async with self._write("retry_failed") as conn:
+            row = (await conn.execute(stmt)).first()
+            if row is None:
+                return None
+            await conn.execute(
+                update(requests)
+                .where(requests.c.notice_id == notice_id, requests.c.state == RequestState.FAILED.value)
+                .values(state=RequestState.BATCHED.value)
+            )
+            [notice] = await with_details(conn, [row])
+        return notice
+
+    async def mark_submitted(self, notice_id: str, *, at: datetime, ticket: str | None) -> Notice | None:
+        at = as_utc(at)
+        values: dict[str, Any] = {"state": NoticeState.DELIVERED.value, "delivered_at": at, "updated_at": at}
+        if ticket is not None:
+            # Typed in by staff: kept to match replies by, but not an automated receipt.
+            values["ticket"] = ticket
+        stmt = (
+            update(notices)
+            .where(notices.c.notice_id == notice_id, notices.c.state == NoticeState.AWAITING_SUBMISSION.value)
+            .values(values)
+            .returning(*notices.c)
+        )
+        async with self._write("mark_submitted") as conn:
+            row = (await conn.execute(stmt)).first()
+            if row is None:
+                return None
+            await requests_delivered(conn, notice_id, at)
+            [notice] = await with_details(conn, [row])
+        return notice
+
+    async def unalerted_failures(self, *, limit: int) -> list[Notice]:
+        stmt = (
+            select(notices)
+            .where(notices.c.state == NoticeState.FAILED.value, notices.c.alerted_at.is_(None))
+            .order_by(notices.c.updated_at, notices.c.notice_id)
+            .limit(limit)
+        )
+        async with self._read("unalerted_failures") as conn:
+            rows = (await conn.execute(stmt)).all()
+            return await with_details(conn, rows)
+
+    async def mark_alerted(self, notice_id: str, *, at: datetime) -> None:
+        stmt = (
+            update(notices)
+            .where(notices.c.notice_id == notice_id, notices.c.alerted_at.is_(None))
+            .values(alerted_at=as_utc(at))
+        )
+        async with self._write("mark_alerted") as conn:
+            await conn.execute(stmt)
+
+    # -- rate limit -------------------------------------------------------------------------------
+
+    async def take_rate_slot(self, platform: str, *, per_minute: int) -> float:
+        if per_minute <= 0:
+            return 0.0
+        capacity, per_second = float(per_minute), per_minute / 60.0
+        new_bucket = self._insert(rate_buckets).values(
+            platform=platform, tokens=capacity, updated_at=self._store_now()
+        )
+        locked = (
+            select(rate_buckets.c.tokens, rate_buckets.c.updated_at)
+            .where(rate_buckets.c.platform == platform)
+            .with_for_update()
+        )
+        async with self._write("take_rate_slot") as conn:
+            await conn.execute(new_bucket.on_conflict_do_nothing(index_elements=["platform"]))
+            stored, filled_at = (await conn.execute(locked)).one()
+            # Read after the row lock is held: another process may have just taken a token.
+            clock = float((await conn.execute(select(self._store_now()))).scalar_one())
+            tokens = min(capacity, float(stored) + max(0.0, clock - float(filled_at)) * per_second)
+            if tokens < 1.0:
+                return (1.0 - tokens) / per_second
+            await conn.execute(
+                update(rate_buckets)
+                .where(rate_buckets.c.platform == platform)
+                .values(tokens=tokens - 1.0, updated_at=clock)
+            )
+        return 0.0

@@ -1,0 +1,245 @@
+"""``notifier demo`` (SPEC §9): the month runs, the report tells the truth, the HTML page renders.
+
+* The command as a newcomer runs it: exit 0, a report in which the silent platform shows breaches
+  and the email platform none, the regulator's longest removal at exactly 36 h, JSON logs with the
+  simulated time, and an HTML report that headless Chromium draws for every platform.
+* The demo's numbers come from the daemon's store: every request's delivery, acknowledgement and
+  resolution time in the store is the time the sandbox staff actually received the notice and
+  answered, and the report's counts and percentiles are what the staff's own record gives,
+  computed here independently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notifier.demo import scenario
+from notifier.demo.run import DemoResult, run_demo
+from notifier.domain.models import RequestState
+from notifier.sandbox.staff import Action
+from notifier.store import create_store
+from tests.chromium import PROBE, VERDICT, check_platform, find_chromium, leftovers, run_chromium
+
+pytestmark = pytest.mark.timeout(300)
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "config" / "notifier.toml"
+BOUND_S = 36 * 3600
+FAST = "1e9"  # no pacing: as fast as the daemon goes
+
+
+def _nearest_rank(values: list[int], percent: int) -> int:
+    ordered = sorted(values)
+    rank = max(1, -(-(percent * len(ordered)) // 100))
+    return ordered[rank - 1]
+
+
+def _distribution(values: list[int]) -> dict[str, int] | None:
+    if not values:
+        return None
+    return {"p50": _nearest_rank(values, 50), "p90": _nearest_rank(values, 90), "max": max(values)}
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+
+def test_the_demo_command_shows_the_silent_platform_breaching_and_the_email_platform_clean(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "demo"
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("NOTIFIER_CONFIG", None)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "notifier",
+            "demo",
+            "--requests",
+            "80",
+            "--seed",
+            "3",
+            "--speed",
+            FAST,
+            "--out",
+            str(folder),
+            "-c",
+            str(CONFIG),
+        ],
+        capture_output=True,
+        timeout=240,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    stdout, stderr = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, stderr[-3000:]
+    for platform in ("telegram", "videohost", "clipshare", "streamly"):
+        assert platform in stdout
+    assert f"HTML report: {folder / 'report.html'}" in stdout
+    assert f"JSON logs:   {folder / 'notifier.log.jsonl'}" in stdout
+
+    report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    figures = {p["platform"]: p for p in report["platforms"]}
+    silent, email = figures["streamly"], figures["telegram"]
+    assert silent["requests"] > 0
+    assert silent["ack_breaches"] == silent["removal_breaches"] == silent["requests"]
+    assert silent["oldest_open_s"] is not None and silent["oldest_open_s"] > BOUND_S
+    assert email["requests"] == scenario.split(80)["telegram"]
+    assert (email["ack_breaches"], email["removal_breaches"], email["open"]) == (0, 0, 0)
+    assert email["removed"] == email["requests"]
+    assert email["time_to_removal_s"]["max"] == BOUND_S  # the longest, exactly 36 h: within
+
+    # The daemon's own JSON log lines, each stamped with the simulated time.
+    lines = [json.loads(line) for line in (folder / "notifier.log.jsonl").read_text().splitlines()]
+    events = defaultdict(list)
+    for line in lines:
+        if "sim_time" in line:
+            events[line["event"]].append(line)
+    assert {e["platform"] for e in events["sla.breach"]} == {"streamly"}
+    assert {e["platform"] for e in events["sla.escalated"]} == {"streamly"}
+    assert len(events["sla.escalated"]) == silent["notices"]  # one escalation per silent notice
+    assert events["notice.bounced"], "the bouncing profile's notices bounced"
+    assert all(e["sim_time"] <= "2024-10-01T15:00:00Z" for e in events["notice.delivered"])
+
+    _renders_inrun_chromium(folder / "report.html", report, tmp_path)
+
+
+def _renders_inrun_chromium(page_path: Path, report: dict[str, Any], tmp_path: Path) -> None:
+    binary = find_chromium()
+    page = page_path.read_text(encoding="utf-8")
+    probed = tmp_path / "report-probed.html"
+    probed.write_text(page.replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    try:
+        dom = run_chromium(binary, profile, "--virtual-time-budget=5000", "--dump-dom", probed.as_uri())
+    finally:
+        left = leftovers(str(profile))
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    found = VERDICT.search(dom)
+    assert found is not None, f"no verdict in the dumped DOM:\n{dom[-2000:]}"
+    verdict = json.loads(html.unescape(found.group(1)))
+    assert "error" not in verdict, verdict["error"]
+    parts = verdict["platforms"]
+    assert [p["platform"] for p in parts] == [p["platform"] for p in report["platforms"]]
+    for part, figures in zip(parts, report["platforms"], strict=True):
+        check_platform(part, figures["time_to_removal_s"], figures["removal_within"])
+
+
+# -- the numbers against what the platforms did ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def month(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
+    folder = tmp_path_factory.mktemp("month") / "demo"
+    return asyncio.run(run_demo(CONFIG, folder=folder, requests=90, seed=5, speed=float(FAST)))
+
+
+def _expected(actions: list[Action]) -> dict[str, dict[str, datetime]]:
+    """Per request, from the staff's record: delivery (the receipt the staff answered, or the
+    portal submission), first acknowledgement, and resolution (removed or rejected)."""
+    times: dict[str, dict[str, datetime]] = defaultdict(dict)
+    for action in sorted(actions, key=lambda a: a.at):
+        for request_id in action.request_ids:
+            t = times[request_id]
+            if action.what in ("notice_received", "portal_ticket"):
+                t["delivered"] = action.at
+            elif action.what in ("received", "removed", "rejected"):
+                t.setdefault("acknowledged", action.at)
+                if action.what != "received":
+                    t.setdefault("resolved", action.at)
+                    t["outcome_" + action.what] = action.at
+    return times
+
+
+async def _stored(folder: Path, request_ids: list[str]) -> dict[str, Any]:
+    store = await create_store(f"sqlite:///{folder / 'notifier.db'}")
+    try:
+        return {r.request.request_id: r for r in await store.get_requests(request_ids)}
+    finally:
+        await store.close()
+
+
+def test_the_store_holds_exactly_what_the_platforms_did(month: DemoResult) -> None:
+    assert month.sandbox_failures == []
+    request_ids = [a.request_id for a in scenario.arrivals(90, 5)]
+    stored = asyncio.run(_stored(month.folder, request_ids))
+    expected = _expected(month.record.actions)
+    assert set(stored) == set(request_ids)
+    for request_id, row in stored.items():
+        want = expected[request_id]
+        assert row.delivered_at == want["delivered"], request_id
+        assert row.acknowledged_at == want.get("acknowledged"), request_id
+        assert row.resolved_at == want.get("resolved"), request_id
+        if "outcome_removed" in want:
+            assert row.state is RequestState.REMOVED, request_id
+        elif "outcome_rejected" in want:
+            assert row.state is RequestState.REJECTED, request_id
+        else:
+            assert row.state is RequestState.DELIVERED, request_id  # the silent platform's
+            assert row.request.platform == "streamly", request_id
+
+
+def test_the_report_is_what_the_platforms_did_computed_independently(month: DemoResult) -> None:
+    arrivals = scenario.arrivals(90, 5)
+    expected = _expected(month.record.actions)
+    end = scenario.START + scenario.MONTH
+    figures = {p["platform"]: p for p in month.report["platforms"]}
+    assert set(figures) == {"telegram", "videohost", "clipshare", "streamly"}
+    for platform, got in figures.items():
+        ids = [a.request_id for a in arrivals if a.platform == platform]
+        to_ack = [
+            int((expected[r]["acknowledged"] - expected[r]["delivered"]).total_seconds())
+            for r in ids
+            if "acknowledged" in expected[r]
+        ]
+        to_removal = [
+            int((expected[r]["outcome_removed"] - expected[r]["delivered"]).total_seconds())
+            for r in ids
+            if "outcome_removed" in expected[r]
+        ]
+        open_ids = [r for r in ids if "resolved" not in expected[r]]
+        assert got["requests"] == len(ids), platform
+        assert got["acknowledged"] == len(to_ack), platform
+        assert got["removed"] == len(to_removal), platform
+        assert got["rejected"] == sum("outcome_rejected" in expected[r] for r in ids), platform
+        assert got["open"] == len(open_ids), platform
+        assert got["time_to_ack_s"] == _distribution(to_ack), platform
+        assert got["time_to_removal_s"] == _distribution(to_removal), platform
+        # Breaches: strictly over 36 h, an open request past its bound included.
+        ack_breaches = sum(v > BOUND_S for v in to_ack) + sum(
+            "acknowledged" not in expected[r] and (end - expected[r]["delivered"]).total_seconds() > BOUND_S
+            for r in ids
+        )
+        assert got["ack_breaches"] == ack_breaches, platform
+    assert figures["streamly"]["ack_breaches"] == figures["streamly"]["requests"] > 0
+    assert figures["telegram"]["ack_breaches"] == figures["telegram"]["removal_breaches"] == 0
+    assert figures["telegram"]["time_to_removal_s"]["max"] == BOUND_S
+    # The bouncing profile: each bounced notice was delivered again, and only then answered.
+    bounced = {a.notice_id for a in month.record.actions if a.what == "bounce"}
+    assert bounced, "the seed gives some bouncing notices"
+    received_after = {
+        a.notice_id: a.at
+        for a in month.record.actions
+        if a.what == "notice_received" and a.notice_id in bounced
+    }
+    bounce_at = {a.notice_id: a.at for a in month.record.actions if a.what == "bounce"}
+    assert set(received_after) == bounced
+    assert all(received_after[n] > bounce_at[n] for n in bounced)
+    assert month.events["notice.bounced"] == len(bounced)

@@ -1,0 +1,145 @@
+"""The mail classifier on real mail: the sisimai collection in ``../shared/mail-corpus`` (read in
+place, never copied here), each file classified as its folder says.
+
+The rule that matters most: nothing in it — bounces, auto-replies, feedback reports, ordinary
+mail — may ever count as a platform's acknowledgement, not even when it carries one of our notice
+ids. The folder is absent on some machines: the tests skip there, and fail under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from notifier.acks.classify import MailKind, MailVerdict, classify
+
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "mail-corpus"
+NOT_MAIL = {"README.md", "LICENSE"}
+INJECTED_NOTICE = "TD-corpus-20240101-000001"
+INJECTED_HEADER = f"In-Reply-To: <{INJECTED_NOTICE}.notice@authority.example>\n".encode()
+# Filed under bounces/ by the collection, but Amazon SES says what they are: a recipient's
+# complaint and a successful delivery. Neither means the notice failed to arrive.
+NOT_REALLY_BOUNCES = {
+    "lhost-amazonses-11.eml": MailKind.FEEDBACK_REPORT,
+    "lhost-amazonses-13.eml": MailKind.DELIVERY_REPORT,
+}
+
+
+@pytest.fixture(scope="module")
+def corpus() -> Path:
+    if not CORPUS.is_dir():
+        message = f"the mail corpus is missing at {CORPUS}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message} (CI=true: the corpus tests may not skip)")
+        pytest.skip(message)
+    return CORPUS
+
+
+def files(root: Path, folder: str = "") -> Iterator[Path]:
+    base = root / folder if folder else root
+    for path in sorted(base.rglob("*")):
+        if path.is_file() and path.name not in NOT_MAIL:
+            yield path
+
+
+@functools.cache
+def classified(root: Path, folder: str) -> dict[str, MailVerdict]:
+    verdicts = {path.name: classify(path.read_bytes()) for path in files(root, folder)}
+    assert verdicts, f"{root / folder} holds no mail"
+    return verdicts
+
+
+def misses(verdicts: dict[str, MailVerdict], wanted: MailKind) -> list[str]:
+    return [f"{name}: {v.kind} ({v.reason})" for name, v in verdicts.items() if v.kind is not wanted]
+
+
+def test_bounces_are_bounces(corpus: Path) -> None:
+    verdicts = classified(corpus, "bounces")
+    missed = misses(verdicts, MailKind.BOUNCE)
+
+    rate = 1 - len(missed) / len(verdicts)
+    assert rate >= 0.95, f"{rate:.1%} of {len(verdicts)} bounces recognised; missed:\n" + "\n".join(missed)
+    unexpected = [miss for miss in missed if miss.split(":")[0] not in NOT_REALLY_BOUNCES]
+    assert not unexpected, "bounces not recognised:\n" + "\n".join(unexpected)
+
+
+def test_amazon_ses_complaints_and_deliveries_are_not_taken_for_failures(corpus: Path) -> None:
+    for name, kind in NOT_REALLY_BOUNCES.items():
+        assert classify((corpus / "bounces" / name).read_bytes()).kind is kind, name
+
+
+def test_bounces_carry_the_status_of_their_first_failed_recipient(corpus: Path) -> None:
+    verdict = classify((corpus / "bounces" / "lhost-postfix-02.eml").read_bytes())
+
+    assert (verdict.kind, verdict.bounce_status) == (MailKind.BOUNCE, "5.2.1")
+    statuses = [v.bounce_status for v in classified(corpus, "bounces").values() if v.bounce_status]
+    assert len(statuses) > 200
+    assert all(re.fullmatch(r"[245]\.\d{1,3}\.\d{1,3}", status) for status in statuses)
+
+
+def test_auto_replies_are_receipts(corpus: Path) -> None:
+    missed = misses(classified(corpus, "auto-replies"), MailKind.AUTO_REPLY)
+
+    assert not missed, "auto-replies not recognised:\n" + "\n".join(missed)
+
+
+def test_feedback_reports_are_feedback_reports(corpus: Path) -> None:
+    missed = misses(classified(corpus, "feedback-reports"), MailKind.FEEDBACK_REPORT)
+
+    assert not missed, "feedback reports not recognised:\n" + "\n".join(missed)
+
+
+def test_ordinary_mail_is_not_a_bounce(corpus: Path) -> None:
+    verdicts = classified(corpus, "not-bounces")
+    bounces = [name for name, verdict in verdicts.items() if verdict.kind is MailKind.BOUNCE]
+
+    assert not bounces, f"ordinary mail taken for bounces: {bounces}"
+
+
+def test_nothing_in_the_corpus_is_a_human_acknowledgement(corpus: Path) -> None:
+    humans = [path.name for path in files(corpus) if classify(path.read_bytes()).counts_as_acknowledgement]
+
+    assert not humans, f"taken for a platform's acknowledgement: {humans}"
+
+
+@pytest.mark.parametrize("folder", ["bounces", "auto-replies", "feedback-reports"])
+def test_automated_mail_in_our_thread_is_matched_but_never_a_human_acknowledgement(
+    corpus: Path, folder: str
+) -> None:
+    wrong = []
+    for path in files(corpus, folder):
+        data = path.read_bytes()
+        plain = classify(data)
+        threaded = classify(in_our_thread(data))
+        if threaded.kind is not plain.kind or INJECTED_NOTICE not in threaded.notice_ids:
+            wrong.append(f"{path.name}: {plain.kind} became {threaded.kind} {threaded.notice_ids}")
+        if threaded.counts_as_acknowledgement:
+            wrong.append(f"{path.name}: counted as an acknowledgement")
+
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_whole_corpus_is_classified_quickly(corpus: Path) -> None:
+    messages = [path.read_bytes() for path in files(corpus)]
+
+    started = time.perf_counter()
+    for message in messages:
+        classify(message)
+    elapsed = time.perf_counter() - started
+
+    # about 0.7 s on a developer machine; the bound only catches runaway regular expressions
+    assert elapsed < 10, f"{len(messages)} messages took {elapsed:.1f} s"
+
+
+def in_our_thread(data: bytes) -> bytes:
+    """The message as if it answered our notice: our Message-ID in a first In-Reply-To header."""
+    if data.startswith(b"From "):  # an mbox separator line stays first
+        separator, _, rest = data.partition(b"\n")
+        return separator + b"\n" + INJECTED_HEADER + rest
+    return INJECTED_HEADER + data

@@ -1,0 +1,147 @@
+"""The compliance report's document and its renderings: JSON keys as SPEC §8 fixes them, one CSV
+row per platform, a self-contained HTML page with one chart group per platform."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from typing import Any
+
+from notifier.domain.models import RequestState
+from notifier.domain.report import REPORT_KEYS, Bounds, ReportRow
+from notifier.services.report import build_report, csv_header, render, render_csv, render_html, render_json
+
+NOW = datetime(2024, 9, 10, 12, 0, tzinfo=UTC)
+SINCE = NOW - timedelta(days=30)
+H36 = timedelta(hours=36)
+BOUNDS = {
+    "telegram": Bounds(ack_within=H36, removal_within=H36),
+    "clip<share>": Bounds(ack_within=timedelta(hours=12), removal_within=timedelta(hours=24)),
+    "quiet": Bounds(ack_within=H36, removal_within=H36),
+}
+SPEC_KEYS = [
+    "platform",
+    "requests",
+    "notices",
+    "delivered",
+    "acknowledged",
+    "removed",
+    "rejected",
+    "open",
+    "failed",
+    "dead_letters",
+    "ack_within",
+    "removal_within",
+    "time_to_delivery_s",
+    "time_to_ack_s",
+    "time_to_removal_s",
+    "ack_breaches",
+    "removal_breaches",
+    "oldest_open_s",
+]
+
+
+class _Rows:
+    """A report store of fixed rows (the store's own rules are in the contract tests)."""
+
+    def __init__(self, rows: list[ReportRow]) -> None:
+        self.rows = rows
+
+    async def report_rows(self, **_: Any) -> list[ReportRow]:
+        return self.rows
+
+    async def dead_letter_counts(self, since: datetime | None, until: datetime | None) -> dict[str, int]:
+        return {"telegram": 1, "": 4}
+
+
+def _row(platform: str, state: RequestState, hours: float, notice: str) -> ReportRow:
+    delivered = NOW - timedelta(days=2)
+    return ReportRow(
+        platform=platform,
+        state=state,
+        ingested_at=delivered - timedelta(minutes=5),
+        delivered_at=delivered,
+        acknowledged_at=delivered + timedelta(hours=hours / 2),
+        resolved_at=delivered + timedelta(hours=hours) if state is RequestState.REMOVED else None,
+        notice_id=notice,
+    )
+
+
+async def _document() -> dict[str, Any]:
+    rows = [
+        _row("telegram", RequestState.REMOVED, 2, "TD-t-1"),
+        _row("telegram", RequestState.REMOVED, 40, "TD-t-1"),
+        _row("clip<share>", RequestState.REMOVED, 10, "TD-c-1"),
+        _row("clip<share>", RequestState.ACKNOWLEDGED, 1, "TD-c-2"),
+    ]
+    return await build_report(_Rows(rows), BOUNDS, now=NOW, since=SINCE)
+
+
+async def test_json_document_has_the_specified_keys_and_rfc3339_times() -> None:
+    document = json.loads(render_json(await _document()))
+    assert list(document) == ["generated_at", "since", "until", "platforms"]
+    assert document["generated_at"] == "2024-09-10T12:00:00Z"
+    assert document["since"] == "2024-08-11T12:00:00Z"
+    assert document["until"] is None
+    assert [p["platform"] for p in document["platforms"]] == list(BOUNDS)
+    for figures in document["platforms"]:
+        assert list(figures) == SPEC_KEYS
+    telegram = document["platforms"][0]
+    assert telegram["time_to_removal_s"] == {"p50": 7200, "p90": 144000, "max": 144000}
+    assert (telegram["removal_breaches"], telegram["dead_letters"]) == (1, 1)
+    assert document["platforms"][2]["time_to_removal_s"] is None
+
+
+def test_domain_key_order_is_the_specification_order() -> None:
+    assert list(REPORT_KEYS) == SPEC_KEYS
+
+
+async def test_csv_has_one_row_per_platform_with_flattened_percentiles() -> None:
+    text = render_csv(await _document())
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [r["platform"] for r in rows] == list(BOUNDS)
+    header = text.splitlines()[0].split(",")
+    assert header == csv_header()
+    assert "time_to_removal_s_p90" in header
+    assert "time_to_removal_s" not in header
+    assert len(header) == len(SPEC_KEYS) - 3 + 3 * 3
+    telegram, _, quiet = rows
+    assert (telegram["time_to_removal_s_p50"], telegram["time_to_removal_s_max"]) == ("7200", "144000")
+    assert (quiet["requests"], quiet["time_to_ack_s_p50"], quiet["oldest_open_s"]) == ("0", "", "")
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+async def test_html_is_a_self_contained_page_with_one_chart_group_per_platform() -> None:
+    page = render_html(await _document())
+    parser = _Page()
+    parser.feed(page)
+    parser.close()
+    assert "http://" not in page
+    assert "https://" not in page
+    for tag, attrs in parser.tags:
+        assert tag not in {"script", "link", "img", "iframe"}
+        assert not any(name in {"src", "href"} for name in attrs)
+    groups = [attrs for tag, attrs in parser.tags if tag == "g" and attrs.get("class") == "platform"]
+    assert [g["data-platform"] for g in groups] == list(BOUNDS)  # the parser unescapes "<" and ">"
+    assert sum(1 for tag, attrs in parser.tags if tag == "line" and attrs.get("class") == "bound") == len(
+        BOUNDS
+    )
+    assert "<share>" not in page  # platform names are escaped
+    assert "bound 24 h" in page
+
+
+async def test_table_lists_every_platform() -> None:
+    text = render(await _document(), "table")
+    for name in BOUNDS:
+        assert name in text

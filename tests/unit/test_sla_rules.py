@@ -1,0 +1,125 @@
+"""The SLA rules (SPEC §7): reminder at remind_at * bound, breach strictly past the bound."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from notifier.domain.sla import SlaBounds, SlaFacts, SlaKind, outlook
+
+DELIVERED = datetime(2024, 9, 3, 9, 0, tzinfo=UTC)
+BOUNDS = SlaBounds(ack_within=timedelta(hours=36), removal_within=timedelta(hours=36), remind_at=0.66)
+REMIND = DELIVERED + timedelta(hours=36) * 0.66
+
+
+def facts(
+    *,
+    acknowledged_at: datetime | None = None,
+    open_requests: int = 1,
+    decided: frozenset[SlaKind] = frozenset(),
+) -> SlaFacts:
+    return SlaFacts(
+        delivered_at=DELIVERED, acknowledged_at=acknowledged_at, open_requests=open_requests, decided=decided
+    )
+
+
+def kinds_due(
+    at: datetime,
+    *,
+    acknowledged_at: datetime | None = None,
+    open_requests: int = 1,
+    decided: frozenset[SlaKind] = frozenset(),
+) -> set[SlaKind]:
+    view = outlook(
+        facts(acknowledged_at=acknowledged_at, open_requests=open_requests, decided=decided), BOUNDS, now=at
+    )
+    return {due.kind for due in view.due}
+
+
+def test_nothing_is_due_before_the_reminder_and_the_reminder_is_next() -> None:
+    view = outlook(facts(), BOUNDS, now=REMIND - timedelta(seconds=1))
+    assert view.due == ()
+    assert view.next_at == REMIND
+
+
+def test_the_reminder_is_due_at_remind_at_times_the_bound_without_acknowledgement() -> None:
+    assert kinds_due(REMIND) == {SlaKind.REMINDER}
+    assert kinds_due(REMIND, acknowledged_at=DELIVERED + timedelta(hours=1)) == set()
+
+
+def test_exactly_36_hours_is_within_the_bound() -> None:
+    at = DELIVERED + timedelta(hours=36)
+    view = outlook(facts(decided=frozenset({SlaKind.REMINDER})), BOUNDS, now=at)
+    assert view.due == ()
+    assert view.next_at is not None and view.next_at > at
+
+
+def test_one_second_past_36_hours_is_a_breach_of_both_bounds() -> None:
+    at = DELIVERED + timedelta(hours=36, seconds=1)
+    view = outlook(facts(decided=frozenset({SlaKind.REMINDER})), BOUNDS, now=at)
+    assert {d.kind for d in view.due} == {SlaKind.ACK_BREACH, SlaKind.REMOVAL_BREACH}
+    breach = next(d for d in view.due if d.kind is SlaKind.ACK_BREACH)
+    assert breach.elapsed == timedelta(hours=36, seconds=1)
+    assert breach.bound == timedelta(hours=36)
+    assert view.next_at is None
+
+
+def test_the_breach_falls_due_the_instant_after_the_bound() -> None:
+    view = outlook(facts(decided=frozenset({SlaKind.REMINDER})), BOUNDS, now=DELIVERED + timedelta(hours=30))
+    assert view.next_at == DELIVERED + timedelta(hours=36, microseconds=1)
+    assert kinds_due(
+        DELIVERED + timedelta(hours=36, microseconds=1), decided=frozenset({SlaKind.REMINDER})
+    ) == {
+        SlaKind.ACK_BREACH,
+        SlaKind.REMOVAL_BREACH,
+    }
+
+
+def test_an_acknowledged_notice_can_still_breach_removal() -> None:
+    at = DELIVERED + timedelta(hours=40)
+    assert kinds_due(at, acknowledged_at=DELIVERED + timedelta(hours=2)) == {SlaKind.REMOVAL_BREACH}
+    assert kinds_due(at, acknowledged_at=DELIVERED + timedelta(hours=2), open_requests=0) == set()
+
+
+def test_a_reminder_missed_until_past_the_bound_is_not_sent_after_the_breach() -> None:
+    assert SlaKind.REMINDER not in kinds_due(DELIVERED + timedelta(hours=37))
+
+
+def test_decided_kinds_are_not_due_again() -> None:
+    everything = frozenset(SlaKind)
+    view = outlook(facts(decided=everything), BOUNDS, now=DELIVERED + timedelta(days=10))
+    assert view.due == ()
+    assert view.next_at is None
+
+
+def test_bounds_are_checked() -> None:
+    with pytest.raises(ValueError, match="remind_at"):
+        SlaBounds(ack_within=timedelta(hours=1), removal_within=timedelta(hours=1), remind_at=1.0)
+
+
+@given(
+    ack_h=st.integers(min_value=1, max_value=200),
+    removal_h=st.integers(min_value=1, max_value=200),
+    remind_at=st.floats(min_value=0.01, max_value=0.99),
+    elapsed_s=st.integers(min_value=0, max_value=250 * 3600),
+)
+def test_a_breach_is_due_exactly_when_elapsed_time_is_greater_than_the_bound(
+    ack_h: int, removal_h: int, remind_at: float, elapsed_s: int
+) -> None:
+    bounds = SlaBounds(
+        ack_within=timedelta(hours=ack_h), removal_within=timedelta(hours=removal_h), remind_at=remind_at
+    )
+    now = DELIVERED + timedelta(seconds=elapsed_s)
+    view = outlook(facts(), bounds, now=now)
+    due = {d.kind for d in view.due}
+    elapsed = timedelta(seconds=elapsed_s)
+    assert (SlaKind.ACK_BREACH in due) == (elapsed > bounds.ack_within)
+    assert (SlaKind.REMOVAL_BREACH in due) == (elapsed > bounds.removal_within)
+    if view.next_at is not None:
+        assert view.next_at > now
+        # Nothing new is due before the announced time.
+        later = outlook(facts(decided=frozenset(due)), bounds, now=view.next_at - timedelta(microseconds=1))
+        assert later.due == ()
