@@ -6,7 +6,7 @@ Each port has a real adapter and an in-memory fake; both pass the same contract 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -340,15 +340,21 @@ class SlaStore(Protocol):
         left out."""
         ...
 
-    async def decide(self, notice_id: str, kind: SlaKind, *, due_at: datetime, decided_at: datetime) -> bool:
-        """Record the decision (``INSERT … ON CONFLICT DO NOTHING``): True only for the one caller
-        that recorded it, whatever the number of processes."""
+    async def decide(
+        self, notice_id: str, due: Mapping[SlaKind, datetime], *, decided_at: datetime
+    ) -> frozenset[SlaKind]:
+        """Record the decisions due together on one notice (kind → due time) in one transaction,
+        ``INSERT … ON CONFLICT DO NOTHING``: the kinds this caller recorded, each returned to one
+        caller only, whatever the number of processes. Breaches due together are therefore decided,
+        claimed and escalated together, never one by each of two processes."""
         ...
 
     async def claim_unsent_decisions(self, *, owner: str, lease: timedelta, limit: int) -> list[SlaDecision]:
-        """Decisions not sent yet and not being sent by another monitor, claimed for ``owner`` for
-        ``lease`` (the store's clock): two processes never send the same one at once, and one that
-        died while sending leaves it to the other once the claim runs out."""
+        """The unsent decisions of up to ``limit`` notices that no other monitor is sending, claimed
+        for ``owner`` for ``lease`` (the store's clock). A notice's unsent decisions are claimed
+        together, never split between two monitors, so one escalation covers the breaches owed;
+        two processes never send the same one at once, and one that died while sending leaves it
+        to the other once the claim runs out."""
         ...
 
     async def release_decision(self, notice_id: str, kind: SlaKind, *, owner: str) -> None:

@@ -3,7 +3,8 @@
 Each round reads the open notices, asks the pure rules (:mod:`notifier.domain.sla`) what is due,
 and **decides** each due reminder or breach in the store before anything is sent: the decision is
 an insert on (notice_id, kind), so of any number of processes, and across restarts, exactly one
-decides, logs and counts it. Then every decision not yet sent is sent, and marked sent. A send that
+decides, logs and counts it; what falls due together on a notice is decided in one transaction.
+Then every decision not yet sent is claimed a notice at a time, sent, and marked sent. A send that
 fails stays unsent and is tried again in a later round; since the ids of reminders and escalations
 are derived from the notice id (``<id>.reminder@…``, ``<id>.escalation``), every re-send carries the
 same Message-ID or API id, and the platform can drop a duplicate.
@@ -149,10 +150,13 @@ class SlaMonitor:
             view = outlook(candidate.facts, bounds, now=now)
             if view.next_at is not None and (earliest is None or view.next_at < earliest):
                 earliest = view.next_at
+            if not view.due:
+                continue
+            decided = await self._store.decide(
+                candidate.notice_id, {due.kind: due.due_at for due in view.due}, decided_at=now
+            )
             for due in view.due:
-                if not await self._store.decide(
-                    candidate.notice_id, due.kind, due_at=due.due_at, decided_at=now
-                ):
+                if due.kind not in decided:
                     continue  # another process decided it
                 fields: dict[str, Any] = {
                     "notice_id": candidate.notice_id,

@@ -5,9 +5,9 @@ against both): a decision is recorded once, and its first sending is never overw
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from notifier.domain.models import NoticeState, RequestState
@@ -70,16 +70,23 @@ class MemorySlaMixin:
         found.sort(key=lambda c: (c.facts.delivered_at, c.notice_id))
         return found[:limit]
 
-    async def decide(self, notice_id: str, kind: SlaKind, *, due_at: datetime, decided_at: datetime) -> bool:
+    async def decide(
+        self, notice_id: str, due: Mapping[SlaKind, datetime], *, decided_at: datetime
+    ) -> frozenset[SlaKind]:
         self._check()
-        key = (notice_id, SlaKind(kind))
-        decision = SlaDecision(
-            notice_id=notice_id, kind=key[1], due_at=as_utc(due_at), decided_at=as_utc(decided_at)
-        )
-        if key in self._sla:
-            return False
-        self._sla[key] = decision
-        return True
+        decided: set[SlaKind] = set()
+        entries = [
+            SlaDecision(
+                notice_id=notice_id, kind=SlaKind(kind), due_at=as_utc(at), decided_at=as_utc(decided_at)
+            )
+            for kind, at in due.items()
+        ]
+        for decision in entries:
+            key = (notice_id, decision.kind)
+            if key not in self._sla:
+                self._sla[key] = decision
+                decided.add(decision.kind)
+        return frozenset(decided)
 
     def _sla_sorted(self, decisions: list[SlaDecision]) -> list[SlaDecision]:
         return sorted(decisions, key=lambda d: (d.decided_at, d.notice_id, d.kind.value))
@@ -92,7 +99,17 @@ class MemorySlaMixin:
             for key, d in self._sla.items()
             if d.sent_at is None and self._sla_claims.get(key, (None, 0.0))[1] < now
         ]
-        claimed = self._sla_sorted(free)[:limit]
+        by_notice: dict[str, list[SlaDecision]] = {}
+        for decision in free:
+            by_notice.setdefault(decision.notice_id, []).append(decision)
+        never = datetime.max.replace(tzinfo=UTC)
+
+        def delivered(notice_id: str) -> datetime:
+            row = self._notices.get(notice_id)
+            return (row.notice.delivered_at if row is not None else None) or never
+
+        chosen = sorted(by_notice, key=lambda n: (delivered(n), n))[:limit]
+        claimed = self._sla_sorted([d for n in chosen for d in by_notice[n]])
         for decision in claimed:
             self._sla_claims[(decision.notice_id, decision.kind)] = (owner, now + lease.total_seconds())
         return claimed

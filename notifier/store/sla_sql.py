@@ -1,20 +1,21 @@
 """The store's side of the SLA monitor (:class:`notifier.store.sla_port.SlaStore`) in SQL.
 
-A decision is an ``INSERT … ON CONFLICT DO NOTHING RETURNING`` on the primary key (notice_id, kind):
-whichever transaction inserts the row decided, every other one (another process, the same process
-after a restart) gets nothing back and sends nothing. Candidates are read in two statements, the
-open notices with a correlated count of their open requests, then the decisions already taken for
-those notices, whatever their number.
+A decision is an ``INSERT … ON CONFLICT DO NOTHING RETURNING`` on the primary key (notice_id, kind),
+the kinds due together on a notice in one statement: whichever transaction inserts a row decided it,
+every other one (another process, the same process after a restart) gets nothing back and sends
+nothing. Sending is claimed a notice at a time, so one escalation covers the breaches owed together.
+Candidates are read in two statements, the open notices with a correlated count of their open
+requests, then the decisions already taken for those notices, whatever their number.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, exists, func, not_, or_, select, tuple_, update
+from sqlalchemy import and_, exists, func, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -110,20 +111,30 @@ class SlaSqlMixin:
             for row in rows
         ]
 
-    async def decide(self, notice_id: str, kind: SlaKind, *, due_at: datetime, decided_at: datetime) -> bool:
+    async def decide(
+        self, notice_id: str, due: Mapping[SlaKind, datetime], *, decided_at: datetime
+    ) -> frozenset[SlaKind]:
+        if not due:
+            return frozenset()
+        # One statement, rows in a fixed order: a concurrent caller waits on the first row and then
+        # finds every one taken, so breaches due together are never split between two processes.
+        rows = [
+            {
+                "notice_id": notice_id,
+                "kind": SlaKind(kind).value,
+                "due_at": as_utc(due_at),
+                "decided_at": as_utc(decided_at),
+            }
+            for kind, due_at in sorted(due.items(), key=lambda item: SlaKind(item[0]).value)
+        ]
         stmt = (
             self._insert(sla_decisions)
-            .values(
-                notice_id=notice_id,
-                kind=SlaKind(kind).value,
-                due_at=as_utc(due_at),
-                decided_at=as_utc(decided_at),
-            )
+            .values(rows)
             .on_conflict_do_nothing(index_elements=["notice_id", "kind"])
-            .returning(sla_decisions.c.notice_id)
+            .returning(sla_decisions.c.kind)
         )
         async with self._write("decide") as conn:
-            return (await conn.execute(stmt)).first() is not None
+            return frozenset(SlaKind(kind) for (kind,) in await conn.execute(stmt))
 
     async def claim_unsent_decisions(self, *, owner: str, lease: timedelta, limit: int) -> list[SlaDecision]:
         now = self._store_now()
@@ -131,16 +142,19 @@ class SlaSqlMixin:
             sla_decisions.c.sent_at.is_(None),
             or_(sla_decisions.c.send_until.is_(None), sla_decisions.c.send_until < now),
         )
+        owed = exists().where(sla_decisions.c.notice_id == notices.c.notice_id, free)
+        # Whole notices are claimed, each locked while it is (PostgreSQL; SQLite writes one at a
+        # time): a notice another monitor is claiming is skipped, never half taken.
         pick = (
-            select(sla_decisions.c.notice_id, sla_decisions.c.kind)
-            .where(free)
-            .order_by(sla_decisions.c.decided_at, sla_decisions.c.notice_id, sla_decisions.c.kind)
+            select(notices.c.notice_id)
+            .where(owed)
+            .order_by(notices.c.delivered_at, notices.c.notice_id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
+            .with_for_update(of=notices, skip_locked=True)
         )
         stmt = (
             update(sla_decisions)
-            .where(tuple_(sla_decisions.c.notice_id, sla_decisions.c.kind).in_(pick), free)
+            .where(sla_decisions.c.notice_id.in_(pick), free)
             .values(send_owner=owner, send_until=now + lease.total_seconds())
             .returning(*sla_decisions.c)
         )

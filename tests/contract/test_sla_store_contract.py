@@ -152,13 +152,13 @@ async def test_decided_kinds_show_and_a_notice_with_nothing_left_to_decide_is_le
 ) -> None:
     notice = await delivered(store, "a", at=NOW)
     later = NOW + timedelta(days=2)
-    assert await store.decide(notice.notice_id, SlaKind.REMINDER, due_at=NOW, decided_at=NOW)
-    assert await store.decide(notice.notice_id, SlaKind.REMOVAL_BREACH, due_at=later, decided_at=later)
+    assert await store.decide(notice.notice_id, {SlaKind.REMINDER: NOW}, decided_at=NOW)
+    assert await store.decide(notice.notice_id, {SlaKind.REMOVAL_BREACH: later}, decided_at=later)
 
     [candidate] = await store.sla_candidates(now=later, limit=10)
     assert set(candidate.facts.decided) == {SlaKind.REMINDER, SlaKind.REMOVAL_BREACH}
 
-    assert await store.decide(notice.notice_id, SlaKind.ACK_BREACH, due_at=later, decided_at=later)
+    assert await store.decide(notice.notice_id, {SlaKind.ACK_BREACH: later}, decided_at=later)
     assert await store.sla_candidates(now=later, limit=10) == []
 
 
@@ -166,7 +166,7 @@ async def test_an_acknowledged_notice_whose_removal_breach_is_decided_is_left_ou
     notice = await delivered(store, "a", at=NOW)
     await acknowledge(store, notice.notice_id, AckStatus.RECEIVED)
     later = NOW + timedelta(days=2)
-    assert await store.decide(notice.notice_id, SlaKind.REMOVAL_BREACH, due_at=later, decided_at=later)
+    assert await store.decide(notice.notice_id, {SlaKind.REMOVAL_BREACH: later}, decided_at=later)
     assert await store.sla_candidates(now=later, limit=10) == []
 
 
@@ -177,13 +177,65 @@ async def test_a_decision_is_taken_once_across_processes(store: FullStore, twin:
     notice = await delivered(store, "a", at=NOW)
     results = await asyncio.gather(
         *(
-            s.decide(notice.notice_id, SlaKind.ACK_BREACH, due_at=NOW, decided_at=NOW)
+            s.decide(notice.notice_id, {SlaKind.ACK_BREACH: NOW}, decided_at=NOW)
             for s in (store, twin, store, twin)
         )
     )
-    assert sorted(results) == [False, False, False, True]
-    assert not await twin.decide(notice.notice_id, SlaKind.ACK_BREACH, due_at=NOW, decided_at=NOW)
-    assert await twin.decide(notice.notice_id, SlaKind.REMINDER, due_at=NOW, decided_at=NOW)
+    assert sorted(len(r) for r in results) == [0, 0, 0, 1]
+    assert not await twin.decide(notice.notice_id, {SlaKind.ACK_BREACH: NOW}, decided_at=NOW)
+    assert await twin.decide(notice.notice_id, {SlaKind.REMINDER: NOW}, decided_at=NOW) == {SlaKind.REMINDER}
+
+
+async def test_breaches_due_together_are_decided_together_by_one_process(
+    store: FullStore, twin: FullStore
+) -> None:
+    notices = [await delivered(store, f"r{i}", at=NOW) for i in range(8)]
+    due = {SlaKind.ACK_BREACH: NOW, SlaKind.REMOVAL_BREACH: NOW}
+    for notice in notices:
+        results = await asyncio.gather(
+            *(s.decide(notice.notice_id, due, decided_at=NOW) for s in (store, twin, twin, store))
+        )
+        # One caller took both; never one breach each.
+        assert sorted(results, key=len) == [frozenset()] * 3 + [frozenset(due)], notice.notice_id
+
+    # What is already decided is left out; the rest is decided.
+    later = await delivered(store, "late", at=NOW)
+    assert await store.decide(later.notice_id, {SlaKind.ACK_BREACH: NOW}, decided_at=NOW) == {
+        SlaKind.ACK_BREACH
+    }
+    assert await twin.decide(later.notice_id, due, decided_at=NOW) == {SlaKind.REMOVAL_BREACH}
+    assert await twin.decide(later.notice_id, {}, decided_at=NOW) == frozenset()
+
+
+async def test_a_notices_unsent_decisions_are_claimed_together_never_split_between_senders(
+    store: FullStore, twin: FullStore
+) -> None:
+    notices = [await delivered(store, f"r{i}", at=NOW + timedelta(minutes=i)) for i in range(12)]
+    for notice in notices:
+        assert (
+            len(
+                await store.decide(
+                    notice.notice_id, {SlaKind.ACK_BREACH: NOW, SlaKind.REMOVAL_BREACH: NOW}, decided_at=NOW
+                )
+            )
+            == 2
+        )
+    long_claim = timedelta(minutes=5)
+    holders: dict[str, set[str]] = {}
+    for _ in range(12):
+        claims = await asyncio.gather(
+            store.claim_unsent_decisions(owner="one", lease=long_claim, limit=1),
+            twin.claim_unsent_decisions(owner="two", lease=long_claim, limit=1),
+        )
+        for owner, claimed in zip(("one", "two"), claims, strict=True):
+            assert len({d.notice_id for d in claimed}) <= 1  # limit counts notices
+            for decision in claimed:
+                holders.setdefault(decision.notice_id, set()).add(owner)
+                assert {d.kind for d in claimed} == {SlaKind.ACK_BREACH, SlaKind.REMOVAL_BREACH}
+    assert set(holders) == {n.notice_id for n in notices}
+    assert all(len(owners) == 1 for owners in holders.values()), holders
+    # Every notice went to one sender, and nothing is left to claim.
+    assert await store.claim_unsent_decisions(owner="three", lease=long_claim, limit=5) == []
 
 
 async def test_unsent_decisions_until_marked_sent_and_the_first_sending_is_kept(
@@ -191,8 +243,8 @@ async def test_unsent_decisions_until_marked_sent_and_the_first_sending_is_kept(
 ) -> None:
     notice = await delivered(store, "a", at=NOW)
     first, second = NOW + timedelta(hours=1), NOW + timedelta(hours=2)
-    assert await store.decide(notice.notice_id, SlaKind.ACK_BREACH, due_at=second, decided_at=second)
-    assert await store.decide(notice.notice_id, SlaKind.REMINDER, due_at=first, decided_at=first)
+    assert await store.decide(notice.notice_id, {SlaKind.ACK_BREACH: second}, decided_at=second)
+    assert await store.decide(notice.notice_id, {SlaKind.REMINDER: first}, decided_at=first)
 
     owed = await twin.unsent_decisions(limit=10)
     assert [(d.kind, d.decided_at, d.due_at, d.sent_at) for d in owed] == [
@@ -215,7 +267,7 @@ async def test_an_unsent_decision_is_claimed_by_one_sender_until_released_or_its
     store: FullStore, twin: FullStore
 ) -> None:
     notice = await delivered(store, "a", at=NOW)
-    assert await store.decide(notice.notice_id, SlaKind.REMINDER, due_at=NOW, decided_at=NOW)
+    assert await store.decide(notice.notice_id, {SlaKind.REMINDER: NOW}, decided_at=NOW)
     long_claim = timedelta(minutes=5)
 
     first, second = await asyncio.gather(
@@ -241,4 +293,4 @@ async def test_an_unsent_decision_is_claimed_by_one_sender_until_released_or_its
 async def test_naive_times_are_refused(store: FullStore) -> None:
     notice = await delivered(store, "a", at=NOW)
     with pytest.raises(ValueError, match="naive"):
-        await store.decide(notice.notice_id, SlaKind.REMINDER, due_at=datetime(2024, 9, 3), decided_at=NOW)
+        await store.decide(notice.notice_id, {SlaKind.REMINDER: datetime(2024, 9, 3)}, decided_at=NOW)
