@@ -136,12 +136,8 @@ def build_notice_email(
     alternative.attach(_text_part(rendered.text, "plain"))
     alternative.attach(_text_part(rendered.html, "html"))
     message.attach(alternative)
-    message.add_attachment(rendered.csv, maintype="text", subtype="csv", filename=f"{content.notice_id}.csv")
-    message.add_attachment(
-        rendered.xarf_json, maintype="application", subtype="json", filename=f"{content.notice_id}.json"
-    )
-    for part in message.iter_parts():
-        del part["MIME-Version"]  # add_attachment puts one in every part; RFC 2045 wants it on top only
+    message.attach(_attachment(rendered.csv, "text/csv", f"{content.notice_id}.csv"))
+    message.attach(_attachment(rendered.xarf_json, "application/json", f"{content.notice_id}.json"))
     return message
 
 
@@ -150,28 +146,47 @@ def _boundary() -> str:
 
 
 def _text_part(text: str, subtype: str) -> EmailMessage:
-    """A UTF-8 text part in the cheapest encoding that keeps it safe over any relay: as it is when
-    it is ASCII with short lines (the usual English notice), quoted-printable when it is mostly ASCII,
-    base64 when it is mostly not (Korean, where quoted-printable would triple its size). The email
-    package's own encoders are pure Python; binascii's are C, which matters for notices with
-    fifty requests."""
+    """A UTF-8 text body, LF line ends, in the cheapest safe encoding (:func:`_encode`)."""
     body = text.replace("\r\n", "\n").replace("\r", "\n")
     part = EmailMessage(policy=_POLICY)
     part["Content-Type"] = f"text/{subtype}"
     part.set_param("charset", "utf-8")
-    if body.isascii() and max(map(len, body.split("\n"))) <= _MAX_7BIT_LINE:
-        part["Content-Transfer-Encoding"] = "7bit"
-        part.set_payload(body)
-        return part
-    data = body.encode("utf-8")
-    if len(data) - len(body) > len(data) // 8:  # many multi-byte characters
-        part["Content-Transfer-Encoding"] = "base64"
-        encoded = binascii.b2a_base64(data, newline=False).decode("ascii")
-        part.set_payload("\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + "\n")
-    else:
-        part["Content-Transfer-Encoding"] = "quoted-printable"
-        part.set_payload(binascii.b2a_qp(data, istext=True).decode("ascii"))
+    encoding, payload = _encode(body.encode("utf-8"), text=True)
+    part["Content-Transfer-Encoding"] = encoding
+    part.set_payload(payload)
     return part
+
+
+def _attachment(data: bytes, content_type: str, filename: str) -> EmailMessage:
+    """An attachment whose decoded bytes are exactly ``data``, line ends included: sent as it is only
+    when every line end is already CRLF (the RFC 4180 CSV of an ASCII notice), else encoded."""
+    part = EmailMessage(policy=_POLICY)
+    part["Content-Type"] = content_type
+    if content_type.startswith("text/"):
+        part.set_param("charset", "utf-8")
+    part["Content-Disposition"] = "attachment"
+    part.set_param("filename", filename, header="Content-Disposition")
+    bare_line_end = b"\r" in data.replace(b"\r\n", b"") or b"\n" in data.replace(b"\r\n", b"")
+    encoding, payload = _encode(data, text=not bare_line_end)
+    part["Content-Transfer-Encoding"] = encoding
+    part.set_payload(payload)
+    return part
+
+
+def _encode(data: bytes, *, text: bool) -> tuple[str, str]:
+    """``(Content-Transfer-Encoding, payload)`` in the cheapest encoding that keeps ``data`` safe over
+    any relay: as it is when it is ASCII text with short lines (the usual English notice, the CSV),
+    quoted-printable when it is mostly ASCII (the XARF JSON: a quarter smaller than base64), base64
+    when it is mostly not (Korean, where quoted-printable would triple its size). Unless ``text``,
+    line breaks are encoded too (``=0A``), so the bytes come back exactly as they were. The email
+    package's own encoders are pure Python; binascii's are C, which matters for notices with fifty
+    requests."""
+    if text and data.isascii() and b"\0" not in data and max(map(len, data.split(b"\n"))) <= _MAX_7BIT_LINE:
+        return "7bit", data.decode("ascii")
+    if len(data) - len(data.decode("utf-8", "replace")) > len(data) // 8:  # many multi-byte characters
+        encoded = binascii.b2a_base64(data, newline=False).decode("ascii")
+        return "base64", "\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + "\n"
+    return "quoted-printable", binascii.b2a_qp(data, istext=text).decode("ascii")
 
 
 class EmailChannel:
