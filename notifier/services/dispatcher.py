@@ -160,6 +160,12 @@ class Dispatcher:
         # Jitter spreads retries of processes that failed together; it needs no cryptographic strength.
         self._rng = rng or random.Random()  # noqa: S311
         self._kick = asyncio.Event()
+        # Forming notices and alerting take a query per platform; they run when kicked (new pending
+        # requests, a failure to alert), when the batching deadline comes, and at every real-time
+        # poll (work of other processes), not after every send that frees a slot.
+        self._housekeeping_due = True
+        self._form_wake_at: datetime | None = None
+        self._next_housekeeping = 0.0
         # Called after a delivery is recorded (the SLA monitor's kick): a new notice's reminder is
         # planned at once instead of at the monitor's next poll.
         self.on_delivered: Callable[[], None] | None = None
@@ -169,6 +175,7 @@ class Dispatcher:
 
     def kick(self) -> None:
         """New pending requests or due notices: look now rather than at the next poll."""
+        self._housekeeping_due = True
         self._kick.set()
 
     # -- the loops ------------------------------------------------------------------------------
@@ -176,29 +183,39 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         log.info("dispatch.started", owner=self.owner, platforms=sorted(self._routes))
         outage = 0
+        loop = asyncio.get_running_loop()
         try:
             while not stop.is_set():
                 self._kick.clear()
                 try:
-                    wake_at = await self.form_notices()
+                    if (
+                        self._housekeeping_due
+                        or loop.time() >= self._next_housekeeping
+                        or (self._form_wake_at is not None and self._clock.now() >= self._form_wake_at)
+                    ):
+                        self._housekeeping_due = False
+                        self._next_housekeeping = loop.time() + self._poll
+                        self._form_wake_at = await self.form_notices()
+                        await self.send_alerts()
                     claimed = await self.send_due(stop)
-                    await self.send_alerts()
+                    if claimed >= self._concurrency:
+                        continue  # more may be due right away
                     # A durable retry falls due on the business clock: sleep on the clock until
                     # then. One already due waits for a free send slot (freeing one kicks the loop).
+                    wake_at = self._form_wake_at
                     retry_at = await self._store.next_attempt_due()
                     if retry_at is not None and retry_at > self._clock.now():
                         wake_at = _earliest(wake_at, retry_at)
                 except StoreUnavailable as error:
                     # The store restarts or the network blips: the work is all in the store, so
                     # waiting and asking again loses nothing.
+                    self._housekeeping_due = True
                     outage += 1
                     self._metrics.store_retries.labels(operation="dispatch").inc()
                     log.warning("store.unavailable", operation="dispatch", error=str(error))
                     await self._pause(stop, min(5.0, 0.1 * 2**outage))
                     continue
                 outage = 0
-                if claimed >= self._concurrency:
-                    continue  # more may be due right away
                 await self._idle(stop, wake_at)
         finally:
             await self.drain()
@@ -374,8 +391,9 @@ class Dispatcher:
         deliver_by: datetime | None = None,
         fallback_used: bool | None = None,
     ) -> bool:
-        """Keep the failed attempt and the notice's next state; by default it stays on its channel."""
-        return await self._persist(
+        """Keep the failed attempt and the notice's next state; by default it stays on its channel.
+        A notice that failed for good is alerted about at the loop's next turn."""
+        recorded = await self._persist(
             "record_failure",
             lambda: self._store.record_failure(
                 notice.notice_id,
@@ -387,6 +405,9 @@ class Dispatcher:
                 fallback_used=notice.fallback_used if fallback_used is None else fallback_used,
             ),
         )
+        if recorded and next_attempt_at is None:
+            self.kick()
+        return recorded
 
     async def _content(self, notice: Notice, route: Route) -> NoticeContent:
         requests = await self._store.notice_requests(notice.notice_id)
