@@ -318,7 +318,7 @@ class Daemon:
             metrics=self.metrics,
             escalations=channels.escalations(),
         )
-        self.dispatcher.on_delivered = self.sla.kick
+        self.dispatcher.on_delivered = self.sla.delivered
         self.supervisor.spawn("ack-queue", ack_consumer.run)
         self.supervisor.spawn("sla", self.sla.run)
         if settings.inbound_smtp.listen:

@@ -9,6 +9,13 @@ from typing import Any
 from notifier.clock import Clock
 
 
+def earliest(first: datetime | None, second: datetime | None) -> datetime | None:
+    """The earlier of two optional deadlines (None: no deadline)."""
+    if first is None or second is None:
+        return first or second
+    return min(first, second)
+
+
 async def idle(
     *, kick: asyncio.Event, stop: asyncio.Event, clock: Clock, wake_at: datetime | None, poll: float
 ) -> None:

@@ -56,7 +56,7 @@ from notifier.errors import NotifierError, StoreUnavailable
 from notifier.failures import DeliveryError
 from notifier.metrics import Metrics
 from notifier.ports import Channel, Store
-from notifier.runtime.idle import idle
+from notifier.runtime.idle import earliest, idle
 from notifier.services.alerts import FailureAlerter, OperationsAlerts
 
 log = structlog.get_logger("notifier.dispatch")
@@ -166,9 +166,9 @@ class Dispatcher:
         self._housekeeping_due = True
         self._form_wake_at: datetime | None = None
         self._next_housekeeping = 0.0
-        # Called after a delivery is recorded (the SLA monitor's kick): a new notice's reminder is
-        # planned at once instead of at the monitor's next poll.
-        self.on_delivered: Callable[[], None] | None = None
+        # Called with the platform and the time after a delivery is recorded (the SLA monitor's
+        # ``delivered``): a new notice's reminder is planned at once instead of at its next poll.
+        self.on_delivered: Callable[[str, datetime], None] | None = None
         self._waiting = False
         self._in_flight: set[asyncio.Task[None]] = set()
         self._alerter = FailureAlerter(store=store, alerts=alerts, clock=clock, metrics=metrics)
@@ -205,7 +205,7 @@ class Dispatcher:
                     wake_at = self._form_wake_at
                     retry_at = await self._store.next_attempt_due()
                     if retry_at is not None and retry_at > self._clock.now():
-                        wake_at = _earliest(wake_at, retry_at)
+                        wake_at = earliest(wake_at, retry_at)
                 except StoreUnavailable as error:
                     # The store restarts or the network blips: the work is all in the store, so
                     # waiting and asking again loses nothing.
@@ -266,15 +266,14 @@ class Dispatcher:
 
     async def form_notices(self) -> datetime | None:
         """Close every notice that is due now; return the earliest time one will be due."""
-        earliest: datetime | None = None
+        wake_at: datetime | None = None
         for route in self._routes.values():
             while True:
                 now = self._clock.now()
                 summary = await self._store.pending_summary(route.platform)
                 decision = decide(summary, now=now, max_items=route.max_items, max_wait=route.max_wait)
                 if not decision.close:
-                    if decision.wake_at is not None and (earliest is None or decision.wake_at < earliest):
-                        earliest = decision.wake_at
+                    wake_at = earliest(wake_at, decision.wake_at)
                     break
                 notice = await self._store.form_notice(
                     route.platform,
@@ -294,7 +293,7 @@ class Dispatcher:
                     requests=len(notice.request_ids),
                     reason=decision.reason,
                 )
-        return earliest
+        return wake_at
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -538,7 +537,7 @@ class Dispatcher:
         if result.ticket:
             log.info("receipt.received", source=attempt.channel, ticket=result.ticket)
         if self.on_delivered is not None:
-            self.on_delivered()
+            self.on_delivered(notice.platform, attempt.at)
 
     async def _not_delivered(
         self, notice: Notice, route: Route, attempt: Attempt, error: DeliveryError | None
@@ -579,9 +578,3 @@ class Dispatcher:
     async def send_alerts(self) -> None:
         """Alert the operations staff about failed notices not yet alerted."""
         await self._alerter.send_pending()
-
-
-def _earliest(first: datetime | None, second: datetime | None) -> datetime | None:
-    if first is None or second is None:
-        return first or second
-    return min(first, second)

@@ -28,12 +28,12 @@ from notifier.channels.api import api_message_id
 from notifier.clock import Clock
 from notifier.domain.models import TakedownRequest
 from notifier.domain.notices import Authority, MessageKind, Notice, NoticeContent, SendResult
-from notifier.domain.sla import SlaBounds, SlaKind, outlook
+from notifier.domain.sla import SlaBounds, SlaFacts, SlaKind, outlook
 from notifier.errors import StoreUnavailable
 from notifier.failures import DeliveryError
 from notifier.metrics import Metrics
 from notifier.ports import Channel, SlaDecision, SlaStore
-from notifier.runtime.idle import idle
+from notifier.runtime.idle import earliest, idle
 from notifier.services.dispatcher import Route, notice_content, process_owner
 
 log = structlog.get_logger("notifier.sla")
@@ -98,6 +98,8 @@ class SlaMonitor:
         # Observable state, for tests and diagnostics: rounds completed, and whether the loop waits
         # (and for which business time).
         self.rounds = 0
+        # The first decision of notices delivered while a round ran (see :meth:`delivered`).
+        self._delivered_first: datetime | None = None
         self.idle = False
         self.wake_at: datetime | None = None
 
@@ -109,6 +111,23 @@ class SlaMonitor:
     def kick(self) -> None:
         """Something changed (a delivery, an acknowledgement): look now rather than at the next poll."""
         self._kick.set()
+
+    def delivered(self, platform: str, at: datetime) -> None:
+        """A notice to ``platform`` was delivered ``at``: make sure the monitor wakes by its first
+        decision. Waiting, it looks now only if that comes before its wake-up; in a round, which
+        may have read the open notices before this one, the time is kept for the wait after it.
+        A burst of deliveries costs no round over every open notice each."""
+        bounds = self._bounds.get(platform)
+        if bounds is None:
+            return
+        facts = SlaFacts(delivered_at=at, acknowledged_at=None, open_requests=1, decided=frozenset())
+        first = outlook(facts, bounds, now=at).next_at
+        if first is None:
+            return
+        if not self.idle:
+            self._delivered_first = earliest(self._delivered_first, first)
+        elif self.wake_at is None or first < self.wake_at:
+            self.kick()
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("sla.started", platforms=sorted(self._bounds))
@@ -126,12 +145,13 @@ class SlaMonitor:
                         await asyncio.wait_for(stop.wait(), timeout=min(5.0, 0.1 * 2**outage))
                     continue
                 outage = 0
-                await self._idle(stop, wake_at)
+                await self._idle(stop, earliest(wake_at, self._delivered_first))
         finally:
             log.info("sla.stopped")
 
     async def round(self) -> datetime | None:
         """Decide what is due, send what is owed; the time the next decision falls due, if known."""
+        self._delivered_first = None  # deliveries from here on are read by this round or kept here
         wake_at = await self.decide_due()
         await self.send_decided()
         self.rounds += 1
@@ -142,14 +162,13 @@ class SlaMonitor:
     async def decide_due(self) -> datetime | None:
         now = self._clock.now()
         candidates = await self._store.sla_candidates(now=now, limit=self._batch)
-        earliest: datetime | None = None
+        wake_at: datetime | None = None
         for candidate in candidates:
             bounds = self._bounds.get(candidate.platform)
             if bounds is None:
                 continue  # the platform left the configuration; its notices are not judged
             view = outlook(candidate.facts, bounds, now=now)
-            if view.next_at is not None and (earliest is None or view.next_at < earliest):
-                earliest = view.next_at
+            wake_at = earliest(wake_at, view.next_at)
             if not view.due:
                 continue
             decided = await self._store.decide(
@@ -171,7 +190,7 @@ class SlaMonitor:
                 else:
                     self._metrics.sla_breaches.labels(platform=candidate.platform, kind=due.kind.value).inc()
                     log.warning("sla.breach", **fields)
-        return earliest
+        return wake_at
 
     # -- sending --------------------------------------------------------------------------------
 

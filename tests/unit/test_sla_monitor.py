@@ -4,8 +4,9 @@ business time driven in milliseconds."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -93,13 +94,15 @@ def monitor(
     )
 
 
-async def delivered(store: MemoryStore, clock: SimulatedClock) -> tuple[str, datetime]:
+async def delivered(
+    store: MemoryStore, clock: SimulatedClock, request_id: str = "r-1"
+) -> tuple[str, datetime]:
     """A notice of one request, delivered by email now."""
     now = clock.now()
     request = TakedownRequest(
-        request_id="r-1",
+        request_id=request_id,
         platform="telegram",
-        urls=("https://t.me/c/r-1",),
+        urls=(f"https://t.me/c/{request_id}",),
         category="deepfake_sexual_abuse",
         priority=Priority.NORMAL,
     )
@@ -242,6 +245,82 @@ async def test_an_acknowledged_platform_gets_no_reminder(
     await clock.advance(timedelta(seconds=1))
     await m.round()
     assert [sent[0] for sent in channel.sent] == [MessageKind.ESCALATION]
+
+
+async def test_a_delivery_wakes_a_waiting_monitor_only_when_it_falls_due_first(
+    store: MemoryStore, clock: SimulatedClock, channel: ScriptedChannel
+) -> None:
+    running = Running(monitor(store, clock, channel), clock)
+    m = running.monitor
+    await running.idle()
+    assert m.wake_at is None  # nothing open
+
+    _, first_at = await delivered(store, clock, "r-1")
+    rounds = m.rounds
+    m.delivered("telegram", first_at)
+    assert not m.quiet  # kicked: the first notice's reminder is the earliest thing to wait for
+    await running.round_after(rounds)
+    assert m.wake_at == first_at + BOUND * 0.66
+
+    await clock.advance(timedelta(hours=1))
+    _, second_at = await delivered(store, clock, "r-2")
+    m.delivered("telegram", second_at)
+    assert m.quiet  # its reminder comes after the first's: no round over every open notice
+    m.delivered("elsewhere", second_at)  # a platform the monitor does not judge
+    assert m.quiet
+
+    await running.advance(BOUND)
+    assert [sent[2] for sent in channel.of(MessageKind.REMINDER)] == [
+        first_at + BOUND * 0.66,
+        second_at + BOUND * 0.66,
+    ]
+    await running.close()
+
+
+async def test_a_delivery_during_a_round_that_missed_it_still_sets_the_wake_up(
+    clock: SimulatedClock, channel: ScriptedChannel
+) -> None:
+    class GatedStore(MemoryStore):
+        """Reads the open notices, then waits at the gate before handing them over."""
+
+        gate: asyncio.Event | None = None
+        reading = asyncio.Event()
+
+        async def sla_candidates(self, *, now: datetime, limit: int) -> list[Any]:
+            found = await super().sla_candidates(now=now, limit=limit)
+            if self.gate is not None:
+                self.reading.set()
+                await self.gate.wait()
+            return found
+
+    store = GatedStore()
+    running = Running(monitor(store, clock, channel), clock)
+    m = running.monitor
+    await running.idle()
+    store.gate = asyncio.Event()
+    rounds = m.rounds
+    m.kick()
+    await wait_for(_is_set(store.reading), within=10, what="the round to read the open notices", interval=0)
+    notice_id, at = await delivered(store, clock)  # after the read: this round never sees it
+    m.delivered("telegram", at)
+    assert not m.idle
+    store.gate.set()
+    store.gate = None
+    await running.round_after(rounds)
+    assert m.wake_at == at + BOUND * 0.66  # from the delivery, not from what the round read
+
+    await running.advance(BOUND * 0.66)
+    assert [sent[1] for sent in channel.of(MessageKind.REMINDER)] == [
+        f"<{notice_id}.reminder@authority.example>"
+    ]
+    await running.close()
+
+
+def _is_set(event: asyncio.Event) -> Callable[[], Awaitable[bool]]:
+    async def is_set() -> bool:
+        return event.is_set()
+
+    return is_set
 
 
 async def test_two_monitors_on_the_same_store_decide_each_once(
