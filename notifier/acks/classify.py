@@ -73,7 +73,9 @@ _AUTOMATED: Final = frozenset({MailKind.BOUNCE, MailKind.DELIVERY_REPORT, MailKi
 
 _ID: Final = NOTICE_ID_PATTERN.pattern.replace("(", "(?:")
 _KINDS: Final = "|".join(kind.value for kind in MessageKind)
-_OUR_MSG_ID: Final = re.compile(rf"<(?P<id>{_ID})\.(?:{_KINDS})@(?P<domain>[A-Za-z0-9.-]{{1,253}})>")
+_OUR_MSG_ID: Final = re.compile(
+    rf"<(?P<id>{_ID})\.(?:{_KINDS})(?:-[0-9])?@(?P<domain>[A-Za-z0-9.-]{{1,253}})>"
+)
 _TOKEN: Final = re.compile(rf"(?<![A-Za-z0-9_-])(?P<id>{_ID})(?![0-9])")
 _VERP: Final = re.compile(rf"\+(?P<id>{_ID})@")
 _RETURNED_ID: Final = re.compile(

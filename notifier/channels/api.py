@@ -40,12 +40,13 @@ log = get_logger(__name__)
 
 def api_message_id(content: NoticeContent) -> str:
     """The id of one message about a notice: the notice id for the notice itself,
-    ``<notice_id>.reminder`` / ``<notice_id>.escalation`` for what follows it. It is both the
+    ``<notice_id>.reminder`` / ``<notice_id>.escalation`` (``.escalation-2`` for a second one) for
+    what follows it. It is both the
     ``Idempotency-Key`` and the ``webhook-id``, so a platform deduplicates re-sends of each message
     without mistaking a reminder for a copy of the notice."""
     if content.kind is MessageKind.NOTICE:
         return content.notice_id
-    return f"{content.notice_id}.{content.kind.value}"
+    return f"{content.notice_id}.{content.message_tag}"
 
 
 def api_payload(content: NoticeContent, *, callback_url: str | None) -> dict[str, Any]:

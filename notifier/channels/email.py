@@ -36,7 +36,7 @@ from typing import Final
 from notifier.channels.rendering import Renderer, one_line
 from notifier.channels.smtp import IDLE_CHECK_AFTER, MailTransport, SmtpTransport, flatten, starttls_required
 from notifier.clock import Clock, SystemClock
-from notifier.domain.notices import Authority, MessageKind, NoticeContent, SendResult
+from notifier.domain.notices import Authority, MessageKind, NoticeContent, SendResult, message_tag
 from notifier.failures import DeliveryError
 from notifier.logging import get_logger
 
@@ -73,11 +73,12 @@ def _domain(value: str) -> str:
     return domain
 
 
-def message_id_for(notice_id: str, kind: MessageKind, domain: str) -> str:
-    """``<{notice_id}.{kind}@{domain}>``: the same for every send of the same message."""
+def message_id_for(notice_id: str, kind: MessageKind, domain: str, follow_up: int = 1) -> str:
+    """``<{notice_id}.{kind}@{domain}>`` (``….escalation-2@…`` for a second escalation): the same
+    for every send of the same message."""
     if not _ID_LEFT.fullmatch(notice_id):
         raise ValueError("the notice id cannot be used in a Message-ID")
-    return f"<{notice_id}.{MessageKind(kind).value}@{_domain(domain)}>"
+    return f"<{notice_id}.{message_tag(kind, follow_up)}@{_domain(domain)}>"
 
 
 def _address(value: str, display_name: str = "") -> Address:
@@ -230,7 +231,7 @@ class EmailChannel:
 
     def message_id(self, content: NoticeContent) -> str:
         """The Message-ID the email for ``content`` carries (and carried, if it was sent before)."""
-        return message_id_for(content.notice_id, content.kind, self._domain)
+        return message_id_for(content.notice_id, content.kind, self._domain, content.follow_up)
 
     async def send(self, content: NoticeContent) -> SendResult:
         message_id = self.message_id(content)

@@ -103,7 +103,7 @@ class ManualChannel:
         if content.kind is MessageKind.NOTICE:
             files = self._notice_files(content)
         else:
-            files = [_File(f"{content.kind.value}.txt", self._follow_up(content).encode())]
+            files = [_File(f"{content.message_tag}.txt", self._follow_up(content).encode())]
         try:
             await asyncio.to_thread(_write_all, folder, files)
         except OSError as error:

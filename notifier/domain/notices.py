@@ -39,6 +39,13 @@ class MessageKind(enum.StrEnum):
     ESCALATION = "escalation"
 
 
+def message_tag(kind: MessageKind, follow_up: int = 1) -> str:
+    """The part of a message's ids after the notice id (see :attr:`NoticeContent.message_tag`)."""
+    if follow_up < 1:
+        raise ValueError("follow_up counts from 1")
+    return MessageKind(kind).value if follow_up == 1 else f"{MessageKind(kind).value}-{follow_up}"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Attempt:
     at: datetime
@@ -101,6 +108,16 @@ class NoticeContent:
     category_labels: dict[str, str] = field(default_factory=dict)
     callback_url: str | None = None
     kind: MessageKind = MessageKind.NOTICE
+    # Which message of its kind this is. Only an escalation has a second: a breach of the other
+    # bound, later than the first escalation (acknowledged late, or its bounds differ). It gets
+    # ids of its own, so a platform that drops repeated ids does not drop it as a copy.
+    follow_up: int = 1
+
+    @property
+    def message_tag(self) -> str:
+        """What the ids of this message add to the notice id: ``notice``, ``reminder``,
+        ``escalation``, and ``escalation-2`` for a second escalation."""
+        return message_tag(self.kind, self.follow_up)
 
     @property
     def url_count(self) -> int:

@@ -7,7 +7,8 @@ decides, logs and counts it; what falls due together on a notice is decided in o
 Then every decision not yet sent is claimed a notice at a time, sent, and marked sent. A send that
 fails stays unsent and is tried again in a later round; since the ids of reminders and escalations
 are derived from the notice id (``<id>.reminder@…``, ``<id>.escalation``), every re-send carries the
-same Message-ID or API id, and the platform can drop a duplicate.
+same Message-ID or API id, and the platform can drop a duplicate. A second escalation, for a breach
+of the other bound after the first was sent, is ``<id>.escalation-2``: a new message, not a copy.
 
 Between rounds the monitor sleeps on the business clock until the next decision falls due, or until
 kicked, but never longer than ``poll_interval`` of real time, so decisions and acknowledgements made
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -234,7 +236,7 @@ class SlaMonitor:
         channel = self._channel(notice, route, kind)
         kinds = [d.kind.value for d in decisions]
         try:
-            content = await self._content(notice, route, kind)
+            content = await self._content(notice, route, kind, decisions)
             result = await channel.send(content)
         except StoreUnavailable:
             raise  # the round is given up and tried again once the store answers
@@ -284,11 +286,26 @@ class SlaMonitor:
             return self._escalations[notice.platform]
         return route.channel(notice.channel)
 
-    async def _content(self, notice: Notice, route: Route, kind: MessageKind) -> NoticeContent:
+    async def _content(
+        self, notice: Notice, route: Route, kind: MessageKind, decisions: Sequence[SlaDecision]
+    ) -> NoticeContent:
         requests = await self._store.notice_requests(notice.notice_id)
-        return notice_content(
+        content = notice_content(
             notice, route, requests, authority=self._authority, labels=self._labels, kind=kind
         )
+        if kind is MessageKind.ESCALATION:
+            # A breach escalated before the ones owed now (the other bound, passed earlier): this
+            # is the second escalation, with ids of its own. Judged from what the store keeps, so
+            # every re-send of it carries the same ids.
+            owed = {d.kind for d in decisions}
+            earlier = [
+                d
+                for d in await self._store.sla_decisions([notice.notice_id])
+                if d.kind in _BREACHES and d.kind not in owed and d.sent_at is not None
+            ]
+            if earlier:
+                content = replace(content, follow_up=2)
+        return content
 
     async def _idle(self, stop: asyncio.Event, wake_at: datetime | None) -> None:
         """Wait for a kick, a stop, the real-time poll, or the next business deadline."""

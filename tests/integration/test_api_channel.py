@@ -6,7 +6,7 @@ import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -227,14 +227,21 @@ async def test_callback_url_of_the_notice_content_takes_precedence(
     assert json.loads(platform.received[0].body)["callback_url"] == own
 
 
-@pytest.mark.parametrize("kind", [MessageKind.REMINDER, MessageKind.ESCALATION])
+@pytest.mark.parametrize(
+    ("kind", "follow_up", "tag"),
+    [
+        (MessageKind.REMINDER, 1, "reminder"),
+        (MessageKind.ESCALATION, 1, "escalation"),
+        (MessageKind.ESCALATION, 2, "escalation-2"),  # a later breach of the other bound
+    ],
+)
 async def test_reminder_and_escalation_use_ids_of_their_own(
-    platform: Platform, session: aiohttp.ClientSession, kind: MessageKind
+    platform: Platform, session: aiohttp.ClientSession, kind: MessageKind, follow_up: int, tag: str
 ) -> None:
-    await channel(session, platform.url).send(notice_content(kind))
+    await channel(session, platform.url).send(replace(notice_content(kind), follow_up=follow_up))
 
     (received,) = platform.received
-    own_id = f"{NOTICE_ID}.{kind.value}"
+    own_id = f"{NOTICE_ID}.{tag}"
     assert received.headers["Idempotency-Key"] == own_id
     assert received.headers["webhook-id"] == own_id
     Webhook(SECRET).verify(received.body, received.headers)

@@ -19,7 +19,7 @@ import json
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.generator import BytesGenerator
 from email.message import EmailMessage
@@ -533,6 +533,13 @@ async def test_an_escalation_goes_to_the_escalation_contacts_with_the_platform_c
     assert message["Cc"].addresses[0].addr_spec == TO
     assert result.message_id == f"<{NOTICE_ID}.escalation@authority.example>"
     assert message["In-Reply-To"] == f"<{NOTICE_ID}.notice@authority.example>"
+
+    # A second escalation (the other bound, breached later) is a message of its own, same thread.
+    second = await channel.send(replace(make_content(kind=MessageKind.ESCALATION), follow_up=2))
+    assert second.message_id == f"<{NOTICE_ID}.escalation-2@authority.example>"
+    later = sink.received[1].parsed()
+    assert later["Message-ID"] == second.message_id
+    assert later["In-Reply-To"] == f"<{NOTICE_ID}.notice@authority.example>"
 
 
 # -- the connection pool -------------------------------------------------------------------------

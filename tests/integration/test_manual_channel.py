@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -376,16 +377,29 @@ async def test_only_a_notice_id_becomes_a_folder_name(
     assert tree(tmp_path) == before
 
 
-@pytest.mark.parametrize("kind", [MessageKind.REMINDER, MessageKind.ESCALATION])
+@pytest.mark.parametrize(
+    ("kind", "follow_up", "name"),
+    [
+        (MessageKind.REMINDER, 1, "reminder.txt"),
+        (MessageKind.ESCALATION, 1, "escalation.txt"),
+        (MessageKind.ESCALATION, 2, "escalation-2.txt"),  # never over the first one
+    ],
+)
 async def test_reminders_and_escalations_are_written_beside_the_notice_for_staff_to_follow_up(
-    channel: ManualChannel, outbox: Path, renderer: NoticeRenderer, kind: MessageKind, open_umask: None
+    channel: ManualChannel,
+    outbox: Path,
+    renderer: NoticeRenderer,
+    kind: MessageKind,
+    follow_up: int,
+    name: str,
+    open_umask: None,
 ) -> None:
     await channel.send(notice_content())
     notice_files = contents(outbox / NOTICE_ID)
 
-    result = await channel.send(notice_content(kind))
+    result = await channel.send(replace(notice_content(kind), follow_up=follow_up))
 
-    path = outbox / NOTICE_ID / f"{kind.value}.txt"
+    path = outbox / NOTICE_ID / name
     assert result == SendResult(awaiting_submission=False, detail=str(path))
     assert mode(path) == 0o600
     text = path.read_text(encoding="utf-8")

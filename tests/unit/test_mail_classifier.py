@@ -90,6 +90,14 @@ def test_references_are_read_parent_first_when_in_reply_to_is_missing() -> None:
     assert result.matched_by == "references"
 
 
+def test_a_reply_to_a_second_escalation_is_matched_by_its_own_message_id() -> None:
+    second = message_id_for(NOTICE, MessageKind.ESCALATION, DOMAIN, follow_up=2)
+    assert second == f"<{NOTICE}.escalation-2@{DOMAIN}>"
+    result = verdict(build(subject="Re: escalation", In_Reply_To=second))
+
+    assert (result.kind, result.notice_ids, result.matched_by) == (MailKind.HUMAN, (NOTICE,), "in-reply-to")
+
+
 def test_a_reply_that_lost_its_headers_is_matched_by_the_subject_token() -> None:
     result = verdict(build(subject=f"RE: [{NOTICE}] Takedown notice"))
 

@@ -43,7 +43,7 @@ class ScriptedChannel:
         self.sent: list[tuple[MessageKind, str, datetime]] = []
 
     async def send(self, content: NoticeContent) -> SendResult:
-        message_id = f"<{content.notice_id}.{content.kind.value}@authority.example>"
+        message_id = f"<{content.notice_id}.{content.message_tag}@authority.example>"
         self.sent.append((content.kind, message_id, self.clock.now()))
         answer = (self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]) if self.answers else None
         if isinstance(answer, DeliveryError):
@@ -79,11 +79,12 @@ def monitor(
     *,
     escalations: dict[str, Channel] | None = None,
     metrics: Metrics | None = None,
+    bounds: SlaBounds = BOUNDS,
 ) -> SlaMonitor:
     return SlaMonitor(
         store=store,
         routes={"telegram": route(channel)},
-        bounds={"telegram": BOUNDS},
+        bounds={"telegram": bounds},
         authority=AUTHORITY,
         category_labels={},
         clock=clock,
@@ -321,6 +322,48 @@ def _is_set(event: asyncio.Event) -> Callable[[], Awaitable[bool]]:
         return event.is_set()
 
     return is_set
+
+
+async def test_a_later_breach_of_the_other_bound_is_a_second_escalation_with_ids_of_its_own(
+    store: MemoryStore, clock: SimulatedClock
+) -> None:
+    # Acknowledgement due in 12 h, removal in 36 h, and neither comes: the acknowledgement breach
+    # is escalated at 12 h, the removal breach at 36 h. Under one id, a platform that drops repeated
+    # Message-IDs or Idempotency-Keys would drop the second as a copy of the first.
+    bounds = SlaBounds(ack_within=timedelta(hours=12), removal_within=BOUND, remind_at=0.5)
+    flaky = ScriptedChannel(
+        "email",
+        clock,
+        [
+            SendResult(code=250),
+            SendResult(code=250),
+            DeliveryError("SMTP 451", transient=True, code=451),
+            SendResult(code=250),
+        ],
+    )
+    notice_id, delivered_at = await delivered(store, clock)
+    m = monitor(store, clock, flaky, bounds=bounds)
+    await clock.advance(timedelta(hours=6))
+    await m.round()  # the reminder
+    await clock.advance(timedelta(hours=6, microseconds=1))
+    await m.round()  # the acknowledgement breach
+    await clock.advance(timedelta(hours=24))
+    await m.round()  # the removal breach: its first send fails
+    await m.round()  # sent again
+
+    assert [(kind, message_id) for kind, message_id, _ in flaky.sent] == [
+        (MessageKind.REMINDER, f"<{notice_id}.reminder@authority.example>"),
+        (MessageKind.ESCALATION, f"<{notice_id}.escalation@authority.example>"),
+        (MessageKind.ESCALATION, f"<{notice_id}.escalation-2@authority.example>"),
+        (MessageKind.ESCALATION, f"<{notice_id}.escalation-2@authority.example>"),
+    ]
+    refs = {d.kind: d.message_ref for d in await store.sla_decisions([notice_id])}
+    assert refs == {
+        SlaKind.REMINDER: f"<{notice_id}.reminder@authority.example>",
+        SlaKind.ACK_BREACH: f"<{notice_id}.escalation@authority.example>",
+        SlaKind.REMOVAL_BREACH: f"<{notice_id}.escalation-2@authority.example>",
+    }
+    assert flaky.sent[1][2] == delivered_at + timedelta(hours=12, microseconds=1)
 
 
 async def test_two_monitors_on_the_same_store_decide_each_once(
