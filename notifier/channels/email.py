@@ -167,7 +167,8 @@ def _attachment(data: bytes, content_type: str, filename: str) -> EmailMessage:
         part.set_param("charset", "utf-8")
     part["Content-Disposition"] = "attachment"
     part.set_param("filename", filename, header="Content-Disposition")
-    bare_line_end = b"\r" in data.replace(b"\r\n", b"") or b"\n" in data.replace(b"\r\n", b"")
+    without_crlf = data.replace(b"\r\n", b"")
+    bare_line_end = b"\r" in without_crlf or b"\n" in without_crlf
     encoding, payload = _encode(data, text=not bare_line_end)
     part["Content-Transfer-Encoding"] = encoding
     part.set_payload(payload)
