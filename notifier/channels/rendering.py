@@ -295,6 +295,7 @@ class Renderer:
         authority = content.authority
         return {
             "kind": content.kind.value,
+            "missed": _missed(content.breaches),
             "language": content.language,
             "notice_id": content.notice_id,
             "ack_token": f"[{content.notice_id}]",
@@ -321,6 +322,17 @@ class Renderer:
             "attachments": [f"{content.notice_id}.csv", f"{content.notice_id}.json"],
             "subject": "",
         }
+
+
+def _missed(breaches: tuple[str, ...]) -> str:
+    """What an escalation says was missed: ``acknowledgement``, ``removal``, or ``both`` (also
+    when not known)."""
+    kinds = set(breaches)
+    if kinds == {"ack_breach"}:
+        return "acknowledgement"
+    if kinds == {"removal_breach"}:
+        return "removal"
+    return "both"
 
 
 # The views templates see. Jinja looks an attribute up with getattr() before trying obj[key], so

@@ -112,6 +112,9 @@ class NoticeContent:
     # bound, later than the first escalation (acknowledged late, or its bounds differ). It gets
     # ids of its own, so a platform that drops repeated ids does not drop it as a copy.
     follow_up: int = 1
+    # For an escalation: the breaches it is about ("ack_breach", "removal_breach"), so its text
+    # names the deadline that passed. Empty: not known, the text names both.
+    breaches: tuple[str, ...] = ()
 
     @property
     def message_tag(self) -> str:

@@ -249,6 +249,21 @@ async def test_reminder_and_escalation_use_ids_of_their_own(
     assert body == {**EXPECTED_PAYLOAD, "kind": kind.value, "regarding": NOTICE_ID}
 
 
+async def test_an_escalation_names_the_breaches_it_is_about(
+    platform: Platform, session: aiohttp.ClientSession
+) -> None:
+    content = replace(notice_content(MessageKind.ESCALATION), breaches=("removal_breach",), follow_up=2)
+    await channel(session, platform.url).send(content)
+
+    body = json.loads(platform.received[0].body)
+    assert body == {
+        **EXPECTED_PAYLOAD,
+        "kind": "escalation",
+        "regarding": NOTICE_ID,
+        "breaches": ["removal_breach"],
+    }
+
+
 # --- the headers ----------------------------------------------------------------------------------
 
 

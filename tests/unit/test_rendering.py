@@ -7,6 +7,7 @@ import io
 import json
 import re
 import shutil
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -255,6 +256,36 @@ def test_reminder_and_escalation_say_what_they_are(renderer: Renderer) -> None:
     assert renderer.text(reminder).startswith("REMINDER: TAKEDOWN NOTICE TD-telegram-20240903-000012")
     assert renderer.subject(escalation).startswith("[TD-telegram-20240903-000012] Escalation:")
     assert "escalation contact" in renderer.text(escalation)
+
+
+@pytest.mark.parametrize(
+    ("language", "breaches", "said"),
+    [
+        ("en", ("ack_breach",), "acknowledgement deadline (2024-09-04"),
+        ("en", ("removal_breach",), "removal deadline (2024-09-04"),
+        ("en", ("ack_breach", "removal_breach"), "without the acknowledgement or removal it asked for"),
+        ("en", (), "without the acknowledgement or removal it asked for"),
+        ("ko", ("ack_breach",), "접수 확인 기한(2024-09-04"),
+        ("ko", ("removal_breach",), "삭제 기한(2024-09-04"),
+        ("ko", ("ack_breach", "removal_breach"), "요청한 접수 확인 또는 삭제 결과를 받지 못했습니다"),
+    ],
+)
+def test_an_escalation_names_the_deadline_that_passed(
+    renderer: Renderer, language: str, breaches: tuple[str, ...], said: str
+) -> None:
+    content = replace(make_content(kind=MessageKind.ESCALATION, language=language), breaches=breaches)
+    missed = {"ack_breach": "acknowledgement", "removal_breach": "removal"}
+    others = {missed[b] for b in ("ack_breach", "removal_breach") if b not in breaches} if breaches else set()
+
+    for body in (renderer.text(content), _visible(renderer.html(content))):
+        assert said in body
+        if language == "en":
+            assert not any(f"{other} deadline (" in body for other in others)
+
+
+def _visible(html: str) -> str:
+    """The words of an HTML body, tags dropped and white space made single."""
+    return " ".join(re.sub(r"<[^>]+>", "", html).split())
 
 
 def test_html_escapes_whatever_a_request_carries(renderer: Renderer) -> None:

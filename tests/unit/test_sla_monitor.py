@@ -41,10 +41,12 @@ class ScriptedChannel:
         self.clock = clock
         self.answers = list(answers)
         self.sent: list[tuple[MessageKind, str, datetime]] = []
+        self.contents: list[NoticeContent] = []
 
     async def send(self, content: NoticeContent) -> SendResult:
         message_id = f"<{content.notice_id}.{content.message_tag}@authority.example>"
         self.sent.append((content.kind, message_id, self.clock.now()))
+        self.contents.append(content)
         answer = (self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]) if self.answers else None
         if isinstance(answer, DeliveryError):
             raise answer
@@ -209,6 +211,8 @@ async def test_a_silent_platform_gets_one_reminder_then_one_breach_and_one_escal
     assert reminded_at == delivered_at + BOUND * 0.66
     [(_, escalation_id, escalated_at)] = channel.of(MessageKind.ESCALATION)
     assert escalation_id == f"<{notice_id}.escalation@authority.example>"
+    [escalation] = [c for c in channel.contents if c.kind is MessageKind.ESCALATION]
+    assert escalation.breaches == ("ack_breach", "removal_breach")  # one escalation for both
     # Woken the instant the bound was passed: 36 h is within, anything more is a breach.
     assert escalated_at == delivered_at + BOUND + timedelta(microseconds=1)
 
@@ -364,6 +368,13 @@ async def test_a_later_breach_of_the_other_bound_is_a_second_escalation_with_ids
         SlaKind.REMOVAL_BREACH: f"<{notice_id}.escalation-2@authority.example>",
     }
     assert flaky.sent[1][2] == delivered_at + timedelta(hours=12, microseconds=1)
+    # Each escalation names the deadline that passed.
+    assert [c.breaches for c in flaky.contents] == [
+        (),
+        ("ack_breach",),
+        ("removal_breach",),
+        ("removal_breach",),
+    ]
 
 
 async def test_two_monitors_on_the_same_store_decide_each_once(
