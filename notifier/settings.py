@@ -237,6 +237,12 @@ class ImapSettings(_Section):
 
     @model_validator(mode="after")
     def _secrets(self, info: ValidationInfo) -> ImapSettings:
+        if self.host and not self.tls and not is_loopback(self.host):
+            # aioimaplib cannot upgrade with STARTTLS, so tls = false means LOGIN in clear text.
+            raise ValueError(
+                f"imap.tls is false but imap.host ({self.host}) is not a loopback address: "
+                "the password would cross the network in clear text"
+            )
         self._password = _env_secret(info, "imap.password_env", self.password_env, required=bool(self.host))
         return self
 

@@ -33,7 +33,7 @@ from notifier.clock import Clock
 from notifier.errors import ConfigError, TransientError
 from notifier.logging import get_logger
 from notifier.ports import MailSink
-from notifier.settings import ImapSettings, is_loopback
+from notifier.settings import ImapSettings
 
 __all__ = ["SOURCE", "ImapError", "ImapReader", "MailSeen"]
 
@@ -91,12 +91,6 @@ class ImapReader:
             raise ConfigError("imap.host is empty: there is no mailbox to read")
         if settings.password is None:
             raise ConfigError("imap.password_env names no password")
-        if not settings.tls and not is_loopback(settings.host):
-            # aioimaplib cannot upgrade with STARTTLS, so tls = false means LOGIN in clear text.
-            raise ConfigError(
-                f"imap.tls is false but imap.host ({settings.host}) is not a loopback address: "
-                "the password would cross the network in clear text"
-            )
         self._settings = settings
         self._sink = sink
         self._seen = seen

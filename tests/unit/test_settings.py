@@ -122,6 +122,10 @@ def test_secrets_come_from_the_variables_the_env_keys_name(tmp_path: Path) -> No
         ),
         ({"NOTIFIER_PLATFORMS__TELEGRAM__CHANNEL": "fax"}, "platforms.telegram.channel: Input should be"),
         ({"NOTIFIER_SMTP__ENVELOPE_FROM": "bounces@a.example"}, "must contain {notice_id}"),
+        (
+            {"NOTIFIER_IMAP__HOST": "imap.example", "NOTIFIER_IMAP__TLS": "false", "IMAP_PW": "pw"},
+            "imap.tls is false but imap.host (imap.example) is not a loopback address",
+        ),
     ],
 )
 def test_every_error_is_one_line_naming_the_file_and_key(
