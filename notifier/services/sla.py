@@ -299,12 +299,8 @@ class SlaMonitor:
             # is the second escalation, with ids of its own. Judged from what the store keeps, so
             # every re-send of it carries the same ids.
             owed = {d.kind for d in decisions}
-            earlier = [
-                d
-                for d in await self._store.sla_decisions([notice.notice_id])
-                if d.kind in _BREACHES and d.kind not in owed and d.sent_at is not None
-            ]
-            if earlier:
+            kept = await self._store.sla_decisions([notice.notice_id])
+            if any(d.kind in _BREACHES and d.kind not in owed and d.sent_at is not None for d in kept):
                 content = replace(content, follow_up=2)
         return content
 
