@@ -79,7 +79,7 @@ def api_payload(content: NoticeContent, *, callback_url: str | None) -> dict[str
         payload["kind"] = content.kind.value
         payload["regarding"] = content.notice_id
     if content.kind is MessageKind.ESCALATION and content.breaches:
-        payload["breaches"] = list(content.breaches)
+        payload["breaches"] = [kind.value for kind in content.breaches]
     return payload
 
 

@@ -29,6 +29,7 @@ import jinja2
 
 from notifier.domain.models import Evidence, TakedownRequest, format_timestamp
 from notifier.domain.notices import GOOD_FAITH_STATEMENT, Authority, MessageKind, NoticeContent
+from notifier.domain.sla import SlaKind
 from notifier.errors import ConfigError
 
 __all__ = [
@@ -324,13 +325,13 @@ class Renderer:
         }
 
 
-def _missed(breaches: tuple[str, ...]) -> str:
+def _missed(breaches: tuple[SlaKind, ...]) -> str:
     """What an escalation says was missed: ``acknowledgement``, ``removal``, or ``both`` (also
     when not known)."""
     kinds = set(breaches)
-    if kinds == {"ack_breach"}:
+    if kinds == {SlaKind.ACK_BREACH}:
         return "acknowledgement"
-    if kinds == {"removal_breach"}:
+    if kinds == {SlaKind.REMOVAL_BREACH}:
         return "removal"
     return "both"
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from notifier.domain.models import NoticeState, TakedownRequest
+from notifier.domain.sla import SlaKind
 
 NOTICE_ID_PATTERN = re.compile(r"TD-([a-z][a-z0-9_]{0,31})-(\d{8})-(\d{6,})")
 
@@ -112,9 +113,9 @@ class NoticeContent:
     # bound, later than the first escalation (acknowledged late, or its bounds differ). It gets
     # ids of its own, so a platform that drops repeated ids does not drop it as a copy.
     follow_up: int = 1
-    # For an escalation: the breaches it is about ("ack_breach", "removal_breach"), so its text
-    # names the deadline that passed. Empty: not known, the text names both.
-    breaches: tuple[str, ...] = ()
+    # For an escalation: the breaches it is about, so its text names the deadline that passed.
+    # Empty: not known, the text names both.
+    breaches: tuple[SlaKind, ...] = ()
 
     @property
     def message_tag(self) -> str:

@@ -294,7 +294,7 @@ class SlaMonitor:
             notice, route, requests, authority=self._authority, labels=self._labels, kind=kind
         )
         if kind is MessageKind.ESCALATION:
-            content = replace(content, breaches=tuple(sorted(d.kind.value for d in decisions)))
+            content = replace(content, breaches=tuple(sorted(d.kind for d in decisions)))
             # A breach escalated before the ones owed now (the other bound, passed earlier): this
             # is the second escalation, with ids of its own. Judged from what the store keeps, so
             # every re-send of it carries the same ids.

@@ -26,6 +26,7 @@ from notifier.domain.notices import (
     NoticeContent,
     SendResult,
 )
+from notifier.domain.sla import SlaKind
 from notifier.errors import ConfigError
 from notifier.failures import DeliveryError
 
@@ -252,7 +253,7 @@ async def test_reminder_and_escalation_use_ids_of_their_own(
 async def test_an_escalation_names_the_breaches_it_is_about(
     platform: Platform, session: aiohttp.ClientSession
 ) -> None:
-    content = replace(notice_content(MessageKind.ESCALATION), breaches=("removal_breach",), follow_up=2)
+    content = replace(notice_content(MessageKind.ESCALATION), breaches=(SlaKind.REMOVAL_BREACH,), follow_up=2)
     await channel(session, platform.url).send(content)
 
     body = json.loads(platform.received[0].body)

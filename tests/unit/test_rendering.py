@@ -23,6 +23,7 @@ from notifier.channels.rendering import (
 )
 from notifier.domain.models import Evidence, TakedownRequest
 from notifier.domain.notices import GOOD_FAITH_STATEMENT, Authority, MessageKind, NoticeContent
+from notifier.domain.sla import SlaKind
 from notifier.errors import ConfigError
 
 TEMPLATES = default_templates_dir()
@@ -261,21 +262,29 @@ def test_reminder_and_escalation_say_what_they_are(renderer: Renderer) -> None:
 @pytest.mark.parametrize(
     ("language", "breaches", "said"),
     [
-        ("en", ("ack_breach",), "acknowledgement deadline (2024-09-04"),
-        ("en", ("removal_breach",), "removal deadline (2024-09-04"),
-        ("en", ("ack_breach", "removal_breach"), "without the acknowledgement or removal it asked for"),
+        ("en", (SlaKind.ACK_BREACH,), "acknowledgement deadline (2024-09-04"),
+        ("en", (SlaKind.REMOVAL_BREACH,), "removal deadline (2024-09-04"),
+        (
+            "en",
+            (SlaKind.ACK_BREACH, SlaKind.REMOVAL_BREACH),
+            "without the acknowledgement or removal it asked for",
+        ),
         ("en", (), "without the acknowledgement or removal it asked for"),
-        ("ko", ("ack_breach",), "접수 확인 기한(2024-09-04"),
-        ("ko", ("removal_breach",), "삭제 기한(2024-09-04"),
-        ("ko", ("ack_breach", "removal_breach"), "요청한 접수 확인 또는 삭제 결과를 받지 못했습니다"),
+        ("ko", (SlaKind.ACK_BREACH,), "접수 확인 기한(2024-09-04"),
+        ("ko", (SlaKind.REMOVAL_BREACH,), "삭제 기한(2024-09-04"),
+        (
+            "ko",
+            (SlaKind.ACK_BREACH, SlaKind.REMOVAL_BREACH),
+            "요청한 접수 확인 또는 삭제 결과를 받지 못했습니다",
+        ),
     ],
 )
 def test_an_escalation_names_the_deadline_that_passed(
-    renderer: Renderer, language: str, breaches: tuple[str, ...], said: str
+    renderer: Renderer, language: str, breaches: tuple[SlaKind, ...], said: str
 ) -> None:
     content = replace(make_content(kind=MessageKind.ESCALATION, language=language), breaches=breaches)
-    missed = {"ack_breach": "acknowledgement", "removal_breach": "removal"}
-    others = {missed[b] for b in ("ack_breach", "removal_breach") if b not in breaches} if breaches else set()
+    missed = {SlaKind.ACK_BREACH: "acknowledgement", SlaKind.REMOVAL_BREACH: "removal"}
+    others = {name for kind, name in missed.items() if kind not in breaches} if breaches else set()
 
     for body in (renderer.text(content), _visible(renderer.html(content))):
         assert said in body

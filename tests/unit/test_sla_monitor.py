@@ -212,7 +212,7 @@ async def test_a_silent_platform_gets_one_reminder_then_one_breach_and_one_escal
     [(_, escalation_id, escalated_at)] = channel.of(MessageKind.ESCALATION)
     assert escalation_id == f"<{notice_id}.escalation@authority.example>"
     [escalation] = [c for c in channel.contents if c.kind is MessageKind.ESCALATION]
-    assert escalation.breaches == ("ack_breach", "removal_breach")  # one escalation for both
+    assert escalation.breaches == (SlaKind.ACK_BREACH, SlaKind.REMOVAL_BREACH)  # one escalation for both
     # Woken the instant the bound was passed: 36 h is within, anything more is a breach.
     assert escalated_at == delivered_at + BOUND + timedelta(microseconds=1)
 
@@ -371,9 +371,9 @@ async def test_a_later_breach_of_the_other_bound_is_a_second_escalation_with_ids
     # Each escalation names the deadline that passed.
     assert [c.breaches for c in flaky.contents] == [
         (),
-        ("ack_breach",),
-        ("removal_breach",),
-        ("removal_breach",),
+        (SlaKind.ACK_BREACH,),
+        (SlaKind.REMOVAL_BREACH,),
+        (SlaKind.REMOVAL_BREACH,),
     ]
 
 
