@@ -16,11 +16,18 @@ from pathlib import Path
 
 import pytest
 import trustme
+from hypothesis import HealthCheck, settings
 
 from tests.integration.dovecot import Dovecot, find_dovecot
 
 PG_ADMIN_DSN = os.environ.get("NOTIFIER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("NOTIFIER_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+# Property tests run on shared machines whose speed varies: how long generating an example takes says
+# nothing about the code under test, so the timing health check is off (every property test also
+# sets ``deadline=None``).
+settings.register_profile("notifier", suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("notifier")
+
 REPO = Path(__file__).resolve().parent.parent
 MAIL_CORPUS = REPO.parent / "shared" / "mail-corpus"
 

@@ -1,12 +1,11 @@
 """The store: notifier's durable state, on SQLite (embedded default) or PostgreSQL (scale-out).
 
 ``store = await create_store(url)`` opens the database and brings its schema up to date;
-:class:`MemoryStore` is the in-memory fake for unit tests; :func:`acquire_run_lock` keeps a second
+:func:`acquire_run_lock` keeps a second
 ``notifier run`` off a SQLite file.
 """
 
-from notifier.store.memory import MemoryStore
 from notifier.store.runlock import RunLock, acquire_run_lock
 from notifier.store.sql import SqlStore, create_store
 
-__all__ = ["MemoryStore", "RunLock", "SqlStore", "acquire_run_lock", "create_store"]
+__all__ = ["RunLock", "SqlStore", "acquire_run_lock", "create_store"]

@@ -1,4 +1,4 @@
-"""The store every contract test runs on: the in-memory fake, SQLite and PostgreSQL alike."""
+"""The store every contract test runs on: SQLite and PostgreSQL alike."""
 
 from __future__ import annotations
 
@@ -8,20 +8,17 @@ from pathlib import Path
 import pytest
 
 from notifier.ports import Store
-from notifier.store import MemoryStore, create_store
+from notifier.store import create_store
 
 
 @pytest.fixture(
     params=[
-        pytest.param("memory"),
         pytest.param("sqlite"),
         pytest.param("postgres", marks=pytest.mark.postgres),
     ]
 )
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
-    """Which implementation a test runs on (None: the in-memory fake)."""
-    if request.param == "memory":
-        return None
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Which database a test runs on."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     url: str = request.getfixturevalue("postgres_url")
@@ -29,8 +26,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
 
 
 @pytest.fixture
-async def store(store_url: str | None) -> AsyncIterator[Store]:
-    opened: Store = MemoryStore() if store_url is None else await create_store(store_url)
+async def store(store_url: str) -> AsyncIterator[Store]:
+    opened: Store = await create_store(store_url)
     try:
         yield opened
     finally:

@@ -1,5 +1,5 @@
 """The AckStore contract: acknowledgements carried out from their plans, receipts, bounces, the
-callbacks and mails already seen, and notices found by ticket, run against the in-memory fake,
+callbacks and mails already seen, and notices found by ticket, run against
 SQLite and PostgreSQL.
 
 Notices are built the way the daemon builds them (ingest → form → claim → deliver) and plans come
@@ -21,7 +21,7 @@ from notifier.domain.acks import Ack, AckItem, AckPlan, AckStatus, ItemStatus, p
 from notifier.domain.models import NoticeState, Priority, RequestState, StoredRequest, TakedownRequest
 from notifier.domain.notices import Attempt, AttemptOutcome, Notice, SendResult
 from notifier.ports import Incoming, Store
-from notifier.store import MemoryStore, SqlStore, create_store
+from notifier.store import SqlStore, create_store
 from notifier.store.tables import acks
 
 NOW = datetime(2024, 9, 3, 1, 0, tzinfo=UTC)
@@ -125,8 +125,6 @@ async def stored(store: Store, request_ids: Sequence[str]) -> dict[str, StoredRe
 
 async def history(store: Store, notice_id: str) -> list[tuple[Ack, str]]:
     """The acknowledgements the store kept for a notice, oldest first, with their outcomes."""
-    if isinstance(store, MemoryStore):
-        return [(record.ack, record.outcome) for record in store.ack_history(notice_id)]
     assert isinstance(store, SqlStore)
     async with store.engine.connect() as conn:
         rows = (

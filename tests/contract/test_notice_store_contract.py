@@ -1,7 +1,7 @@
-"""The NoticeStore contract: batching, claims, outcomes and rate limits, run against the in-memory
-fake, SQLite and PostgreSQL.
+"""The NoticeStore contract: batching, claims, outcomes and rate limits, run against SQLite and
+PostgreSQL.
 
-Leases are judged by the store's own clock (the real one, on all three), so the tests that let a
+Leases are judged by the store's own clock (the real one, on both), so the tests that let a
 lease run out use a short lease and wait for its expiry with a deadline, never a bare sleep.
 """
 

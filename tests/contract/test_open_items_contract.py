@@ -1,5 +1,5 @@
-"""The open-items contract behind the gauges of ``/metrics`` (SPEC §10), on the in-memory fake,
-SQLite and PostgreSQL.
+"""The open-items contract behind the gauges of ``/metrics`` (SPEC §10), on SQLite and
+PostgreSQL.
 
 Requests and notices reach their states through the daemon's own steps (ingest → form → claim →
 deliver → acknowledge, fail or bounce), so what is counted is what the store itself wrote.

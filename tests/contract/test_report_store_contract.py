@@ -1,5 +1,5 @@
 """The report's store contract: ``report_rows``, ``report_figures`` and ``dead_letter_counts``, on
-the in-memory fake, SQLite and PostgreSQL.
+SQLite and PostgreSQL.
 
 Requests are taken through the daemon's own steps (ingest → form → claim → deliver → acknowledge),
 so the rows the report reads are rows the store itself wrote.
@@ -264,7 +264,7 @@ async def test_the_report_is_the_same_whether_the_store_or_the_service_tallies(s
 
 @pytest.fixture(params=[pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)])
 def sql_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The SQL stores alone: the in-memory fake's figures are the tally itself."""
+    """Each database, for the tests that write rows straight into its tables."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     url: str = request.getfixturevalue("postgres_url")

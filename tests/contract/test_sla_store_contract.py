@@ -1,5 +1,5 @@
 """The SlaStore contract: open notices as SLA candidates, decisions taken once, then sent, run
-against the in-memory fake, SQLite and PostgreSQL.
+against SQLite and PostgreSQL.
 
 Notices are built the way the daemon builds them (ingest → form → claim → deliver), and
 acknowledged through :func:`notifier.domain.acks.plan_ack`, so every test starts from states the

@@ -1,7 +1,7 @@
-"""The Store contract: one suite, run against the in-memory fake, SQLite and PostgreSQL.
+"""The Store contract: one suite, run against SQLite and PostgreSQL.
 
-What passes here on all three is what a service may rely on; a unit test of a service on
-:class:`MemoryStore` therefore says something true about the real store.
+What passes here on both is what a service may rely on; the services' own tests run on SQLite in a
+temporary folder, so what they show holds for the store the daemon uses.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from notifier.ports import Incoming, MonitoringStore, OpenItems, Store
 from notifier.runtime.http import build_http_app
 from notifier.services.acks import AckService
 from notifier.services.monitoring import OpenItemsMonitor
-from notifier.store import MemoryStore, create_store
+from tests.stores import Switchable, sqlite_store
 
 PLATFORMS = ("telegram", "videohost")
 HOURS = 3600.0
@@ -34,11 +34,9 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 Client = TestClient[web.Request, web.Application]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    opened: Store = (
-        MemoryStore() if request.param == "memory" else await create_store(f"sqlite:///{tmp_path / 's.db'}")
-    )
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened: Store = await sqlite_store(tmp_path)
     try:
         yield opened
     finally:
@@ -185,16 +183,17 @@ async def test_a_configured_platform_with_nothing_open_shows_zeros(store: Store)
     assert set(videohost.values()) == {0}
 
 
-async def test_an_unavailable_store_costs_the_gauges_of_that_scrape_only() -> None:
-    store, clock, metrics = MemoryStore(), SimulatedClock(), Metrics()
+async def test_an_unavailable_store_costs_the_gauges_of_that_scrape_only(store: Store) -> None:
+    switch = Switchable(store)
+    clock, metrics = SimulatedClock(), Metrics()
     metrics.requests.labels(platform="telegram", outcome="accepted").inc(7)
     await store.ingest([Incoming(request=make("p1"), source="test")], [], now=clock.now())
 
-    async with scraping(store, clock, metrics) as client:
-        store.unavailable = True
+    async with scraping(switch.as_store(), clock, metrics) as client:
+        switch.down = True
         with capture_logs() as logs:
             down = await scrape(client)
-        store.unavailable = False
+        switch.down = False
         up = await scrape(client)
 
     assert gauge(down, "notifier_open_items_up") == 0
@@ -215,8 +214,8 @@ class _Hanging:
         raise AssertionError("unreachable")
 
 
-async def test_a_store_that_does_not_answer_in_time_does_not_hold_up_the_scrape() -> None:
-    store, clock, metrics = MemoryStore(), SimulatedClock(), Metrics()
+async def test_a_store_that_does_not_answer_in_time_does_not_hold_up_the_scrape(store: Store) -> None:
+    clock, metrics = SimulatedClock(), Metrics()
 
     async with scraping(store, clock, metrics, read_from=_Hanging(), read_timeout=0.05) as client:
         with capture_logs() as logs:

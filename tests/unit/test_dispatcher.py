@@ -1,4 +1,4 @@
-"""The dispatch use case on the in-memory store, scripted channels and the simulated clock."""
+"""The dispatch use case on a SQLite store, scripted channels and the simulated clock."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from notifier.metrics import Metrics
 from notifier.ports import Incoming
 from notifier.services.dispatcher import Dispatcher, Route
 from notifier.services.operator import record_submitted
-from notifier.store import MemoryStore
+from notifier.store import SqlStore
 
 VOCABULARY = Vocabulary(platforms={"telegram"}, categories={"deepfake_sexual_abuse"})
 AUTHORITY = Authority(
@@ -69,14 +69,14 @@ def permanent(code: int = 400) -> DeliveryError:
 class Harness:
     def __init__(
         self,
+        store: SqlStore,
         primary: ScriptedChannel,
         fallback: ScriptedChannel | None = None,
         *,
         max_items: int = 3,
-        store: MemoryStore | None = None,
         clock: SimulatedClock | None = None,
     ) -> None:
-        self.store = store or MemoryStore()
+        self.store = store
         self.clock = clock or SimulatedClock()
         self.alerts = RecordingAlerts()
         self.route = Route(
@@ -146,9 +146,9 @@ async def _state(h: Harness, request_id: str) -> RequestState:
     return stored.state
 
 
-async def test_a_full_batch_closes_at_once_and_is_delivered() -> None:
+async def test_a_full_batch_closes_at_once_and_is_delivered(store: SqlStore) -> None:
     channel = ScriptedChannel("email")
-    h = Harness(channel, max_items=3)
+    h = Harness(store, channel, max_items=3)
     await h.add("r-1", "r-2", "r-3", "r-4")
     with capture_logs() as logs:
         await h.round()
@@ -169,8 +169,8 @@ async def test_a_full_batch_closes_at_once_and_is_delivered() -> None:
     assert {e["event"] for e in logs} >= {"notice.created", "notice.delivered"}
 
 
-async def test_a_partial_batch_waits_for_max_wait_unless_urgent() -> None:
-    h = Harness(ScriptedChannel("email"), max_items=10)
+async def test_a_partial_batch_waits_for_max_wait_unless_urgent(store: SqlStore) -> None:
+    h = Harness(store, ScriptedChannel("email"), max_items=10)
     await h.add("r-1")
     await h.round()
     assert (await h.store.status_counts()).notices == {}
@@ -183,9 +183,9 @@ async def test_a_partial_batch_waits_for_max_wait_unless_urgent() -> None:
     assert await _state(h, "u-1") is RequestState.DELIVERED
 
 
-async def test_transient_failures_are_retried_in_the_call_then_durably() -> None:
+async def test_transient_failures_are_retried_in_the_call_then_durably(store: SqlStore) -> None:
     channel = ScriptedChannel("api", [transient(), transient(), SendResult(code=200, ticket="T-1")])
-    h = Harness(channel)
+    h = Harness(store, channel)
     await h.add("r-1", "r-2", "r-3")
     await h.round()
     notice_id = await h.only_notice()
@@ -200,9 +200,9 @@ async def test_transient_failures_are_retried_in_the_call_then_durably() -> None
     assert notice.receipt_at == notice.delivered_at
 
 
-async def test_a_durable_retry_waits_for_its_time_and_survives_a_restart() -> None:
+async def test_a_durable_retry_waits_for_its_time_and_survives_a_restart(store: SqlStore) -> None:
     channel = ScriptedChannel("api", [transient(), transient(), transient(), SendResult(code=200)])
-    h = Harness(channel)
+    h = Harness(store, channel)
     await h.add("r-1", "r-2", "r-3")
     await h.round()
     notice_id = await h.only_notice()
@@ -212,7 +212,7 @@ async def test_a_durable_retry_waits_for_its_time_and_survives_a_restart() -> No
     assert h.clock.now() < notice.next_attempt_at <= notice.deliver_by
 
     # A new process on the same store keeps the schedule: nothing is sent early.
-    restarted = Harness(channel, store=h.store, clock=h.clock)
+    restarted = Harness(h.store, channel, clock=h.clock)
     await restarted.round()
     assert len(channel.sent) == 3
     await h.clock.advance(notice.next_attempt_at - h.clock.now())
@@ -222,10 +222,10 @@ async def test_a_durable_retry_waits_for_its_time_and_survives_a_restart() -> No
     assert len(notice.attempts) == 4
 
 
-async def test_retries_stop_at_deliver_within_then_the_fallback_delivers() -> None:
+async def test_retries_stop_at_deliver_within_then_the_fallback_delivers(store: SqlStore) -> None:
     api = ScriptedChannel("api", [transient()])
     email = ScriptedChannel("email")
-    h = Harness(api, email)
+    h = Harness(store, api, email)
     await h.add("r-1", "r-2", "r-3")
     await h.round()
     notice_id = await h.only_notice()
@@ -244,10 +244,10 @@ async def test_retries_stop_at_deliver_within_then_the_fallback_delivers() -> No
     assert max(a.at for a in notice.attempts if a.channel == "api") <= notice.created_at + DELIVER_WITHIN
 
 
-async def test_a_permanent_failure_goes_to_the_fallback_at_once() -> None:
+async def test_a_permanent_failure_goes_to_the_fallback_at_once(store: SqlStore) -> None:
     api = ScriptedChannel("api", [permanent(400)])
     email = ScriptedChannel("email")
-    h = Harness(api, email)
+    h = Harness(store, api, email)
     await h.add("r-1", "r-2", "r-3")
     await h.round()
     await h.round()
@@ -261,8 +261,8 @@ async def test_a_permanent_failure_goes_to_the_fallback_at_once() -> None:
     assert len(api.sent) == 1
 
 
-async def test_without_a_fallback_the_notice_fails_and_operations_are_alerted_once() -> None:
-    h = Harness(ScriptedChannel("email", [permanent(550)]))
+async def test_without_a_fallback_the_notice_fails_and_operations_are_alerted_once(store: SqlStore) -> None:
+    h = Harness(store, ScriptedChannel("email", [permanent(550)]))
     await h.add("r-1", "r-2", "r-3")
     with capture_logs() as logs:
         await h.round()
@@ -275,9 +275,9 @@ async def test_without_a_fallback_the_notice_fails_and_operations_are_alerted_on
     assert "notice.failed" in [e["event"] for e in logs]
 
 
-async def test_a_manual_notice_waits_for_submission_which_counts_as_delivery() -> None:
+async def test_a_manual_notice_waits_for_submission_which_counts_as_delivery(store: SqlStore) -> None:
     portal = ScriptedChannel("manual", [SendResult(awaiting_submission=True, detail="/outbox/x")])
-    h = Harness(portal)
+    h = Harness(store, portal)
     await h.add("r-1", "r-2", "r-3")
     await h.round()
     notice_id = await h.only_notice()

@@ -14,7 +14,9 @@ from notifier.domain.validation import Vocabulary
 from notifier.intake.memory import MemoryQueue
 from notifier.intake.service import IntakeService
 from notifier.metrics import Metrics
-from notifier.store import MemoryStore
+from notifier.ports import Store
+from notifier.store import SqlStore
+from tests.stores import Switchable
 from tests.waiting import wait_for
 
 QUEUE = "takedown.requests"
@@ -33,7 +35,7 @@ def body(request_id: str, url: str = "https://t.me/c/1", **extra: object) -> byt
     ).encode()
 
 
-def make(store: MemoryStore, queue: MemoryQueue, clock: SimulatedClock | None = None) -> IntakeService:
+def make(store: Store, queue: MemoryQueue, clock: SimulatedClock | None = None) -> IntakeService:
     return IntakeService(
         store=store,
         queue=queue,
@@ -45,8 +47,8 @@ def make(store: MemoryStore, queue: MemoryQueue, clock: SimulatedClock | None = 
     )
 
 
-async def test_a_batch_is_stored_then_acknowledged_with_one_outcome_per_message() -> None:
-    store, queue = MemoryStore(), MemoryQueue()
+async def test_a_batch_is_stored_then_acknowledged_with_one_outcome_per_message(store: SqlStore) -> None:
+    queue = MemoryQueue()
     clock = SimulatedClock()
     await queue.publish(
         QUEUE,
@@ -84,11 +86,11 @@ async def test_a_batch_is_stored_then_acknowledged_with_one_outcome_per_message(
     assert [d.reason for d in queue.dead_lettered] == [letter.reason]
 
 
-async def test_nothing_is_acknowledged_while_the_store_is_unavailable() -> None:
-    store, queue = MemoryStore(), MemoryQueue()
+async def test_nothing_is_acknowledged_while_the_store_is_unavailable(store: SqlStore) -> None:
+    queue, switch = MemoryQueue(), Switchable(store)
     await queue.publish(QUEUE, [body("r-1"), body("r-2")])
-    service = make(store, queue)
-    store.unavailable = True
+    service = make(switch.as_store(), queue)
+    switch.down = True
     deliveries = await queue.receive(QUEUE, max_messages=10, wait=0)
     task = asyncio.create_task(service.process(deliveries))
 
@@ -99,17 +101,17 @@ async def test_nothing_is_acknowledged_while_the_store_is_unavailable() -> None:
     assert queue.pending(QUEUE) == 2
     assert not task.done()
 
-    store.unavailable = False
+    switch.down = False
     outcomes = await asyncio.wait_for(task, timeout=10)
     assert outcomes == [IntakeOutcome.ACCEPTED, IntakeOutcome.ACCEPTED]
     assert queue.pending(QUEUE) == 0
 
 
-async def test_cancelling_before_the_store_commits_hands_the_messages_back() -> None:
-    store, queue = MemoryStore(), MemoryQueue()
+async def test_cancelling_before_the_store_commits_hands_the_messages_back(store: SqlStore) -> None:
+    queue, switch = MemoryQueue(), Switchable(store)
     await queue.publish(QUEUE, [body("r-1")])
-    service = make(store, queue)
-    store.unavailable = True
+    service = make(switch.as_store(), queue)
+    switch.down = True
     deliveries = await queue.receive(QUEUE, max_messages=10, wait=0)
     task = asyncio.create_task(service.process(deliveries))
     await asyncio.sleep(0)
@@ -117,15 +119,15 @@ async def test_cancelling_before_the_store_commits_hands_the_messages_back() -> 
     with pytest.raises(asyncio.CancelledError):
         await task
 
-    store.unavailable = False
+    switch.down = False
     again = await queue.receive(QUEUE, max_messages=10, wait=1)
     assert [d.body for d in again] == [body("r-1")]
     assert again[0].redelivered
     assert await store.get_requests(["r-1"]) == []
 
 
-async def test_a_message_handed_over_twice_is_stored_once() -> None:
-    store, queue = MemoryStore(), MemoryQueue()
+async def test_a_message_handed_over_twice_is_stored_once(store: SqlStore) -> None:
+    queue = MemoryQueue()
     await queue.publish(QUEUE, [body("r-1"), b"\xff garbage"])
     service = make(store, queue)
     first = await queue.receive(QUEUE, max_messages=10, wait=0)
@@ -142,8 +144,8 @@ async def test_a_message_handed_over_twice_is_stored_once() -> None:
     assert len(await store.dead_letters()) == 2
 
 
-async def test_run_stops_on_the_stop_event_and_stops_consuming() -> None:
-    store, queue = MemoryStore(), MemoryQueue()
+async def test_run_stops_on_the_stop_event_and_stops_consuming(store: SqlStore) -> None:
+    queue = MemoryQueue()
     service = make(store, queue)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
@@ -159,10 +161,10 @@ async def test_run_stops_on_the_stop_event_and_stops_consuming() -> None:
     assert await queue.receive(QUEUE, max_messages=10, wait=0) == []
 
 
-async def test_http_accept_raises_the_reason_instead_of_dead_lettering() -> None:
+async def test_http_accept_raises_the_reason_instead_of_dead_lettering(store: SqlStore) -> None:
     from notifier.errors import InvalidRequest
 
-    store, queue = MemoryStore(), MemoryQueue()
+    queue = MemoryQueue()
     service = make(store, queue)
     assert await service.accept(body("r-1"), source="http") == ("r-1", IntakeOutcome.ACCEPTED)
     assert await service.accept(body("r-1"), source="http") == ("r-1", IntakeOutcome.DUPLICATE)

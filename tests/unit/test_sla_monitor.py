@@ -1,4 +1,4 @@
-"""The SLA monitor on the in-memory store, scripted channels and the simulated clock: days of
+"""The SLA monitor on a SQLite store, scripted channels and the simulated clock: days of
 business time driven in milliseconds."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from notifier.metrics import Metrics
 from notifier.ports import Channel, Incoming
 from notifier.services.dispatcher import Route
 from notifier.services.sla import SlaMonitor
-from notifier.store import MemoryStore
+from notifier.store import SqlStore
 from tests.waiting import wait_for
 
 AUTHORITY = Authority(name="Authority", email="takedown@authority.example", reply_to=None, timezone="UTC")
@@ -75,7 +76,7 @@ def route(channel: Channel) -> Route:
 
 
 def monitor(
-    store: MemoryStore,
+    store: SqlStore,
     clock: SimulatedClock,
     channel: Channel,
     *,
@@ -97,9 +98,7 @@ def monitor(
     )
 
 
-async def delivered(
-    store: MemoryStore, clock: SimulatedClock, request_id: str = "r-1"
-) -> tuple[str, datetime]:
+async def delivered(store: SqlStore, clock: SimulatedClock, request_id: str = "r-1") -> tuple[str, datetime]:
     """A notice of one request, delivered by email now."""
     now = clock.now()
     request = TakedownRequest(
@@ -177,17 +176,12 @@ def clock() -> SimulatedClock:
 
 
 @pytest.fixture
-def store() -> MemoryStore:
-    return MemoryStore()
-
-
-@pytest.fixture
 async def channel(clock: SimulatedClock) -> AsyncIterator[ScriptedChannel]:
     yield ScriptedChannel("email", clock)
 
 
 async def test_a_silent_platform_gets_one_reminder_then_one_breach_and_one_escalation(
-    store: MemoryStore, clock: SimulatedClock, channel: ScriptedChannel
+    store: SqlStore, clock: SimulatedClock, channel: ScriptedChannel
 ) -> None:
     notice_id, delivered_at = await delivered(store, clock)
     metrics = Metrics()
@@ -230,7 +224,7 @@ async def test_a_silent_platform_gets_one_reminder_then_one_breach_and_one_escal
 
 
 async def test_an_acknowledged_platform_gets_no_reminder(
-    store: MemoryStore, clock: SimulatedClock, channel: ScriptedChannel
+    store: SqlStore, clock: SimulatedClock, channel: ScriptedChannel
 ) -> None:
     notice_id, delivered_at = await delivered(store, clock)
     ack = Ack(
@@ -253,7 +247,7 @@ async def test_an_acknowledged_platform_gets_no_reminder(
 
 
 async def test_a_delivery_wakes_a_waiting_monitor_only_when_it_falls_due_first(
-    store: MemoryStore, clock: SimulatedClock, channel: ScriptedChannel
+    store: SqlStore, clock: SimulatedClock, channel: ScriptedChannel
 ) -> None:
     running = Running(monitor(store, clock, channel), clock)
     m = running.monitor
@@ -283,9 +277,9 @@ async def test_a_delivery_wakes_a_waiting_monitor_only_when_it_falls_due_first(
 
 
 async def test_a_delivery_during_a_round_that_missed_it_still_sets_the_wake_up(
-    clock: SimulatedClock, channel: ScriptedChannel
+    clock: SimulatedClock, channel: ScriptedChannel, tmp_path: Path
 ) -> None:
-    class GatedStore(MemoryStore):
+    class GatedStore(SqlStore):
         """Reads the open notices, then waits at the gate before handing them over."""
 
         gate: asyncio.Event | None = None
@@ -298,7 +292,8 @@ async def test_a_delivery_during_a_round_that_missed_it_still_sets_the_wake_up(
                 await self.gate.wait()
             return found
 
-    store = GatedStore()
+    store = GatedStore(f"sqlite:///{tmp_path / 'gated.db'}")
+    await store.open()
     running = Running(monitor(store, clock, channel), clock)
     m = running.monitor
     await running.idle()
@@ -329,7 +324,7 @@ def _is_set(event: asyncio.Event) -> Callable[[], Awaitable[bool]]:
 
 
 async def test_a_later_breach_of_the_other_bound_is_a_second_escalation_with_ids_of_its_own(
-    store: MemoryStore, clock: SimulatedClock
+    store: SqlStore, clock: SimulatedClock
 ) -> None:
     # Acknowledgement due in 12 h, removal in 36 h, and neither comes: the acknowledgement breach
     # is escalated at 12 h, the removal breach at 36 h. Under one id, a platform that drops repeated
@@ -378,7 +373,7 @@ async def test_a_later_breach_of_the_other_bound_is_a_second_escalation_with_ids
 
 
 async def test_two_monitors_on_the_same_store_decide_each_once(
-    store: MemoryStore, clock: SimulatedClock, channel: ScriptedChannel
+    store: SqlStore, clock: SimulatedClock, channel: ScriptedChannel
 ) -> None:
     notice_id, _ = await delivered(store, clock)
     first, second = monitor(store, clock, channel), monitor(store, clock, channel)
@@ -399,7 +394,7 @@ async def test_two_monitors_on_the_same_store_decide_each_once(
     }
 
 
-async def test_a_failed_send_is_retried_with_the_same_id(store: MemoryStore, clock: SimulatedClock) -> None:
+async def test_a_failed_send_is_retried_with_the_same_id(store: SqlStore, clock: SimulatedClock) -> None:
     failing = ScriptedChannel(
         "email", clock, [DeliveryError("SMTP 451", transient=True, code=451), SendResult(code=250)]
     )
@@ -424,7 +419,7 @@ async def test_a_failed_send_is_retried_with_the_same_id(store: MemoryStore, clo
 
 
 async def test_a_platform_escalation_channel_carries_escalations_and_reminders_stay_on_the_notice_channel(
-    store: MemoryStore, clock: SimulatedClock, channel: ScriptedChannel
+    store: SqlStore, clock: SimulatedClock, channel: ScriptedChannel
 ) -> None:
     escalation = ScriptedChannel("email", clock)
     await delivered(store, clock)
