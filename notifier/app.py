@@ -27,6 +27,7 @@ from notifier.ports import Channel, IntakeQueue, Store
 from notifier.runtime.http import HttpServer, build_http_app
 from notifier.runtime.supervisor import Supervisor
 from notifier.services.acks import AckService, FallbackRule
+from notifier.services.alerts import OperationsAlerts
 from notifier.services.dispatcher import Dispatcher, Route
 from notifier.services.monitoring import OpenItemsMonitor
 from notifier.services.sla import SlaMonitor
@@ -198,6 +199,7 @@ def ack_service(
     metrics: Metrics,
     *,
     on_redelivery: Callable[[], None] | None = None,
+    alerts: OperationsAlerts | None = None,
 ) -> AckService:
     fallbacks = {
         platform_id: FallbackRule(primary=platform.channel, fallback=platform.fallback)
@@ -211,6 +213,7 @@ def ack_service(
         deliver_within=settings.sla.deliver_within,
         our_domains=[settings.authority.email.rpartition("@")[2]],
         on_redelivery=on_redelivery,
+        alerts=alerts,
     )
 
 
@@ -276,7 +279,14 @@ class Daemon:
             in_call_wait=settings.runtime.in_call_retry_wait.total_seconds(),
         )
         intake.on_accepted = self.dispatcher.kick
-        self.acks = ack_service(settings, store, self.clock, self.metrics, on_redelivery=self.dispatcher.kick)
+        self.acks = ack_service(
+            settings,
+            store,
+            self.clock,
+            self.metrics,
+            on_redelivery=self.dispatcher.kick,
+            alerts=channels.operations(),
+        )
         if settings.http.listen:
             token = settings.http.intake_token
             app = build_http_app(

@@ -118,6 +118,13 @@ class Metrics:
             ["platform", "outcome"],
             registry=self.registry,
         )
+        self.bounces = Counter(
+            "notifier_bounces",
+            "Bounces received, by platform and the message that bounced (notice, reminder, escalation, "
+            "alert) and what they changed (retry, fallback, fail, contact_bounced, ignore).",
+            ["platform", "message", "step"],
+            registry=self.registry,
+        )
         self.alerts = Counter(
             "notifier_alerts",
             "Alerts sent to the authority's operations staff about notifier's own failures.",

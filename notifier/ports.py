@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from notifier.domain.acks import Ack, AckPlan
 from notifier.domain.batching import Pending
+from notifier.domain.delivery import DeliveryDecision
 from notifier.domain.models import (
     Conflict,
     DeadLetter,
@@ -186,9 +187,17 @@ class NoticeStore(Protocol):
         ...
 
     async def record_delivery(
-        self, notice_id: str, *, owner: str, attempt: Attempt, result: SendResult, channel: str
+        self,
+        notice_id: str,
+        *,
+        owner: str,
+        attempt: Attempt,
+        result: SendResult,
+        channel: str,
+        delivered_at: datetime | None = None,
     ) -> bool:
-        """``sending`` → ``delivered`` (requests → ``delivered``, ``delivered_at = attempt.at``) or,
+        """``sending`` → ``delivered`` (requests → ``delivered``, ``delivered_at``: the instant the notice
+        stated its deadlines from, else ``attempt.at``) or,
         when ``result.awaiting_submission``, → ``awaiting_submission`` (requests stay ``batched``).
         Keeps the Message-ID, the ticket (and ``receipt_at``) and the attempt. False, changing
         nothing, when ``owner`` no longer holds the lease."""
@@ -212,6 +221,11 @@ class NoticeStore(Protocol):
 
     async def record_attempt(self, notice_id: str, *, owner: str, attempt: Attempt) -> None:
         """Keep an attempt that changes no state (a short in-call retry that failed)."""
+        ...
+
+    async def renew_lease(self, notice_id: str, *, owner: str, lease: timedelta) -> bool:
+        """Extend ``owner``'s claim to ``lease`` from now (the store's clock) while its send runs;
+        False when the claim is no longer ``owner``'s (it ran out and another process took it)."""
         ...
 
     async def release(self, notice_id: str, *, owner: str, until: datetime | None = None) -> None:
@@ -269,24 +283,22 @@ class AckStore(Protocol):
         ticket if the notice has none. False when the notice is unknown."""
         ...
 
-    async def record_bounce(
-        self,
-        notice_id: str,
-        *,
-        attempt: Attempt,
-        channel: str,
-        next_attempt_at: datetime,
-        deliver_by: datetime,
-        fallback_used: bool,
-    ) -> bool:
-        """The notice was not delivered after all: only from ``delivered``, back to ``retrying``
-        on ``channel`` at ``next_attempt_at`` (its SLA clock restarts at the next delivery), its
-        delivered requests back to ``batched`` with ``delivered_at`` cleared, the bounce kept as
-        an attempt. False, changing nothing, in any other state."""
+    async def record_bounce(self, notice_id: str, *, attempt: Attempt, delivery: DeliveryDecision) -> bool:
+        """A bounce of the notice itself, decided by :func:`notifier.domain.delivery.after_bounce`
+        (``retrying`` or ``failed``): only from ``delivery.before`` and only while the notice is still
+        on ``attempt.channel``. Its delivered requests go back to ``batched`` (or to ``failed``) with
+        ``delivered_at`` cleared, the notice's too: not delivered after all, its SLA clock restarts at
+        the next delivery. The bounce is kept as an attempt. False, changing nothing, otherwise."""
         ...
 
     async def remember_webhook(self, platform: str, webhook_id: str, *, at: datetime) -> bool:
         """True the first time a platform's ``webhook-id`` is seen, False for a replay."""
+        ...
+
+    async def webhook_seen(self, platform: str, webhook_id: str) -> bool:
+        """Whether a platform's ``webhook-id`` was taken in before (an acknowledgement carrying one,
+        ``source = "callback:<platform>"``, is remembered by :meth:`apply_ack` and
+        :meth:`record_ack_history` in their own transaction: a replay is refused by either)."""
         ...
 
     async def remember_mail(self, mailbox: str, uidvalidity: int, uid: int, *, at: datetime) -> bool:

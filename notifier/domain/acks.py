@@ -53,6 +53,9 @@ class Ack:
     ticket: str | None = None
     platform_at: datetime | None = None  # the platform's own "at", kept beside ours
     note: str | None = None  # operator's note: stored, never logged (it may name a victim)
+    # A signed callback's ``webhook-id``: remembered in the transaction that records the
+    # acknowledgement, so a replay is never applied twice and a crash never loses one.
+    webhook_id: str | None = None
 
 
 # -- parsing ------------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ class Notice:
     resolved_at: datetime | None = None
     attempts: tuple[Attempt, ...] = ()
     last_error: str | None = None
+    primary_channel: str = ""  # the channel it was formed for ("" when not known: ``channel``)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -119,12 +120,13 @@ async def post_callback(request: web.Request) -> web.Response:
     services = request.app[_SERVICES]
     platform = request.match_info["platform"]
     body = await _verified_callback(request, platform)
-    webhook_id = request.headers.get("webhook-id", "")
+    webhook_id = request.headers.get("webhook-id") or None
     acks: AckService = services["acks"]
     clock: Clock = services["clock"]
-    store: Store = services["store"]
     try:
-        ack = parse_ack(body, source=f"callback:{platform}", received_at=clock.now())
+        ack = replace(
+            parse_ack(body, source=f"callback:{platform}", received_at=clock.now()), webhook_id=webhook_id
+        )
     except InvalidRequest as error:
         log.warning("callback.invalid", platform=platform, reason=error.reason, webhook_id=webhook_id)
         raise _refuse(web.HTTPBadRequest, error.reason) from None
@@ -133,14 +135,11 @@ async def post_callback(request: web.Request) -> web.Response:
         log.warning("callback.wrong_platform", platform=platform, notice_id=ack.notice_id)
         raise _refuse(web.HTTPUnprocessableEntity, f"{ack.notice_id} is not a notice to {platform}")
     try:
-        # Applied first, remembered after: a crash in between means the platform sends it again
-        # and the repeat changes nothing; the other order could lose an acknowledgement.
+        # The webhook-id is remembered in the transaction that records the acknowledgement: a
+        # replay is answered 204 and not applied again, and a crash loses neither.
         result = await acks.acknowledge(ack)
-        first = await store.remember_webhook(platform, webhook_id, at=clock.now())
     except StoreUnavailable:
         raise _refuse(web.HTTPServiceUnavailable, "the store is unavailable; send it again") from None
-    if not first:
-        log.info("callback.replayed", platform=platform, webhook_id=webhook_id, notice_id=ack.notice_id)
     if result.outcome in (AckOutcome.UNKNOWN_NOTICE, AckOutcome.UNKNOWN_ITEMS):
         raise _refuse(web.HTTPUnprocessableEntity, result.detail)
     return web.Response(status=204)

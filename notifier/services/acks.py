@@ -4,8 +4,10 @@ Every source ends here: signed callbacks, the ack queue, email replies (IMAP or 
 operators' manual entries. An acknowledgement is planned by the pure rules of
 :mod:`notifier.domain.acks` and applied only if nothing changed meanwhile; a late or repeated one
 changes nothing and is logged. A receipt (auto-reply, API ticket) is recorded without stopping the
-acknowledgement clock. A bounce returns a delivered notice to ``retrying`` (or its fallback), and
-its SLA clock restarts at the next delivery.
+acknowledgement clock. What a bounce changes is decided by :mod:`notifier.domain.delivery`: only a
+bounce of the notice itself moves it (back to ``retrying`` within its window, to its fallback, or to
+``failed``), and its SLA clock restarts at the next delivery; a bounced reminder or escalation leaves
+the notice as it is and tells the operations staff.
 """
 
 from __future__ import annotations
@@ -16,18 +18,21 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import structlog
 
 from notifier.acks.classify import MailKind, classify
 from notifier.clock import Clock
 from notifier.domain.acks import Ack, AckPlan, AckStatus, plan_ack
-from notifier.domain.models import NoticeState, RequestState
+from notifier.domain.delivery import Bounce, Channels, DeliveryDecision, Step, after_bounce
+from notifier.domain.models import RequestState
 from notifier.domain.notices import Attempt, AttemptOutcome, Notice, parse_notice_id
-from notifier.domain.retry import next_attempt
-from notifier.errors import StoreUnavailable
+from notifier.errors import StoreUnavailable, TransientError
+from notifier.failures import DeliveryError
 from notifier.metrics import Metrics
 from notifier.ports import Store
+from notifier.services.alerts import OperationsAlerts
 
 log = structlog.get_logger("notifier.acks")
 
@@ -40,6 +45,7 @@ class AckOutcome(enum.StrEnum):
     UNCHANGED = "unchanged"  # late or repeated: nothing moves backward
     UNKNOWN_NOTICE = "unknown_notice"
     UNKNOWN_ITEMS = "unknown_items"
+    REPLAYED = "replayed"  # a callback whose webhook-id was taken in before: not applied again
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +74,9 @@ class AckService:
         our_domains: Sequence[str] = (),
         on_redelivery: Callable[[], None] | None = None,
         rng: random.Random | None = None,
+        alerts: OperationsAlerts | None = None,
     ) -> None:
+        self._alerts = alerts
         self._store = store
         self._clock = clock
         self._metrics = metrics
@@ -84,6 +92,11 @@ class AckService:
         """Apply one acknowledgement; the result says what happened and why."""
         bound = {"notice_id": ack.notice_id, "source": ack.source, "status": ack.status.value}
         for _ in range(_PLAN_TRIES):
+            if ack.webhook_id is not None and await self._store.webhook_seen(
+                ack.source.removeprefix("callback:"), ack.webhook_id
+            ):
+                log.info("callback.replayed", webhook_id=ack.webhook_id, **bound)
+                return AckResult(AckOutcome.REPLAYED)
             context = await self._store.ack_context(ack.notice_id)
             if context is None:
                 await self._store.record_ack_history(ack, outcome="unknown notice")
@@ -150,55 +163,78 @@ class AckService:
             log.warning("receipt.unknown_notice", notice_id=notice_id, source=source)
         return recorded
 
-    async def bounce(self, notice_id: str, *, status: str | None, source: str) -> bool:
-        """The notice was not delivered after all: retry it, on the fallback channel if it has one."""
+    async def bounce(
+        self, notice_id: str, *, message: str | None, status: str | None, source: str, channel: str = "email"
+    ) -> DeliveryDecision | None:
+        """A message of a notice bounced: what that changes is decided by the delivery rules.
+
+        Only a bounce of the notice itself, while it is delivered on that channel, moves it (a soft
+        one retries within the notice's window, a hard one goes to the fallback or fails it); a
+        bounce of a reminder, an escalation or an alert changes nothing in the notice, and the
+        operations staff are told that the address it went to is dead. None for an unknown notice.
+        """
         context = await self._store.ack_context(notice_id)
         if context is None:
-            log.warning("bounce.unknown_notice", notice_id=notice_id, source=source)
-            return False
+            log.warning("bounce.unknown_notice", notice_id=notice_id, source=source, message=message)
+            return None
         notice, _ = context
-        if notice.state is not NoticeState.DELIVERED:
-            log.info("bounce.ignored", notice_id=notice_id, state=notice.state.value, source=source)
-            return False
         now = self._clock.now()
         rule = self._fallbacks.get(notice.platform)
-        detail = f"bounced ({status or 'no status'}) after delivery"
+        channels = Channels(
+            primary=rule.primary if rule else notice.channel, fallback=rule.fallback if rule else None
+        )
+        decision = after_bounce(
+            notice,
+            Bounce(message=message, channel=channel, status=status),
+            at=now,
+            channels=channels,
+            deliver_within=self._deliver_within,
+            rng=self._rng,
+        )
+        fields = {"notice_id": notice_id, "platform": notice.platform, "status": status, "source": source}
+        self._metrics.bounces.labels(
+            platform=notice.platform, message=message or "notice", step=decision.step.value
+        ).inc()
+        if decision.step is Step.CONTACT_BOUNCED:
+            await self._contact_bounced(notice, message or "message", status, **fields)
+            return decision
+        if not decision.changes_anything:
+            log.info("bounce.ignored", state=notice.state.value, reason=decision.reason, **fields)
+            return decision
         attempt = Attempt(
-            at=now, channel=notice.channel, outcome=AttemptOutcome.PERMANENT_ERROR, detail=detail
+            at=now, channel=channel, outcome=AttemptOutcome.PERMANENT_ERROR, detail=decision.reason
         )
-        if (
-            rule is not None
-            and rule.fallback
-            and not notice.fallback_used
-            and notice.channel != rule.fallback
-        ):
-            channel, retry_at, fallback_used = rule.fallback, now, True
-        else:
-            failures = 1 + sum(1 for a in notice.attempts if a.channel == notice.channel)
-            decision = next_attempt(
-                failures=failures, now=now, deadline=now + self._deliver_within, rng=self._rng
-            )
-            channel, retry_at, fallback_used = notice.channel, decision.retry_at or now, notice.fallback_used
-        moved = await self._store.record_bounce(
-            notice_id,
-            attempt=attempt,
-            channel=channel,
-            next_attempt_at=retry_at,
-            deliver_by=now + self._deliver_within,
-            fallback_used=fallback_used,
+        if not await self._store.record_bounce(notice_id, attempt=attempt, delivery=decision):
+            log.info("bounce.ignored", reason="the notice moved on meanwhile", **fields)
+            return None
+        log.warning("notice.bounced", next_channel=decision.channel, step=decision.step.value, **fields)
+        self._metrics.notice_outcomes.labels(platform=notice.platform, outcome="bounced").inc()
+        if decision.step is Step.FAIL:
+            self._metrics.notice_outcomes.labels(platform=notice.platform, outcome="failed").inc()
+            log.error("notice.failed", detail=decision.reason, requests=len(notice.request_ids), **fields)
+        if self._on_redelivery is not None:
+            self._on_redelivery()  # a retry to send, or a failure to alert about
+        return decision
+
+    async def _contact_bounced(self, notice: Notice, message: str, status: str | None, **fields: Any) -> None:
+        """A reminder, an escalation or an alert bounced: the notice stands, its address is dead."""
+        kind = message.split("-", 1)[0]
+        log.warning(f"{kind}.bounced", message=message, **fields)
+        if self._alerts is None:
+            return
+        subject = f"notifier: the {kind} about {notice.notice_id} to {notice.platform} bounced"
+        text = (
+            f"The {message} about notice {notice.notice_id} to {notice.platform} bounced "
+            f"({status or 'no status given'}).\n"
+            "The notice itself stands as delivered and its deadlines are unchanged, but the address the "
+            f"{kind} went to does not take mail: check the platform's {kind} contacts in the configuration.\n"
         )
-        if moved:
-            log.warning(
-                "notice.bounced",
-                notice_id=notice_id,
-                platform=notice.platform,
-                status=status,
-                next_channel=channel,
-            )
-            self._metrics.notice_outcomes.labels(platform=notice.platform, outcome="bounced").inc()
-            if self._on_redelivery is not None:
-                self._on_redelivery()
-        return moved
+        try:
+            await self._alerts.alert(subject=subject, text=text, key=f"{notice.notice_id}.{message}.bounced")
+        except (DeliveryError, TransientError) as error:
+            log.error("alert.failed", notice_id=notice.notice_id, detail=str(error))
+            return
+        self._metrics.alerts.labels(kind="contact_bounced").inc()
 
     # -- email replies (the MailSink of the IMAP reader and the inbound SMTP listener) -------------
 
@@ -230,11 +266,11 @@ class AckService:
         if parse_notice_id(notice_id) is None:
             log.info("mail.unmatched", reason="matched text is not a notice id", **fields)
             return
-        if kind is MailKind.BOUNCE and (verdict.bounce_status or "").startswith("4."):
-            # A 4.x.x report says the mail is delayed and still being tried: not a failure.
+        if kind is MailKind.BOUNCE and verdict.delayed:
+            # The report says the mail is delayed and still being tried: not a failure.
             log.info("mail.delay_notice", notice_id=notice_id, status=verdict.bounce_status, **fields)
         elif kind is MailKind.BOUNCE:
-            await self.bounce(notice_id, status=verdict.bounce_status, source=source)
+            await self.bounce(notice_id, message=verdict.message, status=verdict.bounce_status, source=source)
         elif kind is MailKind.AUTO_REPLY:
             await self.receipt(notice_id, ticket=verdict.ticket, source=source)
         elif kind is MailKind.HUMAN:

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from notifier.domain.acks import Ack, AckItem, AckStatus, ItemStatus
+from notifier.domain.delivery import Channels, Step, after_retry_by_hand, after_submission
 from notifier.domain.notices import Notice
 from notifier.errors import InvalidRequest
 from notifier.ports import Store
@@ -17,13 +18,22 @@ log = structlog.get_logger("notifier.operator")
 
 
 async def retry_notice(store: Store, notice_id: str, *, now: datetime, deliver_within: timedelta) -> Notice:
-    """``failed`` → ``queued``: the same notice (same id, same requests) goes out again."""
-    notice = await store.retry_failed(notice_id, now=now, deliver_by=now + deliver_within)
-    if notice is None:
-        known = await store.get_notices([notice_id])
-        if not known:
-            raise InvalidRequest(f"{notice_id}: no such notice")
+    """``failed`` → ``queued``: the same notice (same id, same requests) goes out again, on its
+    primary channel, with a delivery window from now."""
+    known = await store.get_notices([notice_id])
+    if not known:
+        raise InvalidRequest(f"{notice_id}: no such notice")
+    decision = after_retry_by_hand(
+        known[0],
+        at=now,
+        channels=Channels(primary=known[0].primary_channel or known[0].channel),
+        deliver_within=deliver_within,
+    )
+    if decision.step is not Step.REQUEUE:
         raise InvalidRequest(f"{notice_id}: is {known[0].state.value}, only a failed notice can be retried")
+    notice = await store.retry_failed(notice_id, now=now, deliver_by=decision.deliver_by)
+    if notice is None:  # another operator or process moved it meanwhile
+        raise InvalidRequest(f"{notice_id}: is no longer failed, only a failed notice can be retried")
     log.info("notice.retry_requested", notice_id=notice_id, platform=notice.platform)
     return notice
 
@@ -39,7 +49,9 @@ async def record_submitted(
         raise InvalidRequest(f"{notice_id}: no such notice")
     if at < known[0].created_at:
         raise InvalidRequest(f"--at {at.isoformat()} is before the notice was created")
-    notice = await store.mark_submitted(notice_id, at=at, ticket=ticket)
+    notice = None
+    if after_submission(known[0]).step is Step.DELIVERED:
+        notice = await store.mark_submitted(notice_id, at=at, ticket=ticket)
     if notice is None:
         raise InvalidRequest(
             f"{notice_id}: is {known[0].state.value}; "

@@ -28,6 +28,7 @@ from sqlalchemy import ColumnElement, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.acks import Ack, AckPlan, RequestChange
+from notifier.domain.delivery import DeliveryDecision
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.notices import Attempt, Notice
 from notifier.store.ingest import as_utc
@@ -90,6 +91,8 @@ class AckSqlMixin:
             async with self._write("apply_ack") as conn:
                 if (await conn.execute(move_notice)).first() is None:
                     raise _StalePlan
+                if not await self._first_sight(conn, ack):
+                    raise _StalePlan  # a replay raced this one in: the caller finds it seen
                 for group in _grouped(plan.changes):
                     await _move_requests(conn, ack.notice_id, group)
                 await conn.execute(acks.insert(), history)
@@ -100,7 +103,29 @@ class AckSqlMixin:
     async def record_ack_history(self, ack: Ack, *, outcome: str) -> None:
         row = ack_row(ack, outcome)
         async with self._write("record_ack_history") as conn:
-            await conn.execute(acks.insert(), row)
+            if await self._first_sight(conn, ack):
+                await conn.execute(acks.insert(), row)
+
+    async def webhook_seen(self, platform: str, webhook_id: str) -> bool:
+        stmt = select(seen_webhooks.c.platform).where(
+            seen_webhooks.c.platform == platform, seen_webhooks.c.webhook_id == webhook_id
+        )
+        async with self._read("webhook_seen") as conn:
+            return (await conn.execute(stmt)).first() is not None
+
+    async def _first_sight(self, conn: AsyncConnection, ack: Ack) -> bool:
+        """Remember the callback ``ack`` came in (if it did) in the caller's transaction: False when
+        its ``webhook-id`` was seen before."""
+        if ack.webhook_id is None:
+            return True
+        platform = ack.source.removeprefix("callback:")
+        stmt = (
+            self._insert(seen_webhooks)
+            .values(platform=platform, webhook_id=ack.webhook_id, at=as_utc(ack.received_at))
+            .on_conflict_do_nothing(index_elements=["platform", "webhook_id"])
+            .returning(seen_webhooks.c.platform)
+        )
+        return (await conn.execute(stmt)).first() is not None
 
     async def record_receipt(self, notice_id: str, *, at: datetime, ticket: str | None, source: str) -> bool:
         values: dict[str, Any] = {"receipt_at": _first(notices.c.receipt_at, as_utc(at))}
@@ -115,25 +140,24 @@ class AckSqlMixin:
         async with self._write("record_receipt") as conn:
             return (await conn.execute(stmt)).first() is not None
 
-    async def record_bounce(
-        self,
-        notice_id: str,
-        *,
-        attempt: Attempt,
-        channel: str,
-        next_attempt_at: datetime,
-        deliver_by: datetime,
-        fallback_used: bool,
-    ) -> bool:
+    async def record_bounce(self, notice_id: str, *, attempt: Attempt, delivery: DeliveryDecision) -> bool:
+        if not delivery.changes_anything or delivery.state not in (NoticeState.RETRYING, NoticeState.FAILED):
+            raise ValueError(f"a bounce cannot be recorded as {delivery.step.value}")
+        failed = delivery.state is NoticeState.FAILED
         stmt = (
             update(notices)
-            .where(notices.c.notice_id == notice_id, notices.c.state == NoticeState.DELIVERED.value)
+            .where(
+                notices.c.notice_id == notice_id,
+                notices.c.state == delivery.before.value,
+                # A bounce from a channel the notice has left since changes nothing.
+                notices.c.channel == attempt.channel,
+            )
             .values(
-                state=NoticeState.RETRYING.value,
-                channel=channel,
-                next_attempt_at=as_utc(next_attempt_at),
-                deliver_by=as_utc(deliver_by),
-                fallback_used=fallback_used,
+                state=delivery.state.value,
+                channel=delivery.channel,
+                next_attempt_at=None if failed else as_utc(delivery.next_attempt_at or attempt.at),
+                deliver_by=as_utc(delivery.deliver_by),
+                fallback_used=delivery.fallback_used,
                 # Not delivered after all: the SLA clock restarts at the next delivery.
                 delivered_at=None,
                 lease_owner=None,
@@ -143,6 +167,7 @@ class AckSqlMixin:
             )
             .returning(notices.c.notice_id)
         )
+        requests_after = RequestState.FAILED if failed else RequestState.BATCHED
         async with self._write("record_bounce") as conn:
             if (await conn.execute(stmt)).first() is None:
                 return False
@@ -150,7 +175,7 @@ class AckSqlMixin:
             await conn.execute(
                 update(requests)
                 .where(requests.c.notice_id == notice_id, requests.c.state == RequestState.DELIVERED.value)
-                .values(state=RequestState.BATCHED.value, delivered_at=None)
+                .values(state=requests_after.value, delivered_at=None)
             )
         return True
 

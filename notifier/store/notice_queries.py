@@ -122,6 +122,7 @@ def _notice(row: Row[Any], request_ids: list[str], attempts: list[Attempt]) -> N
         notice_id=row.notice_id,
         platform=row.platform,
         channel=row.channel,
+        primary_channel=row.primary_channel,
         state=NoticeState(row.state),
         created_at=row.created_at,
         request_ids=tuple(request_ids),

@@ -104,6 +104,7 @@ class NoticeSqlMixin:
                 notice_id=notice_id(platform, now, sequence),
                 platform=platform,
                 channel=channel,
+                primary_channel=channel,
                 state=NoticeState.QUEUED,
                 created_at=now,
                 request_ids=tuple(request_ids),
@@ -210,9 +211,16 @@ class NoticeSqlMixin:
     # -- outcomes of a claim ----------------------------------------------------------------------
 
     async def record_delivery(
-        self, notice_id: str, *, owner: str, attempt: Attempt, result: SendResult, channel: str
+        self,
+        notice_id: str,
+        *,
+        owner: str,
+        attempt: Attempt,
+        result: SendResult,
+        channel: str,
+        delivered_at: datetime | None = None,
     ) -> bool:
-        at = as_utc(attempt.at)
+        at = as_utc(delivered_at or attempt.at)
         values: dict[str, Any] = {"channel": channel, "next_attempt_at": None, "updated_at": at}
         if result.message_id is not None:
             values["message_id"] = result.message_id
@@ -262,6 +270,16 @@ class NoticeSqlMixin:
                     .values(state=RequestState.FAILED.value)
                 )
         return True
+
+    async def renew_lease(self, notice_id: str, *, owner: str, lease: timedelta) -> bool:
+        stmt = (
+            update(notices)
+            .where(held_by(notice_id, owner))
+            .values(lease_until=self._store_now() + lease.total_seconds())
+            .returning(notices.c.notice_id)
+        )
+        async with self._write("renew_lease") as conn:
+            return (await conn.execute(stmt)).first() is not None
 
     async def record_attempt(self, notice_id: str, *, owner: str, attempt: Attempt) -> None:
         held = (

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from notifier.domain.acks import Ack, AckItem, AckPlan, AckStatus, ItemStatus, plan_ack
+from notifier.domain.delivery import DeliveryDecision, Step
 from notifier.domain.models import NoticeState, Priority, RequestState, StoredRequest, TakedownRequest
 from notifier.domain.notices import Attempt, AttemptOutcome, Notice, SendResult
 from notifier.ports import Incoming, Store
@@ -433,20 +434,34 @@ RETRY_AT = NOW + timedelta(minutes=30)
 BOUNCED_AT = NOW + timedelta(minutes=20)
 
 
-async def bounce(store: Store, notice_id: str, *, channel: str = "api") -> bool:
+def bounced(step: Step = Step.FALLBACK, *, channel: str = "api") -> DeliveryDecision:
+    """What the delivery rules decide of a bounce: here, on to ``channel`` (or failed)."""
+    failed = step is Step.FAIL
+    return DeliveryDecision(
+        step=step,
+        before=NoticeState.DELIVERED,
+        state=NoticeState.FAILED if failed else NoticeState.RETRYING,
+        channel=channel,
+        deliver_by=NOW + timedelta(hours=12),
+        fallback_used=channel != "email",
+        next_attempt_at=None if failed else RETRY_AT,
+        reason="bounced",
+    )
+
+
+async def bounce(
+    store: Store, notice_id: str, *, decision: DeliveryDecision | None = None, from_channel: str = "email"
+) -> bool:
     return await store.record_bounce(
         notice_id,
         attempt=Attempt(
             at=BOUNCED_AT,
-            channel="email",
+            channel=from_channel,
             outcome=AttemptOutcome.PERMANENT_ERROR,
             code=550,
             detail="550 5.1.1 mailbox unknown",
         ),
-        channel=channel,
-        next_attempt_at=RETRY_AT,
-        deliver_by=NOW + timedelta(hours=12),
-        fallback_used=channel != "email",
+        delivery=decision or bounced(),
     )
 
 
@@ -476,6 +491,27 @@ async def test_a_bounce_sends_a_delivered_notice_back_to_retrying(store: Store) 
     assert not await bounce(store, notice.notice_id)
     [claimed] = await store.claim_due(owner="w2", now=RETRY_AT, lease=LEASE, limit=10)
     assert claimed.notice_id == notice.notice_id
+
+
+async def test_a_hard_bounce_without_a_fallback_fails_the_notice_and_its_requests(store: Store) -> None:
+    notice = await delivered(store, "a", "b")
+
+    assert await bounce(store, notice.notice_id, decision=bounced(Step.FAIL, channel="email"))
+
+    after = await one_notice(store, notice.notice_id)
+    assert (after.state, after.next_attempt_at, after.delivered_at) == (NoticeState.FAILED, None, None)
+    assert {r.state for r in (await stored(store, ["a", "b"])).values()} == {RequestState.FAILED}
+    assert [n.notice_id for n in await store.unalerted_failures(limit=10)] == [notice.notice_id]
+    assert await store.claim_due(owner="w2", now=RETRY_AT, lease=LEASE, limit=10) == []
+
+
+async def test_a_bounce_from_a_channel_the_notice_has_left_is_refused(store: Store) -> None:
+    notice = await delivered(store, "a")
+
+    assert not await bounce(store, notice.notice_id, from_channel="api")
+
+    after = await one_notice(store, notice.notice_id)
+    assert (after.state, after.delivered_at) == (NoticeState.DELIVERED, DELIVERED_AT)
 
 
 async def test_a_bounce_is_refused_unless_the_notice_is_delivered(store: Store) -> None:
@@ -551,3 +587,26 @@ async def test_a_ticket_learnt_from_an_ack_finds_its_notice(store: Store) -> Non
     assert await applied(store, ack(notice.notice_id, AckStatus.RECEIVED, ticket="TG-5"))
 
     assert await store.notice_by_ticket("TG-5", platform="telegram") == notice.notice_id
+
+
+async def test_a_callbacks_webhook_id_is_remembered_with_its_acknowledgement_and_a_replay_is_refused(
+    store: Store,
+) -> None:
+    notice = await delivered(store, "a")
+    signed = replace(
+        ack(notice.notice_id, AckStatus.RECEIVED), source="callback:telegram", webhook_id="msg_1"
+    )
+    assert not await store.webhook_seen("telegram", "msg_1")
+
+    assert await store.apply_ack(
+        signed, plan_ack(NoticeState.DELIVERED, {"a": RequestState.DELIVERED}, signed)
+    )
+
+    assert await store.webhook_seen("telegram", "msg_1")
+    removed = replace(signed, status=AckStatus.REMOVED)
+    # The same webhook-id again, even with a plan that would change something: refused whole.
+    replay_plan = plan_ack(NoticeState.ACKNOWLEDGED, {"a": RequestState.ACKNOWLEDGED}, removed)
+    assert not await store.apply_ack(removed, replay_plan)
+    assert (await stored(store, ["a"]))["a"].state is RequestState.ACKNOWLEDGED
+    await store.record_ack_history(removed, outcome="unchanged: replay")
+    assert [outcome for _, outcome in await history(store, notice.notice_id)] == ["applied"]

@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from notifier.domain.acks import Ack, AckItem, AckStatus, ItemStatus, plan_ack
-from notifier.domain.models import Priority, TakedownRequest
+from notifier.domain.delivery import DeliveryDecision, Step
+from notifier.domain.models import NoticeState, Priority, TakedownRequest
 from notifier.domain.notices import Attempt, AttemptOutcome, Notice, SendResult
 from notifier.ports import Incoming, OpenItems, Store
 
@@ -141,10 +142,15 @@ async def test_a_bounced_notice_is_no_longer_awaiting_acknowledgement(store: Sto
     assert await store.record_bounce(
         notice.notice_id,
         attempt=Attempt(at=T0 + HOUR, channel="email", outcome=AttemptOutcome.PERMANENT_ERROR, code=550),
-        channel="email",
-        next_attempt_at=T0 + 2 * HOUR,
-        deliver_by=T0 + 6 * HOUR,
-        fallback_used=False,
+        delivery=DeliveryDecision(
+            step=Step.RETRY,
+            before=NoticeState.DELIVERED,
+            state=NoticeState.RETRYING,
+            channel="email",
+            next_attempt_at=T0 + 2 * HOUR,
+            deliver_by=T0 + 6 * HOUR,
+            fallback_used=False,
+        ),
     )
 
     items = await store.open_items(["telegram"])

@@ -8,6 +8,7 @@ import random
 from collections.abc import Sequence
 from datetime import timedelta
 
+from sqlalchemy import update
 from structlog.testing import capture_logs
 
 from notifier.clock import SimulatedClock
@@ -20,6 +21,7 @@ from notifier.ports import Incoming
 from notifier.services.dispatcher import Dispatcher, Route
 from notifier.services.operator import record_submitted
 from notifier.store import SqlStore
+from notifier.store.tables import notices
 
 VOCABULARY = Vocabulary(platforms={"telegram"}, categories={"deepfake_sexual_abuse"})
 AUTHORITY = Authority(
@@ -75,6 +77,7 @@ class Harness:
         *,
         max_items: int = 3,
         clock: SimulatedClock | None = None,
+        lease: timedelta = timedelta(seconds=45),
     ) -> None:
         self.store = store
         self.clock = clock or SimulatedClock()
@@ -102,6 +105,7 @@ class Harness:
             alerts=self.alerts,
             in_call_wait=0.001,
             rng=random.Random(1),
+            lease=lease,
         )
         self.stop = asyncio.Event()
 
@@ -292,3 +296,59 @@ async def test_a_manual_notice_waits_for_submission_which_counts_as_delivery(sto
     (stored,) = await h.store.get_requests(["r-1"])
     assert stored.state is RequestState.DELIVERED
     assert stored.delivered_at == h.clock.now()
+
+
+class SlowChannel(ScriptedChannel):
+    """A platform that takes ``seconds`` of real time to answer."""
+
+    def __init__(self, name: str, seconds: float) -> None:
+        super().__init__(name)
+        self.seconds = seconds
+
+    async def send(self, content: NoticeContent) -> SendResult:
+        await asyncio.sleep(self.seconds)
+        return await super().send(content)
+
+
+async def test_a_send_longer_than_its_lease_keeps_its_claim_and_no_other_process_sends_it(
+    store: SqlStore,
+) -> None:
+    # The lease is judged by the store's real clock: 0.3 s, and a platform that answers after 1.2 s.
+    lease = timedelta(seconds=0.3)
+    slow = SlowChannel("email", 1.2)
+    h = Harness(store, slow, lease=lease)
+    other = Harness(store, slow, clock=h.clock, lease=lease)
+    await h.add("r-1", priority="urgent")
+    await h.dispatcher.form_notices()
+    assert await h.dispatcher.send_due(h.stop) == 1
+
+    claimed_by_other = 0
+    while h.dispatcher._in_flight:  # the send runs; the other process keeps trying to claim
+        claimed_by_other += await other.dispatcher.send_due(other.stop)
+        await asyncio.sleep(0.05)
+    await h.dispatcher.drain()
+
+    assert claimed_by_other == 0
+    assert len(slow.sent) == 1
+    (notice,) = await store.get_notices([await h.only_notice()])
+    assert notice.state is NoticeState.DELIVERED
+
+
+async def test_a_lease_lost_while_its_send_runs_is_detected_and_its_outcome_not_written(
+    store: SqlStore,
+) -> None:
+    lease = timedelta(seconds=0.3)
+    slow = SlowChannel("email", 1.2)
+    h = Harness(store, slow, lease=lease)
+    await h.add("r-1", priority="urgent")
+    await h.dispatcher.form_notices()
+    with capture_logs() as logs:
+        assert await h.dispatcher.send_due(h.stop) == 1
+        # Another process took the notice over (this one's renewals could not reach the store).
+        async with store.engine.begin() as conn:
+            await conn.execute(update(notices).values(lease_owner="another-process"))
+        await h.dispatcher.drain()
+
+    (notice,) = await store.get_notices([await h.only_notice()])
+    assert (notice.state, notice.attempts) == (NoticeState.SENDING, ())
+    assert [e["event"] for e in logs if e["event"].startswith("notice.")] == ["notice.lease_lost"]
