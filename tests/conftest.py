@@ -22,7 +22,14 @@ from tests.integration.dovecot import Dovecot, find_dovecot
 PG_ADMIN_DSN = os.environ.get("NOTIFIER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("NOTIFIER_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 REPO = Path(__file__).resolve().parent.parent
-MAIL_CORPUS = REPO.parent / "shared" / "mail-corpus"
+MAIL_CORPUS = REPO / "tests" / "mail-corpus"  # real mail, vendored: see its README.md
+
+
+@pytest.fixture(scope="session")
+def mail_corpus() -> Path:
+    """Real mail (bounces, auto-replies, feedback reports, ordinary mail) kept in the repository."""
+    assert MAIL_CORPUS.is_dir(), f"the mail corpus is missing at {MAIL_CORPUS}"
+    return MAIL_CORPUS
 
 
 def _reachable(host: str, port: int) -> bool:
