@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from notifier.acks.classify import MailKind, MailVerdict, classify
+from notifier.domain.replies import MailKind, MailVerdict, classify
 
 NOT_MAIL = {"README.md", "LICENSE", ".gitattributes"}
 INJECTED_NOTICE = "TD-corpus-20240101-000001"
