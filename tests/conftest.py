@@ -29,7 +29,14 @@ settings.register_profile("notifier", suppress_health_check=[HealthCheck.too_slo
 settings.load_profile("notifier")
 
 REPO = Path(__file__).resolve().parent.parent
-MAIL_CORPUS = REPO.parent / "shared" / "mail-corpus"
+MAIL_CORPUS = REPO / "tests" / "mail-corpus"  # real mail, vendored: see its README.md
+
+
+@pytest.fixture(scope="session")
+def mail_corpus() -> Path:
+    """Real mail (bounces, auto-replies, feedback reports, ordinary mail) kept in the repository."""
+    assert MAIL_CORPUS.is_dir(), f"the mail corpus is missing at {MAIL_CORPUS}"
+    return MAIL_CORPUS
 
 
 def _reachable(host: str, port: int) -> bool:

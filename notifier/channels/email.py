@@ -5,9 +5,11 @@ A notice becomes one ``multipart/mixed`` email: the text and HTML bodies as alte
 id and the kind of message (:func:`message_id_for`), so a re-send of the same notice carries the same
 id and the platform's mail system can drop the duplicate, while the reminder and the escalation get
 ids of their own and thread under the notice with ``In-Reply-To``/``References``. The envelope
-sender is the VERP address ``smtp.envelope_from`` with the notice id filled in, so a bounce names the
-notice it belongs to. Notices carry no ``Auto-Submitted`` header: auto-responders skip messages that
-have one, and their automated receipts are worth having.
+sender is the VERP address ``smtp.envelope_from`` with ``{notice_id}`` filled in: the notice id for
+the notice, ``<notice_id>.<tag>`` for a reminder or an escalation
+(:func:`~notifier.domain.replies.envelope_token`), so a bounce names the notice *and* the message it
+returns. Notices carry no ``Auto-Submitted`` header: auto-responders skip messages that have one, and
+their automated receipts are worth having.
 
 Headers are only ever built with the :mod:`email` package's structured API under
 :data:`email.policy.SMTP`, from values that went through :func:`~notifier.channels.rendering.one_line`
@@ -37,6 +39,7 @@ from notifier.channels.rendering import Renderer, one_line
 from notifier.channels.smtp import IDLE_CHECK_AFTER, MailTransport, SmtpTransport, flatten, starttls_required
 from notifier.clock import Clock, SystemClock
 from notifier.domain.notices import Authority, MessageKind, NoticeContent, SendResult, message_tag
+from notifier.domain.replies import alert_token, envelope_token
 from notifier.failures import DeliveryError
 from notifier.logging import get_logger
 
@@ -258,7 +261,8 @@ class EmailChannel:
                 f"notice {content.notice_id} cannot be built as an email ({type(error).__name__})",
                 transient=False,
             ) from None
-        sender = self._envelope_from.replace("{notice_id}", content.notice_id)
+        token = envelope_token(content.notice_id, content.message_tag)
+        sender = self._envelope_from.replace("{notice_id}", token)
         code, reply = await self._transport.send(message, sender=sender, recipients=[*to, *cc])
         log.info(
             "email.sent",
@@ -286,6 +290,10 @@ class OperationsMailer:
     Alerts are marked ``Auto-Submitted: auto-generated`` (RFC 3834), unlike notices: they go to our
     own people, and nobody's out-of-office should answer them. The Message-ID comes from ``key``, so
     an alert sent again after a restart is recognisably the same alert.
+
+    With ``envelope_from`` (a VERP template like ``smtp.envelope_from``, with ``{notice_id}``), the
+    envelope sender is that address with ``alert.<readable key>`` filled in, so a bounce of an alert
+    is told from a bounce of a notice; without it, the envelope sender is ``from_addr``.
     """
 
     def __init__(
@@ -296,20 +304,27 @@ class OperationsMailer:
         to: Sequence[str],
         domain: str,
         clock: Clock | None = None,
+        envelope_from: str | None = None,
     ) -> None:
         if not to:
             raise ValueError("operations alerts need at least one recipient")
+        if envelope_from is not None and "{notice_id}" not in envelope_from:
+            raise ValueError("envelope_from must contain {notice_id} so bounces name their alert")
         self._transport = transport
         self._from = from_addr
         self._to = tuple(to)
         self._domain = _domain(domain)
         self._clock: Clock = clock or SystemClock()
+        self._envelope_from = envelope_from
 
     def message_id(self, key: str) -> str:
-        readable = re.sub(r"[^A-Za-z0-9._-]+", "-", key).strip("-.")[:120]
-        if readable != key or not readable:
-            readable = f"{readable}.{hashlib.sha256(key.encode()).hexdigest()[:16]}".lstrip(".")
-        return f"<alert.{readable}@{self._domain}>"
+        return f"<alert.{_readable(key)}@{self._domain}>"
+
+    def envelope_sender(self, key: str) -> str:
+        """The SMTP MAIL FROM of the alert with ``key``."""
+        if self._envelope_from is None:
+            return self._from
+        return self._envelope_from.replace("{notice_id}", alert_token(_readable(key)))
 
     async def alert(self, *, subject: str, text: str, key: str) -> str:
         """Send a plain-text alert; returns its Message-ID. Raises DeliveryError when not sent."""
@@ -322,9 +337,18 @@ class OperationsMailer:
         message["Message-ID"] = message_id
         message["Auto-Submitted"] = "auto-generated"
         message.set_content(_body_text(text), subtype="plain", charset="utf-8", cte="quoted-printable")
-        code, _ = await self._transport.send(message, sender=self._from, recipients=self._to)
+        code, _ = await self._transport.send(message, sender=self.envelope_sender(key), recipients=self._to)
         log.info("ops.alert_sent", alert_key=key, smtp_code=code)
         return message_id
+
+
+def _readable(key: str) -> str:
+    """``key`` as the left side of a Message-ID and a VERP tag: unsafe characters replaced, and a
+    hash of the whole key added when anything was replaced or cut, so two keys never share one."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", key).strip("-.")[:120]
+    if readable != key or not readable:
+        readable = f"{readable}.{hashlib.sha256(key.encode()).hexdigest()[:16]}".lstrip(".")
+    return readable
 
 
 _BODY_CONTROL: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")

@@ -45,7 +45,9 @@ from notifier.channels.rendering import Renderer, default_templates_dir
 from notifier.clock import SimulatedClock
 from notifier.domain.models import Evidence, TakedownRequest
 from notifier.domain.notices import GOOD_FAITH_STATEMENT, Authority, MessageKind, NoticeContent
+from notifier.domain.replies import MailKind, classify
 from notifier.failures import DeliveryError
+from notifier.sandbox.bounces import mailbox_full_bounce
 from notifier.settings import SmtpSettings
 
 NOTICE_ID = "TD-telegram-20240903-000012"
@@ -542,6 +544,40 @@ async def test_an_escalation_goes_to_the_escalation_contacts_with_the_platform_c
     assert later["In-Reply-To"] == f"<{NOTICE_ID}.notice@authority.example>"
 
 
+async def test_each_message_leaves_with_its_own_verp_sender_that_a_bounce_of_it_names(
+    transport: SmtpTransport, renderer: Renderer, sink: Sink
+) -> None:
+    channel = make_channel(transport, renderer)
+    contents = {
+        "notice": make_content(),
+        "reminder": make_content(kind=MessageKind.REMINDER),
+        "escalation": make_content(kind=MessageKind.ESCALATION),
+        "escalation-2": replace(make_content(kind=MessageKind.ESCALATION), follow_up=2),
+    }
+    for content in contents.values():
+        await channel.send(content)
+
+    senders = [received.mail_from for received in sink.received]
+    assert senders == [
+        f"bounces+{NOTICE_ID}@authority.example",
+        f"bounces+{NOTICE_ID}.reminder@authority.example",
+        f"bounces+{NOTICE_ID}.escalation@authority.example",
+        f"bounces+{NOTICE_ID}.escalation-2@authority.example",
+    ]
+    for tag, received in zip(contents, sink.received, strict=True):
+        bounce = mailbox_full_bounce(
+            original=received.parsed(),
+            verp=received.mail_from,
+            recipient=TO,
+            host="mx.telegram.example",
+            at=CREATED,
+        )
+        verdict = classify(
+            bounce, envelope_recipients=[received.mail_from], our_domains=["authority.example"]
+        )
+        assert (verdict.kind, verdict.notice_ids, verdict.message) == (MailKind.BOUNCE, (NOTICE_ID,), tag)
+
+
 # -- the connection pool -------------------------------------------------------------------------
 
 
@@ -844,3 +880,42 @@ async def test_an_operations_alert_is_plain_text_with_a_message_id_from_its_key(
     assert message.get_content_type() == "text/plain"
     assert "  detail: 451" in message.get_content()
     assert message["Date"].datetime == CREATED
+
+
+async def test_an_operations_alert_leaves_with_its_own_verp_sender_when_given_one(
+    transport: SmtpTransport, sink: Sink
+) -> None:
+    mailer = OperationsMailer(
+        transport=transport,
+        from_addr=FROM,
+        to=["ops@authority.example"],
+        domain="authority.example",
+        clock=SimulatedClock(CREATED),
+        envelope_from=VERP,
+    )
+    message_id = await mailer.alert(subject="notice failed", text="failed", key=f"{NOTICE_ID}.failed")
+
+    (received,) = sink.received
+    assert message_id == f"<alert.{NOTICE_ID}.failed@authority.example>"
+    assert received.mail_from == f"bounces+alert.{NOTICE_ID}.failed@authority.example"
+    assert received.parsed()["Message-ID"] == message_id
+    bounce = mailbox_full_bounce(
+        original=received.parsed(),
+        verp=received.mail_from,
+        recipient="ops@authority.example",
+        host="mx.authority.example",
+        at=CREATED,
+    )
+    verdict = classify(bounce, envelope_recipients=[received.mail_from])
+    assert (verdict.kind, verdict.notice_ids, verdict.message) == (MailKind.BOUNCE, (NOTICE_ID,), "alert")
+
+
+async def test_an_operations_alert_verp_sender_must_have_the_placeholder(transport: SmtpTransport) -> None:
+    with pytest.raises(ValueError, match="notice_id"):
+        OperationsMailer(
+            transport=transport,
+            from_addr=FROM,
+            to=["ops@authority.example"],
+            domain="authority.example",
+            envelope_from="bounces@authority.example",
+        )

@@ -6,12 +6,14 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiosmtplib
 import pytest
 from structlog.testing import capture_logs
 
 from notifier.acks.inbound_smtp import MAX_MESSAGE_BYTES, SOURCE, InboundSmtp
+from notifier.domain.replies import MailKind, classify
 from notifier.settings import InboundSmtpSettings
 from tests.waiting import wait_for
 
@@ -108,6 +110,23 @@ async def test_a_failing_sink_answers_451_and_the_message_arrives_when_sent_agai
     # The forwarding server keeps the message and tries again: it arrives, once.
     await send(listener, raw)
     assert sink.received == [(raw, SOURCE, tuple(RECIPIENTS))]
+
+
+async def test_bounces_to_tagged_verp_addresses_arrive_with_them_and_name_their_message(
+    listener: InboundSmtp, sink: RecordingSink, mail_corpus: Path
+) -> None:
+    reminder = "bounces+TD-telegram-20240903-000012.reminder@authority.example"
+    alert = "bounces+alert.TD-telegram-20240903-000012.failed@authority.example"
+    raw = (mail_corpus / "bounces" / "lhost-postfix-02.eml").read_bytes()  # nothing of ours inside
+    for address in (reminder, alert):
+        await send(listener, raw, [address])
+
+    assert [recipients for _, _, recipients in sink.received] == [(reminder,), (alert,)]
+    verdicts = [classify(data, envelope_recipients=recipients) for data, _, recipients in sink.received]
+    assert [(v.kind, v.notice_ids, v.message) for v in verdicts] == [
+        (MailKind.BOUNCE, ("TD-telegram-20240903-000012",), "reminder"),
+        (MailKind.BOUNCE, ("TD-telegram-20240903-000012",), "alert"),
+    ]
 
 
 def oversized() -> bytes:

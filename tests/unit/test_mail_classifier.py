@@ -14,9 +14,9 @@ from email.message import EmailMessage, Message
 
 import pytest
 
-from notifier.acks.classify import MailKind, MailVerdict, classify
 from notifier.channels.email import message_id_for
 from notifier.domain.notices import MessageKind
+from notifier.domain.replies import MailKind, MailVerdict, classify
 
 NOTICE = "TD-telegram-20240903-000012"
 OTHER = "TD-telegram-20240902-000011"
@@ -411,10 +411,18 @@ def test_an_exchange_bounce_carrying_the_original_message_is_matched_by_it() -> 
     )
 
 
-def test_a_delay_notice_is_a_bounce_with_a_transient_status() -> None:
+def test_a_delay_notice_is_a_delayed_bounce_with_a_transient_status() -> None:
     result = verdict(delivery_report("Delayed.", action="delayed", status="4.4.7", to=VERP))
 
     assert (result.kind, result.bounce_status, result.matched_by) == (MailKind.BOUNCE, "4.4.7", "verp")
+    assert result.delayed
+
+
+def test_a_failure_with_a_transient_status_is_a_soft_bounce_not_a_delay() -> None:
+    result = verdict(delivery_report("Mailbox full.", action="failed", status="4.2.2", to=VERP))
+
+    assert (result.kind, result.bounce_status, result.delayed) == (MailKind.BOUNCE, "4.2.2", False)
+    assert result.message == "notice"
 
 
 def test_a_report_of_successful_relay_is_not_a_bounce() -> None:

@@ -6,17 +6,19 @@ Examples are derandomised so that a run is reproducible, and few enough to run i
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notifier.acks.classify import MailKind, MailVerdict, classify
 from notifier.domain.notices import parse_notice_id
+from notifier.domain.replies import MailKind, MailVerdict, classify
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None)
 NOTICE = "TD-telegram-20240903-000012"
 OUR_MESSAGE_ID = f"<{NOTICE}.notice@authority.example>"
+MESSAGE_TAG = re.compile(r"(?:notice|reminder|escalation)(?:-[0-9]{1,3})?|alert")
 
 
 def assert_well_formed(verdict: MailVerdict) -> None:
@@ -34,6 +36,10 @@ def assert_well_formed(verdict: MailVerdict) -> None:
         assert not verdict.counts_as_acknowledgement
     if verdict.kind is not MailKind.BOUNCE:
         assert verdict.bounce_status is None
+        assert not verdict.delayed
+    if verdict.kind is MailKind.UNRELATED:
+        assert verdict.message is None
+    assert verdict.message is None or MESSAGE_TAG.fullmatch(verdict.message)
 
 
 # -- arbitrary input --------------------------------------------------------------------------
@@ -76,7 +82,18 @@ VALUES: dict[str, st.SearchStrategy[str]] = {
     "Subject": st.sampled_from(
         [f"Re: [{NOTICE}] Takedown", "Undeliverable: x", "Out of Office", "Ticket #VH-1"]
     ),
-    "In-Reply-To": st.sampled_from([OUR_MESSAGE_ID, "<other@x.example>", "<TD-", ""]),
+    "In-Reply-To": st.sampled_from(
+        [OUR_MESSAGE_ID, f"<{NOTICE}.escalation-2@authority.example>", "<other@x.example>", "<TD-", ""]
+    ),
+    "To": st.sampled_from(
+        [
+            f"bounces+{NOTICE}@authority.example",
+            f"bounces+{NOTICE}.reminder@authority.example",
+            f"bounces+alert.{NOTICE}.failed@authority.example",
+            "bounces+alert.@x",
+            "+TD-x.@",
+        ]
+    ),
     "From": st.sampled_from(
         ["MAILER-DAEMON", "postmaster@x.example", "no-reply@x.example", "Ann <ann@x.example>"]
     ),
@@ -95,10 +112,18 @@ body = st.lists(
             "Content-Type: message/rfc822\r\n",
             "Status: 5.1.1\r\n",
             "Action: failed\r\n",
+            "Action: delayed\r\n",
         ]
     )
     | st.sampled_from(
-        ["We have removed it.\r\n", "삭제했습니다.\r\n", f"Message-ID: {OUR_MESSAGE_ID}\r\n", "\r\n"]
+        [
+            "We have removed it.\r\n",
+            "삭제했습니다.\r\n",
+            f"Message-ID: {OUR_MESSAGE_ID}\r\n",
+            f"Message-ID: <{NOTICE}.reminder@authority.example>\r\n",
+            f"Message-ID: <alert.{NOTICE}.failed@authority.example>\r\n",
+            "\r\n",
+        ]
     )
     | st.text(max_size=40),
     max_size=12,
@@ -128,3 +153,47 @@ def test_a_message_declaring_itself_auto_replied_is_never_human(
     assert_well_formed(verdict)
     assert verdict.kind is not MailKind.HUMAN
     assert not verdict.counts_as_acknowledgement
+
+
+# -- which message -------------------------------------------------------------------------------
+
+tags = st.sampled_from(["notice", "reminder", "escalation"]) | st.integers(2, 999).map(
+    lambda n: f"escalation-{n}"
+)
+
+
+def bounce_of(tag: str, *, to: str, returned_as: str) -> bytes:
+    """A Postfix-shaped report returning our message with ``tag``: its headers, or all of it."""
+    threading = (
+        "" if tag == "notice" else f"In-Reply-To: {OUR_MESSAGE_ID}\r\nReferences: {OUR_MESSAGE_ID}\r\n"
+    )
+    original = (
+        f"From: takedown@authority.example\r\nTo: abuse@telegram.example\r\n{threading}"
+        f"Message-ID: <{NOTICE}.{tag}@authority.example>\r\nSubject: [{NOTICE}] x\r\n"
+    )
+    return (
+        "From: MAILER-DAEMON@mx.telegram.example (Mail Delivery System)\r\n"
+        f"To: {to}\r\nSubject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nThis is the mail system at host mx.\r\n\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
+        "Final-Recipient: rfc822; abuse@telegram.example\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        f"--b\r\nContent-Type: {returned_as}\r\n\r\n{original}\r\nbody\r\n--b--\r\n"
+    ).encode()
+
+
+@FUZZ
+@given(
+    tags,
+    st.sampled_from(["tagged", "untagged", "none"]),
+    st.sampled_from(["text/rfc822-headers", "message/rfc822"]),
+)
+def test_a_bounce_names_the_message_it_returns(tag: str, verp: str, returned_as: str) -> None:
+    token = {"tagged": NOTICE if tag == "notice" else f"{NOTICE}.{tag}", "untagged": NOTICE}.get(verp)
+    to = f"bounces+{token}@authority.example" if token else "someone@authority.example"
+
+    verdict = classify(bounce_of(tag, to=to, returned_as=returned_as))
+
+    assert_well_formed(verdict)
+    assert (verdict.kind, verdict.notice_ids, verdict.message) == (MailKind.BOUNCE, (NOTICE,), tag)
+    assert not verdict.delayed

@@ -1,15 +1,14 @@
-"""The mail classifier on real mail: the sisimai collection in ``../shared/mail-corpus`` (read in
-place, never copied here), each file classified as its folder says.
+"""The mail classifier on real mail: the sisimai collection vendored in ``tests/mail-corpus`` (see
+its README.md and LICENSE), each file classified as its folder says.
 
 The rule that matters most: nothing in it — bounces, auto-replies, feedback reports, ordinary
 mail — may ever count as a platform's acknowledgement, not even when it carries one of our notice
-ids. The folder is absent on some machines: the tests skip there, and fail under ``CI=true``.
+ids.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -17,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from notifier.acks.classify import MailKind, MailVerdict, classify
+from notifier.domain.replies import MailKind, MailVerdict, classify
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "mail-corpus"
-NOT_MAIL = {"README.md", "LICENSE"}
+NOT_MAIL = {"README.md", "LICENSE", ".gitattributes"}
 INJECTED_NOTICE = "TD-corpus-20240101-000001"
 INJECTED_HEADER = f"In-Reply-To: <{INJECTED_NOTICE}.notice@authority.example>\n".encode()
 # Filed under bounces/ by the collection, but Amazon SES says what they are: a recipient's
@@ -32,13 +30,8 @@ NOT_REALLY_BOUNCES = {
 
 
 @pytest.fixture(scope="module")
-def corpus() -> Path:
-    if not CORPUS.is_dir():
-        message = f"the mail corpus is missing at {CORPUS}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message} (CI=true: the corpus tests may not skip)")
-        pytest.skip(message)
-    return CORPUS
+def corpus(mail_corpus: Path) -> Path:
+    return mail_corpus
 
 
 def files(root: Path, folder: str = "") -> Iterator[Path]:
