@@ -160,7 +160,13 @@ class Channels:
             return None
         domain = self.settings.authority.email.rpartition("@")[2]
         return OperationsMailer(
-            transport=self.smtp, from_addr=self.settings.smtp.from_, to=to, domain=domain, clock=self.clock
+            transport=self.smtp,
+            from_addr=self.settings.smtp.from_,
+            to=to,
+            domain=domain,
+            clock=self.clock,
+            # Its own VERP tag: a bounce of an alert is told apart from one of a notice.
+            envelope_from=self.settings.smtp.envelope_from,
         )
 
     async def close(self) -> None:

@@ -22,12 +22,12 @@ from typing import Any
 
 import structlog
 
-from notifier.acks.classify import MailKind, classify
 from notifier.clock import Clock
 from notifier.domain.acks import Ack, AckPlan, AckStatus, plan_ack
 from notifier.domain.delivery import Bounce, Channels, DeliveryDecision, Step, after_bounce
 from notifier.domain.models import RequestState
 from notifier.domain.notices import Attempt, AttemptOutcome, Notice, parse_notice_id
+from notifier.domain.replies import MailKind, classify
 from notifier.errors import StoreUnavailable, TransientError
 from notifier.failures import DeliveryError
 from notifier.metrics import Metrics
