@@ -56,8 +56,8 @@ from notifier.errors import NotifierError, StoreUnavailable
 from notifier.failures import DeliveryError
 from notifier.metrics import Metrics
 from notifier.ports import Channel, Store
-from notifier.runtime.idle import earliest, idle
 from notifier.services.alerts import FailureAlerter, OperationsAlerts
+from notifier.waiting import earliest, idle
 
 log = structlog.get_logger("notifier.dispatch")
 _T = TypeVar("_T")
