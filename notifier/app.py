@@ -18,12 +18,12 @@ from notifier.clock import Clock, SystemClock
 from notifier.domain.notices import Authority
 from notifier.domain.sla import SlaBounds
 from notifier.domain.validation import Vocabulary
-from notifier.intake.ack_queue import AckQueueConsumer
 from notifier.intake.amqp import AmqpQueue
 from notifier.intake.local import LocalQueue
 from notifier.intake.service import IntakeService
 from notifier.metrics import Metrics
 from notifier.ports import Channel, IntakeQueue, Store
+from notifier.runtime.ack_queue import AckQueueConsumer
 from notifier.runtime.http import HttpServer, build_http_app
 from notifier.runtime.supervisor import Supervisor
 from notifier.services.acks import AckService, FallbackRule

@@ -7,21 +7,24 @@ file, key, field or record at fault instead.
 
 from __future__ import annotations
 
+# The root of the hierarchy and the rejection the domain raises are defined beside the domain,
+# which imports nothing of notifier's but itself; every other layer imports them from here.
+from notifier.domain.errors import InvalidRequest, NotifierError
 
-class NotifierError(Exception):
-    """Base of every error notifier raises on purpose."""
+__all__ = [
+    "AlreadyRunning",
+    "ConfigError",
+    "InvalidRequest",
+    "NotifierError",
+    "PermanentError",
+    "QueueUnavailable",
+    "StoreUnavailable",
+    "TransientError",
+]
 
 
 class ConfigError(NotifierError):
     """The configuration cannot be used; the message names the file and key at fault."""
-
-
-class InvalidRequest(NotifierError):
-    """A takedown request (or acknowledgement) was rejected; ``reason`` names the field at fault."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class TransientError(NotifierError):

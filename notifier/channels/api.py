@@ -22,7 +22,13 @@ import aiohttp
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from notifier.domain.models import format_timestamp
-from notifier.domain.notices import GOOD_FAITH_STATEMENT, MessageKind, NoticeContent, SendResult
+from notifier.domain.notices import (
+    GOOD_FAITH_STATEMENT,
+    MessageKind,
+    NoticeContent,
+    SendResult,
+    api_message_id,
+)
 from notifier.errors import ConfigError
 from notifier.failures import from_http_exception, from_http_status
 from notifier.logging import get_logger
@@ -36,17 +42,6 @@ MAX_RESPONSE_BYTES: Final = 64 * 1024
 _MAX_TICKET_CHARS: Final = 256
 
 log = get_logger(__name__)
-
-
-def api_message_id(content: NoticeContent) -> str:
-    """The id of one message about a notice: the notice id for the notice itself,
-    ``<notice_id>.reminder`` / ``<notice_id>.escalation`` (``.escalation-2`` for a second one) for
-    what follows it. It is both the
-    ``Idempotency-Key`` and the ``webhook-id``, so a platform deduplicates re-sends of each message
-    without mistaking a reminder for a copy of the notice."""
-    if content.kind is MessageKind.NOTICE:
-        return content.notice_id
-    return f"{content.notice_id}.{content.message_tag}"
 
 
 def api_payload(content: NoticeContent, *, callback_url: str | None) -> dict[str, Any]:

@@ -9,48 +9,33 @@ flight and the queues are empty. Then time jumps to the earliest of the daemon's
 next hotline decision and the next thing a platform's staff do. Work itself takes no business time,
 so the figures in the report are exactly what the scenario made the platforms do; transport
 signatures (callbacks) stay on real time. ``--speed`` caps how fast business time runs.
+
+This module is the command's side: the demo's folder, its log, the progress line, the report files
+and the summary; :mod:`notifier.demo.simulation` runs the daemon and the platforms on the clock.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
-import os
-import random
-import secrets
 import shutil
-import socket
 import time
 from collections import Counter
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
-from notifier.app import Daemon
-from notifier.clock import SimulatedClock
 from notifier.demo import scenario
-from notifier.errors import NotifierError
-from notifier.intake.local import LocalQueue
+from notifier.demo.simulation import Demo, DemoError
 from notifier.logging import configure_logging
-from notifier.sandbox.platforms import Sandbox
-from notifier.sandbox.staff import Inbound, Record
-from notifier.services.operator import record_submitted
-from notifier.services.report import build_report, platform_bounds, render_html, render_json, render_table
-from notifier.settings import Settings, load_settings
+from notifier.sandbox.staff import Record
+from notifier.services.report import render_html, render_json, render_table
 
 MARKER = ".notifier-demo"  # the demo only ever empties a folder it made itself
-SETTLE_TIMEOUT_S = 120.0
 DEFAULT_SPEED = 200_000.0  # business seconds per real second at most: a month in ≥ 13 s
-
-
-class DemoError(NotifierError):
-    """The demo could not run, or something in it went wrong; the message says what."""
 
 
 @dataclass
@@ -66,12 +51,6 @@ class DemoResult:
     elapsed_s: float = 0.0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def prepare_folder(folder: Path) -> None:
     """Empty ``folder`` for a new run: only if it is missing, empty, or an earlier demo's."""
     if folder.exists():
@@ -82,220 +61,6 @@ def prepare_folder(folder: Path) -> None:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     (folder / MARKER).write_text("made by notifier demo; emptied by the next run\n", encoding="utf-8")
-
-
-class _Tap:
-    """A log processor: counts events by name and stamps each line with the simulated time."""
-
-    def __init__(self, clock: SimulatedClock) -> None:
-        self.clock = clock
-        self.events: Counter[str] = Counter()
-
-    def __call__(
-        self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
-    ) -> MutableMapping[str, Any]:
-        self.events[str(event_dict.get("event", ""))] += 1
-        event_dict["sim_time"] = self.clock.now().isoformat().replace("+00:00", "Z")
-        return event_dict
-
-
-class Demo:
-    def __init__(
-        self,
-        config: Path,
-        *,
-        folder: Path,
-        requests: int,
-        seed: int,
-        speed: float,
-        environ: MutableMapping[str, str] | None = None,
-    ) -> None:
-        if speed <= 0:
-            raise DemoError("--speed must be positive (business seconds per real second)")
-        self.config = config
-        self.folder = folder
-        self.seed = seed
-        self.speed = speed
-        self.environ = dict(os.environ if environ is None else environ)
-        self.clock = SimulatedClock(scenario.START)
-        self.arrivals = scenario.arrivals(requests, seed)
-        self.tap = _Tap(self.clock)
-        self._office_seen: set[str] = set()
-        self._rng = random.Random(f"{seed}/office")  # noqa: S311  (simulation, not security)
-        self.daemon: Daemon | None = None
-        self.sandbox: Sandbox | None = None
-        self.settings: Settings | None = None
-
-    # -- set-up -----------------------------------------------------------------------------------
-
-    def _settings(self, sandbox: Sandbox, inbound_port: int, http_port: int, secret_env: str) -> Settings:
-        base = load_settings(self.config, self.environ)
-        db = self.folder / "notifier.db"
-        overrides = {
-            "NOTIFIER_STORE__URL": f"sqlite:///{db}",
-            "NOTIFIER_STORE__URL_ENV": "",
-            "NOTIFIER_QUEUE__URL": f"sqlite:///{db}",
-            "NOTIFIER_QUEUE__URL_ENV": "",
-            "NOTIFIER_SMTP__HOST": "127.0.0.1",
-            "NOTIFIER_SMTP__PORT": str(sandbox.sink.port),
-            "NOTIFIER_SMTP__STARTTLS": "off",
-            "NOTIFIER_SMTP__USERNAME": "",
-            "NOTIFIER_INBOUND_SMTP__LISTEN": f"127.0.0.1:{inbound_port}",
-            "NOTIFIER_IMAP__HOST": "",
-            "NOTIFIER_HTTP__LISTEN": f"127.0.0.1:{http_port}",
-            "NOTIFIER_HTTP__PUBLIC_URL": f"http://127.0.0.1:{http_port}",
-            "NOTIFIER_HTTP__CALLBACK_SECRET_ENV": secret_env,
-            "NOTIFIER_MANUAL__OUTBOX": str(self.folder / "outbox"),
-        }
-        for platform_id, platform in base.platforms.items():
-            if platform.api is not None:
-                prefix = f"NOTIFIER_PLATFORMS__{platform_id.upper()}__API__"
-                overrides[prefix + "URL"] = sandbox.api.url
-                overrides[prefix + "TOKEN_ENV"] = ""
-                overrides[prefix + "SIGNING_SECRET_ENV"] = ""
-        # Overrides of keys the file does not have are refused by the loader: keep only known ones.
-        return load_settings(self.config, {**self.environ, **overrides})
-
-    async def start(self) -> None:
-        self.settings = base = load_settings(self.config, self.environ)
-        missing = {scenario.EMAIL, scenario.API, scenario.PORTAL, scenario.SILENT} - set(base.platforms)
-        if missing:
-            raise DemoError(
-                f"{self.config}: the demo needs the platforms of the embedded default; "
-                f"missing {', '.join(sorted(missing))}"
-            )
-        inbound_port, http_port = _free_port(), _free_port()
-        secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-        secret_env = "NOTIFIER_DEMO_CALLBACK_SECRET"  # noqa: S105  (a variable name)
-        self.environ[secret_env] = secret
-        self.sandbox = await Sandbox(
-            base,
-            clock=self.clock,
-            seed=self.seed,
-            inbound=Inbound(
-                host="127.0.0.1", port=inbound_port, reply_to=base.authority.reply_to or base.authority.email
-            ),
-            callback_secret=secret,
-            behaviours=scenario.behaviours(self.arrivals),
-        ).start()
-        self.settings = self._settings(self.sandbox, inbound_port, http_port, secret_env)
-        self.daemon = Daemon(self.settings, clock=self.clock)
-        await self.daemon.start()
-
-    async def stop(self) -> None:
-        if self.daemon is not None:
-            if not self.daemon.supervisor.stop.is_set():
-                self.daemon.stop()
-            await self.daemon.wait()
-        if self.sandbox is not None:
-            await self.sandbox.stop()
-
-    # -- the clock --------------------------------------------------------------------------------
-
-    async def _quiet(self) -> bool:
-        daemon = self.daemon
-        assert daemon is not None and self.settings is not None
-        if not (daemon.dispatcher.quiet and daemon.sla.quiet):
-            return False
-        queue = daemon.queue
-        assert isinstance(queue, LocalQueue)
-        for name in (self.settings.queue.requests, self.settings.queue.acks):
-            if await queue.pending(name):
-                return False
-        return True
-
-    async def settle(self) -> None:
-        """Wait until nothing is in hand anywhere (twice in a row, a moment apart)."""
-        deadline = time.monotonic() + SETTLE_TIMEOUT_S
-        calm = 0
-        while calm < 2:
-            if time.monotonic() > deadline:
-                at = self.clock.now().isoformat()
-                raise DemoError(f"the daemon did not settle within {SETTLE_TIMEOUT_S:.0f} s at {at}")
-            await asyncio.sleep(0.002)
-            calm = calm + 1 if await self._quiet() else 0
-            if self.daemon is not None and self.daemon.supervisor.stop.is_set():
-                raise DemoError("the daemon stopped during the demo; see the log")
-
-    def _office(self) -> None:
-        """Staff of the authority look at the portal outbox and plan to file what is new there."""
-        assert self.settings is not None and self.sandbox is not None
-        outbox = self.settings.manual.outbox
-        if not outbox.is_dir():
-            return
-        for folder in sorted(outbox.iterdir()):
-            notice_id = folder.name
-            if not folder.is_dir() or notice_id in self._office_seen:
-                continue
-            self._office_seen.add(notice_id)
-            platform = notice_id.split("-")[1] if notice_id.count("-") >= 3 else ""
-            portal = self.sandbox.portals.get(platform)
-            if portal is None:
-                continue
-            when = self.clock.now() + timedelta(minutes=self._rng.randrange(30, 300))
-            self.sandbox.timeline.at(
-                when, f"{notice_id} filed on the portal", self._file(notice_id, platform)
-            )
-
-    def _file(self, notice_id: str, platform: str) -> Callable[[], Any]:
-        async def action() -> None:
-            assert self.daemon is not None and self.daemon.store is not None and self.sandbox is not None
-            (notice,) = await self.daemon.store.get_notices([notice_id])
-            ticket = self.sandbox.portals[platform].submit(notice_id, notice.request_ids)
-            now = self.clock.now()
-            # What `notifier ack NOTICE_ID --status submitted --ticket T` does.
-            await record_submitted(self.daemon.store, notice_id, at=now, now=now, ticket=ticket)
-            self.daemon.sla.kick()
-
-        return action
-
-    async def _submit_due(self, pending: list[scenario.Arrival]) -> int:
-        now = self.clock.now()
-        due = [a for a in pending if a.at <= now]
-        if due:
-            assert self.daemon is not None and self.daemon.queue is not None and self.settings is not None
-            await self.daemon.queue.publish(self.settings.queue.requests, [a.body for a in due])
-            del pending[: len(due)]
-        return len(due)
-
-    async def play(self, on_step: Callable[[], None] | None = None) -> None:
-        """Run the month: settle, do what is due, jump to the next deadline, until the month ends."""
-        assert self.sandbox is not None
-        clock, timeline = self.clock, self.sandbox.timeline
-        end = scenario.START + scenario.MONTH
-        pending = sorted(self.arrivals, key=lambda a: a.at)
-        started = time.monotonic()
-        while True:
-            await self.settle()
-            self._office()
-            if await self._submit_due(pending) or await timeline.run_due(clock.now()):
-                continue
-            if on_step is not None:
-                on_step()
-            now = clock.now()
-            candidates = [
-                t for t in (clock.next_deadline, timeline.next_at, pending[0].at if pending else None) if t
-            ]
-            upcoming = min([t for t in candidates if t > now], default=end)
-            target = min(upcoming, end)
-            if target <= now:
-                break
-            # --speed: business time may not run ahead of real time multiplied by the speed.
-            ahead = (target - scenario.START).total_seconds() / self.speed - (time.monotonic() - started)
-            if ahead > 0:
-                await asyncio.sleep(ahead)
-            await clock.advance(target - now)
-        await self.settle()
-
-    async def report(self) -> dict[str, Any]:
-        assert self.daemon is not None and self.daemon.store is not None and self.settings is not None
-        return await build_report(
-            self.daemon.store,  # type: ignore[arg-type]
-            platform_bounds(self.settings),
-            now=self.clock.now(),
-            since=None,
-            until=None,
-        )
 
 
 def _progress_line(demo: Demo) -> str:

@@ -16,10 +16,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from notifier.domain.errors import InvalidRequest
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.notices import NOTICE_ID_PATTERN
 from notifier.domain.validation import MAX_BODY_BYTES, REQUEST_ID_PATTERN
-from notifier.errors import InvalidRequest
 
 
 class AckStatus(enum.StrEnum):

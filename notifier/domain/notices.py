@@ -129,6 +129,17 @@ class NoticeContent:
         return sum(len(r.urls) for r in self.requests)
 
 
+def api_message_id(content: NoticeContent) -> str:
+    """The id of one message about a notice: the notice id for the notice itself,
+    ``<notice_id>.reminder`` / ``<notice_id>.escalation`` (``.escalation-2`` for a second one) for
+    what follows it. It is both the
+    ``Idempotency-Key`` and the ``webhook-id``, so a platform deduplicates re-sends of each message
+    without mistaking a reminder for a copy of the notice."""
+    if content.kind is MessageKind.NOTICE:
+        return content.notice_id
+    return f"{content.notice_id}.{content.message_tag}"
+
+
 GOOD_FAITH_STATEMENT = (
     "The authority states in good faith that the information in this notice is accurate and that "
     "the content identified is illegal under the legal basis given for each item."

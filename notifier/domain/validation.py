@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from notifier.domain.errors import InvalidRequest
 from notifier.domain.models import Evidence, Priority, TakedownRequest
-from notifier.errors import InvalidRequest
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_URLS = 100

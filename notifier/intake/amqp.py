@@ -13,7 +13,8 @@ hands those messages over again and the store's idempotency absorbs the repeat),
 still buffered from the old channel are dropped for the same reason.
 
 Acknowledgements are the hot path of intake (thousands per second): a batch whose delivery tags
-follow on from everything already settled on its channel is acknowledged with one ``multiple`` ack.
+follow on from everything already settled on its channel is acknowledged with one ``multiple`` ack
+(:mod:`notifier.intake.amqp_deliveries` keeps that account).
 """
 
 from __future__ import annotations
@@ -21,30 +22,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import aio_pika
-import aiormq.abc
-from aio_pika.abc import (
-    AbstractIncomingMessage,
-    AbstractRobustChannel,
-    AbstractRobustConnection,
-    AbstractRobustQueue,
-    ConsumerTag,
-    DeliveryMode,
-    HeadersType,
-)
-from aio_pika.exceptions import (
-    CONNECTION_EXCEPTIONS,
-    AMQPError,
-    ChannelInvalidStateError,
-    ChannelPreconditionFailed,
-)
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection, DeliveryMode, HeadersType
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelPreconditionFailed
 from yarl import URL
 
 from notifier.errors import ConfigError, QueueUnavailable
+from notifier.intake.amqp_deliveries import AmqpHandle, Consumer, settle
 from notifier.ports import Delivery
 
 REASON_HEADER = "x-notifier-reason"
@@ -55,124 +42,10 @@ MAX_REASON_CHARS = 1000
 # file of a million requests does not become a million pending tasks.
 _PUBLISH_WINDOW = 5000
 
-# A settle that races a connection loss fails with one of these; the broker redelivers.
-_GONE = (ChannelInvalidStateError, AMQPError, ConnectionError)
-
 
 def dead_letter_queue(queue: str) -> str:
     """Where rejected and given-up messages of ``queue`` are kept."""
     return f"{queue}.dead"
-
-
-@dataclass(slots=True, eq=False)
-class _ChannelAcks:
-    """What has been settled on one (underlying) channel: delivery tags count up from 1 per channel.
-
-    Every tag up to ``settled_upto`` is settled, and so is every tag in ``settled_above``.
-    """
-
-    channel: aiormq.abc.AbstractChannel
-    settled_upto: int = 0
-    settled_above: set[int] = field(default_factory=set)
-
-    def unsettled(self, tags: set[int]) -> list[int]:
-        return sorted(t for t in tags if t > self.settled_upto and t not in self.settled_above)
-
-    def covers_all_up_to(self, tags: list[int]) -> bool:
-        """Whether settling ``tags[-1]`` with ``multiple`` settles exactly ``tags`` (and no other
-        delivery still in the consumer's hands): every tag in between is in ``tags`` or settled."""
-        last = tags[-1]
-        settled_between = sum(1 for t in self.settled_above if t < last)
-        return last - self.settled_upto == len(tags) + settled_between
-
-    def mark(self, tags: list[int], *, multiple: bool) -> None:
-        if multiple:
-            last = tags[-1]
-            self.settled_upto = last
-            self.settled_above = {t for t in self.settled_above if t > last}
-        else:
-            self.settled_above.update(tags)
-        while self.settled_upto + 1 in self.settled_above:
-            self.settled_upto += 1
-            self.settled_above.remove(self.settled_upto)
-
-
-@dataclass(slots=True, eq=False)
-class _AmqpHandle:
-    queue: str
-    message: AbstractIncomingMessage
-    acks: _ChannelAcks
-    tag: int
-
-
-async def _settle(handles: Sequence[_AmqpHandle], *, requeue: bool | None) -> None:
-    """Ack (``requeue=None``) or nack the deliveries, channel by channel, in as few frames as safe.
-
-    Deliveries of a closed channel, and deliveries already settled, are skipped.
-    """
-    by_channel: dict[int, tuple[_ChannelAcks, set[int]]] = {}
-    for handle in handles:
-        by_channel.setdefault(id(handle.acks), (handle.acks, set()))[1].add(handle.tag)
-    for acks, tag_set in by_channel.values():
-        channel = acks.channel
-        if channel.is_closed:
-            continue
-        tags = acks.unsettled(tag_set)
-        if not tags:
-            continue
-        multiple = len(tags) > 1 and acks.covers_all_up_to(tags)
-        to_send = [tags[-1]] if multiple or len(tags) == 1 else tags
-        try:
-            for index, tag in enumerate(to_send):
-                last = index == len(to_send) - 1  # wait for the socket once, after the last frame
-                if requeue is None:
-                    await channel.basic_ack(tag, multiple=multiple, wait=last)
-                else:
-                    await channel.basic_nack(tag, multiple=multiple, requeue=requeue, wait=last)
-        except _GONE:
-            continue
-        acks.mark(tags, multiple=multiple)
-
-
-@dataclass(slots=True, eq=False)
-class _Consumer:
-    """One queue being consumed, on a channel of its own (delivery tags and prefetch are per channel)."""
-
-    queue_name: str
-    channel: AbstractRobustChannel
-    buffer: asyncio.Queue[_AmqpHandle] = field(default_factory=asyncio.Queue)
-    acks: _ChannelAcks | None = None
-    queue: AbstractRobustQueue | None = None
-    tag: ConsumerTag | None = None
-    active: bool = True
-
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
-        try:
-            channel = message.channel
-        except ChannelInvalidStateError:
-            return  # its channel is gone already: the broker hands the message over again
-        acks = self.acks
-        if acks is None or acks.channel is not channel:
-            # A robust reconnect opened a new channel: its delivery tags start again from 1.
-            acks = self.acks = _ChannelAcks(channel)
-        tag = message.delivery_tag
-        if tag is None:  # only no-ack consumers get untagged deliveries; ours acknowledges
-            return
-        handle = _AmqpHandle(queue=self.queue_name, message=message, acks=acks, tag=tag)
-        if self.active:
-            self.buffer.put_nowait(handle)
-        else:
-            # Arrived between basic.cancel and its answer: give it back to another consumer now.
-            await _settle([handle], requeue=True)
-
-    def take(self, max_messages: int) -> list[_AmqpHandle]:
-        """Up to ``max_messages`` buffered deliveries, dropping those of a channel that has gone."""
-        taken: list[_AmqpHandle] = []
-        while len(taken) < max_messages and not self.buffer.empty():
-            handle = self.buffer.get_nowait()
-            if not handle.acks.channel.is_closed:
-                taken.append(handle)
-        return taken
 
 
 class AmqpQueue:
@@ -209,7 +82,7 @@ class AmqpQueue:
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractRobustChannel | None = None
         self._declared: set[str] = set()
-        self._consumers: dict[str, _Consumer] = {}
+        self._consumers: dict[str, Consumer] = {}
         self._consuming = True
         self._setup_lock = asyncio.Lock()
 
@@ -341,7 +214,7 @@ class AmqpQueue:
         dead letter too.
         """
         handle = delivery.handle
-        if not isinstance(handle, _AmqpHandle):
+        if not isinstance(handle, AmqpHandle):
             raise TypeError("dead_letter() takes deliveries made by this AmqpQueue")
         original = handle.message
         headers: HeadersType = dict(original.headers or {})
@@ -368,7 +241,7 @@ class AmqpQueue:
 
     # -- consuming -------------------------------------------------------------------------------
 
-    async def _consumer(self, queue: str) -> _Consumer:
+    async def _consumer(self, queue: str) -> Consumer:
         consumer = self._consumers.get(queue)
         if consumer is not None:
             return consumer
@@ -378,7 +251,7 @@ class AmqpQueue:
                 return consumer
             await self._declare(queue)
             channel = self._connected().channel(publisher_confirms=False)
-            consumer = _Consumer(queue_name=queue, channel=channel)
+            consumer = Consumer(queue_name=queue, channel=channel)
             try:
                 with self._broker_errors(f"starting to consume {queue!r}"):
                     await channel.initialize(timeout=self._connect_timeout)
@@ -417,7 +290,7 @@ class AmqpQueue:
             taken = [h for h in taken if not h.acks.channel.is_closed]
         if not self._consuming:
             # stop_consuming() ran while we waited: these go back with the rest of the buffer.
-            await _settle(taken, requeue=True)
+            await settle(taken, requeue=True)
             return []
         source = f"amqp:{queue}"
         return [
@@ -426,14 +299,14 @@ class AmqpQueue:
         ]
 
     @staticmethod
-    def _handles(deliveries: Sequence[Delivery]) -> list[_AmqpHandle]:
-        return [d.handle for d in deliveries if isinstance(d.handle, _AmqpHandle)]
+    def _handles(deliveries: Sequence[Delivery]) -> list[AmqpHandle]:
+        return [d.handle for d in deliveries if isinstance(d.handle, AmqpHandle)]
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        await _settle(self._handles(deliveries), requeue=None)
+        await settle(self._handles(deliveries), requeue=None)
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
-        await _settle(self._handles(deliveries), requeue=True)
+        await settle(self._handles(deliveries), requeue=True)
 
     async def stop_consuming(self) -> None:
         """Cancel the consumers (the robust connection will not restore them) and give back what was
@@ -444,7 +317,7 @@ class AmqpQueue:
             if consumer.queue is not None and consumer.tag is not None:
                 with contextlib.suppress(*CONNECTION_EXCEPTIONS):  # TimeoutError included
                     await consumer.queue.cancel(consumer.tag, timeout=self._connect_timeout)
-            await _settle(consumer.take(consumer.buffer.qsize()), requeue=True)
+            await settle(consumer.take(consumer.buffer.qsize()), requeue=True)
 
     # -- health and shutdown ---------------------------------------------------------------------
 

@@ -30,12 +30,12 @@ from notifier.domain.notices import Attempt, Authority, MessageKind, Notice, Not
 from notifier.errors import StoreUnavailable
 from notifier.metrics import Metrics
 from notifier.ports import Store
-from notifier.runtime.idle import earliest, idle
 from notifier.services.alerts import FailureAlerter, OperationsAlerts
 from notifier.services.leases import holding, persist
 from notifier.services.outcomes import Outcomes
 from notifier.services.routes import Route, notice_content, process_owner
 from notifier.services.send_attempts import send_with_retries
+from notifier.waiting import earliest, idle
 
 __all__ = ["Dispatcher", "Route", "notice_content", "process_owner"]
 

@@ -26,17 +26,16 @@ from typing import Any, Protocol
 
 import structlog
 
-from notifier.channels.api import api_message_id
 from notifier.clock import Clock
 from notifier.domain.models import TakedownRequest
-from notifier.domain.notices import Authority, MessageKind, Notice, NoticeContent, SendResult
+from notifier.domain.notices import Authority, MessageKind, Notice, NoticeContent, SendResult, api_message_id
 from notifier.domain.sla import SlaBounds, SlaFacts, SlaKind, outlook
 from notifier.errors import StoreUnavailable
 from notifier.failures import DeliveryError
 from notifier.metrics import Metrics
 from notifier.ports import Channel, SlaDecision, SlaStore
-from notifier.runtime.idle import earliest, idle
 from notifier.services.dispatcher import Route, notice_content, process_owner
+from notifier.waiting import earliest, idle
 
 log = structlog.get_logger("notifier.sla")
 

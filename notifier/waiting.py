@@ -1,4 +1,8 @@
-"""How a service loop waits between rounds."""
+"""How a service loop waits between rounds: until a kick, a stop, the next deadline or a poll.
+
+Shared by every loop that sleeps until its next due work, whatever its layer, so it depends on the
+clock only.
+"""
 
 from __future__ import annotations
 

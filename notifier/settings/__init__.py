@@ -1,0 +1,70 @@
+"""Typed, frozen settings from ``config/notifier.toml`` and the environment (SPEC §4).
+
+Loading order: the TOML file, then ``NOTIFIER_<SECTION>__<KEY>`` overrides (``__`` between every
+level), then validation. Secrets are never written in the file: a key ending in ``_env`` names the
+environment variable that holds the secret, and the value is resolved here into a ``SecretStr``.
+Every error is one :class:`ConfigError` line naming the file and the key (and the environment
+variable, when the bad value came from one).
+
+The modules of this package change for different reasons: ``fields`` (what a section is made of),
+``sections`` (the daemon's own), ``mail`` (relays, mailboxes and the inbound listener),
+``platforms`` (one platform's section) and ``loading`` (the whole file and how it is read). Import
+from ``notifier.settings``.
+"""
+
+from __future__ import annotations
+
+from notifier.settings.fields import Duration, Email, EmailList, is_loopback, mask_url, sqlite_path
+from notifier.settings.loading import DEFAULT_CONFIG, ENV_PREFIX, Settings, env_overrides, load_settings
+from notifier.settings.mail import ImapSettings, InboundSmtpSettings, SmtpSettings
+from notifier.settings.platforms import (
+    BatchSettings,
+    Channel,
+    EscalationSettings,
+    PlatformApiSettings,
+    PlatformEmailSettings,
+    PlatformSettings,
+    PlatformSlaSettings,
+)
+from notifier.settings.sections import (
+    AuthoritySettings,
+    HttpSettings,
+    ManualSettings,
+    QueueSettings,
+    RuntimeSettings,
+    SlaSettings,
+    StoreSettings,
+    TemplatesSettings,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ENV_PREFIX",
+    "AuthoritySettings",
+    "BatchSettings",
+    "Channel",
+    "Duration",
+    "Email",
+    "EmailList",
+    "EscalationSettings",
+    "HttpSettings",
+    "ImapSettings",
+    "InboundSmtpSettings",
+    "ManualSettings",
+    "PlatformApiSettings",
+    "PlatformEmailSettings",
+    "PlatformSettings",
+    "PlatformSlaSettings",
+    "QueueSettings",
+    "RuntimeSettings",
+    "Settings",
+    "SlaSettings",
+    "SmtpSettings",
+    "StoreSettings",
+    "TemplatesSettings",
+    "env_overrides",
+    "is_loopback",
+    "load_settings",
+    "mask_url",
+    "sqlite_path",
+]

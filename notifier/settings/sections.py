@@ -1,0 +1,156 @@
+"""The daemon's own sections: who the authority is, where it stores and queues, how it listens for
+HTTP, where manual notices and templates live, and its runtime and SLA defaults."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo, field_validator, model_validator
+
+from notifier.settings.fields import (
+    Duration,
+    Email,
+    EmailList,
+    Section,
+    env_secret,
+    is_loopback,
+    resolve_url,
+    split_listen,
+)
+
+
+class AuthoritySettings(Section):
+    name: str
+    email: Email
+    reply_to: Email | None = None
+    timezone: str = "UTC"
+    operations_email: EmailList = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"'{value}' is not a known time zone (e.g. Asia/Seoul, UTC)") from None
+        return value
+
+
+class _UrlSection(Section):
+    url: str = ""
+    url_env: str = ""
+    _resolved: str = PrivateAttr(default="")
+
+    @property
+    def resolved_url(self) -> str:
+        """The URL in use (from ``url`` or the variable ``url_env`` names), paths made absolute."""
+        return self._resolved
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> _UrlSection:
+        section = type(self).__name__.removesuffix("Settings").lower()
+        if self.url and self.url_env:
+            raise ValueError(f"give {section}.url or {section}.url_env, not both")
+        url = self.url
+        if self.url_env:
+            secret = env_secret(info, f"{section}.url_env", self.url_env, required=True)
+            url = secret.get_secret_value() if secret else ""
+        if not url:
+            raise ValueError(f"{section}.url (or {section}.url_env) is required")
+        config_dir: Path = (info.context or {}).get("config_dir", Path.cwd())
+        self._resolved = resolve_url(url, config_dir)
+        return self
+
+
+class StoreSettings(_UrlSection):
+    @model_validator(mode="after")
+    def _scheme(self) -> StoreSettings:
+        if not self.resolved_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("store.url must start with sqlite:/// or postgresql://")
+        return self
+
+
+class QueueSettings(_UrlSection):
+    requests: str = "takedown.requests"
+    acks: str = "takedown.acks"
+    prefetch: Annotated[int, Field(ge=1, le=65535)] = 1000
+    batch_size: Annotated[int, Field(ge=1, le=10000)] = 500
+    delivery_limit: Annotated[int, Field(ge=1, le=1000)] = 20
+
+    @model_validator(mode="after")
+    def _scheme(self) -> QueueSettings:
+        if not self.resolved_url.startswith(("sqlite:///", "amqp://", "amqps://")):
+            raise ValueError("queue.url must start with sqlite:/// or amqp://")
+        return self
+
+
+class HttpSettings(Section):
+    listen: str = "127.0.0.1:8080"
+    # The address platforms reach this server at (behind a proxy, say), for the callback URL in
+    # API notices; empty: API notices carry no callback URL.
+    public_url: str = ""
+    intake_token_env: str = ""
+    callback_secret_env: str = "NOTIFIER_CALLBACK_SECRET"  # noqa: S105 - the name of a variable, not a secret
+    _intake_token: SecretStr | None = PrivateAttr(default=None)
+    _callback_secret: SecretStr | None = PrivateAttr(default=None)
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0] if self.listen else ""
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1] if self.listen else 0
+
+    @property
+    def intake_token(self) -> SecretStr | None:
+        return self._intake_token
+
+    @property
+    def callback_secret(self) -> SecretStr | None:
+        return self._callback_secret
+
+    @model_validator(mode="after")
+    def _secrets(self, info: ValidationInfo) -> HttpSettings:
+        if self.listen:
+            split_listen(self.listen)
+        self._intake_token = env_secret(
+            info, "http.intake_token_env", self.intake_token_env, required=bool(self.intake_token_env)
+        )
+        if self.listen and not is_loopback(self.host) and self._intake_token is None:
+            raise ValueError(
+                f"http.intake_token_env is required when http.listen ({self.listen}) "
+                "is not a loopback address"
+            )
+        self._callback_secret = env_secret(
+            info, "http.callback_secret_env", self.callback_secret_env, required=False
+        )
+        return self
+
+
+class ManualSettings(Section):
+    outbox: Path = Path("var/outbox")
+
+
+class TemplatesSettings(Section):
+    dir: Path = Path("templates")  # the notice templates, relative to the configuration file's folder
+
+
+class RuntimeSettings(Section):
+    grace: Duration = timedelta(seconds=20)
+    # How long a process holds a notice it is sending; a process that dies mid-send loses it to
+    # another after this long. Longer than the slowest send, short enough to take over quickly.
+    lease: Duration = timedelta(minutes=5)
+    send_concurrency: Annotated[int, Field(ge=1, le=256)] = 8
+    # First wait of the short, in-call retries (doubling, 3 tries) before a failure becomes durable.
+    in_call_retry_wait: Duration = timedelta(seconds=1)
+
+
+class SlaSettings(Section):
+    ack_within: Duration = timedelta(hours=36)
+    removal_within: Duration = timedelta(hours=36)
+    remind_at: Annotated[float, Field(gt=0, lt=1)] = 0.66
+    deliver_within: Duration = timedelta(hours=6)
