@@ -141,9 +141,10 @@ class TemplatesSettings(Section):
 
 class RuntimeSettings(Section):
     grace: Duration = timedelta(seconds=20)
-    # How long a process holds a notice it is sending; a process that dies mid-send loses it to
-    # another after this long. Longer than the slowest send, short enough to take over quickly.
-    lease: Duration = timedelta(minutes=5)
+    # How long a claim on a notice lasts without renewal. A send renews it every third of it while
+    # it runs, however long it takes; a process that dies mid-send loses the notice to another
+    # after this long.
+    lease: Duration = timedelta(seconds=45)
     send_concurrency: Annotated[int, Field(ge=1, le=256)] = 8
     # First wait of the short, in-call retries (doubling, 3 tries) before a failure becomes durable.
     in_call_retry_wait: Duration = timedelta(seconds=1)
