@@ -20,16 +20,15 @@ from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from notifier.clock import SimulatedClock
-from notifier.domain.models import NoticeState, Priority, TakedownRequest
-from notifier.domain.notices import Attempt, AttemptOutcome, Notice, SendResult
+from notifier.domain.models import NoticeState
+from notifier.domain.notices import Notice
 from notifier.intake.ack_queue import AckQueueConsumer
 from notifier.intake.amqp import AmqpQueue, dead_letter_queue
 from notifier.metrics import Metrics
-from notifier.ports import Incoming
 from notifier.services.acks import AckService
 from notifier.store import SqlStore, create_store
 from notifier.store.tables import acks
-from tests.integration.outage import DatabaseOutage
+from tests.integration.outage import DatabaseOutage, delivered_notice
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.timeout(120)]
@@ -49,31 +48,7 @@ class World:
     clock: SimulatedClock
 
     async def delivered_notice(self) -> Notice:
-        """A notice of two requests, delivered by email (ingest → form → claim → deliver)."""
-        requests = [
-            TakedownRequest(
-                request_id=f"r-{n}",
-                platform="telegram",
-                urls=(f"https://t.me/c/{n}",),
-                category="deepfake_sexual_abuse",
-                priority=Priority.NORMAL,
-            )
-            for n in (1, 2)
-        ]
-        await self.store.ingest([Incoming(request=r, source="test") for r in requests], [], now=NOW)
-        notice = await self.store.form_notice(
-            "telegram", max_items=10, channel="email", now=NOW, deliver_by=NOW + timedelta(hours=6)
-        )
-        assert notice is not None
-        [claimed] = await self.store.claim_due(owner="w1", now=NOW, lease=timedelta(minutes=10), limit=1)
-        assert await self.store.record_delivery(
-            claimed.notice_id,
-            owner="w1",
-            attempt=Attempt(at=NOW, channel="email", outcome=AttemptOutcome.DELIVERED, code=250),
-            result=SendResult(code=250, message_id="<n1@notifier>"),
-            channel="email",
-        )
-        return notice
+        return await delivered_notice(self.store, now=NOW)
 
     async def state(self, notice_id: str) -> NoticeState:
         (notice,) = await self.store.get_notices([notice_id])
