@@ -10,7 +10,9 @@ which leaves ``\\Seen`` alone. A new UIDVALIDITY means the server renumbered the
 message under it is new to us (the ack service is idempotent for the repeats this causes).
 
 Delivery to the sink is at least once: a message is remembered only *after* the sink returned, so a
-crash or a failing sink in between hands it over again at the next poll, never loses it.
+crash or a failing sink in between hands it over again at the next poll, never loses it. While the
+store is unavailable a poll stops at the first message it cannot take (``store.unavailable``), and
+the reader tries again after its backoff.
 
 Polling is transport time, not business time: the wait between polls is on the event loop (woken by
 the stop event), and only the ``at`` of a remembered message comes from the :class:`Clock`.
@@ -30,7 +32,7 @@ from typing import Any, Final, Protocol
 import aioimaplib
 
 from notifier.clock import Clock
-from notifier.errors import ConfigError, TransientError
+from notifier.errors import ConfigError, StoreUnavailable, TransientError
 from notifier.logging import get_logger
 from notifier.ports import MailSink
 from notifier.settings import ImapSettings
@@ -114,6 +116,21 @@ class ImapReader:
         while not stop.is_set():
             try:
                 await self._poll(stop)
+            except StoreUnavailable as error:
+                # The store restarts: the poll stopped at the first message it could not take, and
+                # that one and the rest stay unremembered, so the next poll reads them again. No
+                # wait longer than a regular poll's: the mailbox is fine, only the store was away.
+                failures += 1
+                cap = max(self._retry_first, min(self._retry_max, self._settings.poll_every.total_seconds()))
+                delay = min(self._retry_first * 2 ** (failures - 1), cap)
+                log.warning(
+                    "store.unavailable",
+                    operation="imap",
+                    mailbox=self.mailbox,
+                    error=str(error),
+                    failures=failures,
+                    retry_in_s=delay,
+                )
             except (OSError, TimeoutError, aioimaplib.AioImapException, ImapError) as error:
                 failures += 1
                 delay = min(self._retry_first * 2 ** (failures - 1), self._retry_max)
@@ -194,6 +211,8 @@ class ImapReader:
             return "gone"  # expunged between SEARCH and FETCH
         try:
             await self._sink.handle_mail(raw, source=SOURCE)
+        except StoreUnavailable:
+            raise  # the next messages would fail the same way: end the poll, read them all again later
         except Exception:
             # Not remembered: the next poll hands it over again.
             log.exception("imap.message_failed", mailbox=self.mailbox, uidvalidity=uidvalidity, uid=uid)

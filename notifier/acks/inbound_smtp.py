@@ -18,7 +18,7 @@ from typing import Final
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from notifier.errors import ConfigError
+from notifier.errors import ConfigError, StoreUnavailable
 from notifier.logging import get_logger
 from notifier.ports import MailSink
 from notifier.settings import InboundSmtpSettings, is_loopback
@@ -145,6 +145,10 @@ class InboundSmtp:
     async def _hand_over(self, raw: bytes, recipients: list[str]) -> bool:
         try:
             await self._sink.handle_mail(raw, source=SOURCE, envelope_recipients=recipients)
+        except StoreUnavailable as error:
+            # Expected while the store restarts: the sender keeps the message and sends it again.
+            log.warning("store.unavailable", operation="inbound_smtp", error=str(error))
+            return False
         except Exception:
             log.exception("inbound_smtp.message_failed", recipients=len(recipients), size=len(raw))
             return False

@@ -14,19 +14,17 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import structlog
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from notifier.clock import Clock
 from notifier.domain.models import DeadLetter, IntakeOutcome
 from notifier.domain.validation import Vocabulary, parse_request, request_id_hint
-from notifier.errors import InvalidRequest, StoreUnavailable
+from notifier.errors import InvalidRequest, QueueUnavailable
+from notifier.intake.consumer import consume
 from notifier.metrics import Metrics
 from notifier.ports import Delivery, Incoming, IntakeQueue, Store
+from notifier.runtime.backoff import Stopped, while_store_unavailable
 
 log = structlog.get_logger("notifier.intake")
-
-# How long an idle receive waits before checking the stop event again.
-RECEIVE_WAIT_SECONDS = 0.2
 
 
 class IntakeService:
@@ -56,22 +54,26 @@ class IntakeService:
         """Consume until ``stop`` is set, then finish the batch in hand and stop consuming."""
         log.info("intake.started", queue=self._queue_name)
         try:
-            while not stop.is_set():
-                deliveries = await self._queue.receive(
-                    self._queue_name, max_messages=self._batch_size, wait=RECEIVE_WAIT_SECONDS
-                )
-                if deliveries:
-                    await self.process(deliveries)
+            await consume(
+                queue=self._queue,
+                queue_name=self._queue_name,
+                batch_size=self._batch_size,
+                handle=self.process,
+                stop=stop,
+            )
         finally:
-            await self._queue.stop_consuming()
             log.info("intake.stopped", queue=self._queue_name)
 
-    async def process(self, deliveries: Sequence[Delivery]) -> list[IntakeOutcome | None]:
+    async def process(
+        self, deliveries: Sequence[Delivery], stop: asyncio.Event | None = None
+    ) -> list[IntakeOutcome | None]:
         """Store one batch, dead-letter what is invalid, then acknowledge the batch.
 
-        Returns the outcome per delivery (None for a dead letter). If the task is cancelled
-        before the store has committed (shutdown past its grace), the deliveries are handed back
-        to the queue, never acknowledged.
+        Returns the outcome per delivery (None for a dead letter). While the store is unavailable
+        the batch waits in hand. If the daemon stops (``stop``) or the task is cancelled before the
+        store has committed, the deliveries are handed back to the queue, never acknowledged; so
+        they are too when the broker is lost before the batch is settled (the store's idempotency
+        absorbs the repeat).
         """
         started = time.perf_counter()
         now = self._clock.now()
@@ -96,13 +98,17 @@ class IntakeService:
             positions.append(index)
 
         try:
-            outcomes = await self._ingest(incoming, [letter for _, letter in dead], now=now)
-        except asyncio.CancelledError:
+            outcomes = await self._ingest(incoming, [letter for _, letter in dead], now=now, stop=stop)
+        except (asyncio.CancelledError, Stopped):
             await asyncio.shield(self._queue.release(deliveries))
             raise
 
-        for delivery, letter in dead:
-            await self._queue.dead_letter(delivery, letter.reason)
+        try:
+            for delivery, letter in dead:
+                await self._queue.dead_letter(delivery, letter.reason)
+        except QueueUnavailable:
+            await asyncio.shield(self._queue.release(deliveries))
+            raise
         await self._queue.ack(deliveries)
 
         results: list[IntakeOutcome | None] = [None] * len(deliveries)
@@ -125,40 +131,37 @@ class IntakeService:
     async def accept(self, body: bytes, *, source: str) -> tuple[str, IntakeOutcome]:
         """Take in one request outside the queue (``POST /v1/requests``).
 
-        Raises :class:`InvalidRequest` with the reason instead of dead-lettering: the caller is
-        there to read the answer.
+        Raises :class:`InvalidRequest` with the reason instead of dead-lettering, and
+        :class:`~notifier.errors.StoreUnavailable` at once instead of waiting for the store: the
+        caller is there to read the answer (and to send the request again).
         """
         request = parse_request(body, self._vocabulary)
         item = Incoming(request=request, source=source)
-        (outcome,) = await self._ingest([item], [], now=self._clock.now())
+        (outcome,) = await self._store.ingest([item], [], now=self._clock.now())
         self._record(item, outcome)
         if self.on_accepted is not None and outcome is IntakeOutcome.ACCEPTED:
             self.on_accepted()
         return request.request_id, outcome
 
     async def _ingest(
-        self, incoming: Sequence[Incoming], dead: Sequence[DeadLetter], *, now: datetime
+        self,
+        incoming: Sequence[Incoming],
+        dead: Sequence[DeadLetter],
+        *,
+        now: datetime,
+        stop: asyncio.Event | None = None,
     ) -> list[IntakeOutcome]:
         """Store the batch, retrying for as long as the store is unavailable.
 
         Messages stay unacknowledged on the queue meanwhile, so waiting out a store restart loses
-        nothing; shutdown cancels the wait and the messages are handed back.
+        nothing; a stop (or a cancellation) ends the wait and the caller hands the messages back.
         """
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(StoreUnavailable),
-            wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
-            reraise=True,
-            before_sleep=self._log_store_retry,
-        ):
-            with attempt:
-                return await self._store.ingest(incoming, dead, now=now)
-        raise AssertionError("unreachable: AsyncRetrying either returns or raises")
-
-    def _log_store_retry(self, state: object) -> None:
-        self._metrics.store_retries.labels(operation="ingest").inc()
-        outcome = getattr(state, "outcome", None)
-        error = outcome.exception() if outcome is not None else None
-        log.warning("store.unavailable", operation="ingest", error=str(error))
+        return await while_store_unavailable(
+            lambda: self._store.ingest(incoming, dead, now=now),
+            operation="ingest",
+            stop=stop,
+            metrics=self._metrics,
+        )
 
     def _record(self, item: Incoming, outcome: IntakeOutcome) -> None:
         request = item.request
