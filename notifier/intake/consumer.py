@@ -11,8 +11,8 @@ they survive, they survive the same way:
   :class:`~notifier.errors.QueueUnavailable`; the loop logs ``queue.unavailable``, waits and
   receives again.
 * The store restarting: the handler waits it out with its deliveries in hand and unacknowledged
-  (:func:`notifier.runtime.backoff.while_store_unavailable`), and hands them back only if the
-  daemon stops meanwhile (:class:`~notifier.runtime.backoff.Stopped`). Handing them back at every
+  (:func:`notifier.backoff.while_store_unavailable`), and hands them back only if the
+  daemon stops meanwhile (:class:`~notifier.backoff.Stopped`). Handing them back at every
   failed try instead would count a delivery each time against the quorum queue's
   ``x-delivery-limit``, after which the broker dead-letters a message rather than deliver it again.
 """
@@ -24,9 +24,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
+from notifier.backoff import Backoff, Stopped, pause
 from notifier.errors import QueueUnavailable
 from notifier.ports import Delivery, IntakeQueue
-from notifier.runtime.backoff import Backoff, Stopped, pause
 
 log = structlog.get_logger("notifier.intake")
 

@@ -15,6 +15,7 @@ from datetime import datetime
 
 import structlog
 
+from notifier.backoff import Stopped, while_store_unavailable
 from notifier.clock import Clock
 from notifier.domain.models import DeadLetter, IntakeOutcome
 from notifier.domain.validation import Vocabulary, parse_request, request_id_hint
@@ -22,7 +23,6 @@ from notifier.errors import InvalidRequest, QueueUnavailable
 from notifier.intake.consumer import consume
 from notifier.metrics import Metrics
 from notifier.ports import Delivery, Incoming, IntakeQueue, Store
-from notifier.runtime.backoff import Stopped, while_store_unavailable
 
 log = structlog.get_logger("notifier.intake")
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import structlog
 
+from notifier.backoff import Stopped, while_store_unavailable
 from notifier.clock import Clock
 from notifier.domain.acks import parse_ack
 from notifier.domain.models import DeadLetter
@@ -25,7 +26,6 @@ from notifier.errors import InvalidRequest, QueueUnavailable
 from notifier.intake.consumer import consume
 from notifier.metrics import Metrics
 from notifier.ports import Delivery, IntakeQueue, Store
-from notifier.runtime.backoff import Stopped, while_store_unavailable
 from notifier.services.acks import AckOutcome, AckService
 
 log = structlog.get_logger("notifier.acks")

@@ -22,9 +22,9 @@ from structlog.testing import capture_logs
 from notifier.clock import SimulatedClock
 from notifier.domain.models import NoticeState
 from notifier.domain.notices import Notice
-from notifier.intake.ack_queue import AckQueueConsumer
 from notifier.intake.amqp import AmqpQueue, dead_letter_queue
 from notifier.metrics import Metrics
+from notifier.runtime.ack_queue import AckQueueConsumer
 from notifier.services.acks import AckService
 from notifier.store import SqlStore, create_store
 from notifier.store.tables import acks

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from notifier.backoff import Backoff, Stopped, while_store_unavailable
 from notifier.errors import QueueUnavailable, StoreUnavailable
 from notifier.intake.consumer import consume
 from notifier.intake.local import LocalQueue
 from notifier.metrics import Metrics
 from notifier.ports import Delivery
-from notifier.runtime.backoff import Backoff, Stopped, while_store_unavailable
 
 QUEUE = "takedown.acks"
 
