@@ -28,6 +28,23 @@ NOT_REALLY_BOUNCES = {
     "lhost-amazonses-13.eml": MailKind.DELIVERY_REPORT,
 }
 
+# The warnings in bounces/ that a message is still being tried: Action: delayed with none failed,
+# or in words ("Delivery Status Notification (Delay)", "Warning: message … delayed 24 hours",
+# "a temporary failure report", "Warning--Could not send mail for past 8.5 hours").
+DELAY_WARNINGS = {
+    "lhost-exim-38.eml",
+    "lhost-gmail-09.eml",
+    "lhost-opensmtpd-04.eml",
+    "lhost-opensmtpd-06.eml",
+    "lhost-opensmtpd-13.eml",
+    "lhost-opensmtpd-15.eml",
+    "lhost-sendmail-29.eml",
+    "lhost-sendmail-55.eml",
+    "lhost-x1-04.eml",
+    "rfc3464-34.eml",
+    "rhost-gsuite-06.eml",
+}
+
 
 @pytest.fixture(scope="module")
 def corpus(mail_corpus: Path) -> Path:
@@ -76,6 +93,17 @@ def test_bounces_carry_the_status_of_their_first_failed_recipient(corpus: Path) 
     assert all(re.fullmatch(r"[245]\.\d{1,3}\.\d{1,3}", status) for status in statuses)
 
 
+def test_delay_warnings_and_only_they_are_delayed_failures_with_4xx_statuses_included(corpus: Path) -> None:
+    verdicts = classified(corpus, "bounces")
+    delayed = {name for name, verdict in verdicts.items() if verdict.delayed}
+
+    assert delayed == DELAY_WARNINGS
+    soft = [
+        name for name, v in verdicts.items() if not v.delayed and (v.bounce_status or "").startswith("4.")
+    ]
+    assert len(soft) > 20, "servers that gave up after 4.x.x answers report failed, not delayed"
+
+
 def test_auto_replies_are_receipts(corpus: Path) -> None:
     missed = misses(classified(corpus, "auto-replies"), MailKind.AUTO_REPLY)
 
@@ -116,6 +144,30 @@ def test_automated_mail_in_our_thread_is_matched_but_never_a_human_acknowledgeme
             wrong.append(f"{path.name}: counted as an acknowledgement")
 
     assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("tag", ["notice", "reminder", "escalation-2"])
+def test_every_bounce_to_a_verp_address_names_the_message_it_was_sent_for(corpus: Path, tag: str) -> None:
+    token = INJECTED_NOTICE if tag == "notice" else f"{INJECTED_NOTICE}.{tag}"
+    address = f"bounces+{token}@authority.example"
+    wrong = []
+    for path in files(corpus, "bounces"):
+        verdict = classify(path.read_bytes(), envelope_recipients=[address])
+        if verdict.kind is MailKind.BOUNCE and (verdict.notice_ids, verdict.message) != (
+            (INJECTED_NOTICE,),
+            tag,
+        ):
+            wrong.append(f"{path.name}: {verdict.notice_ids} {verdict.message}")
+
+    assert not wrong, "\n".join(wrong)
+
+
+def test_nothing_in_the_corpus_names_a_message_of_ours_unasked(corpus: Path) -> None:
+    named = [
+        f"{path.name}: {v.message}" for path in files(corpus) if (v := classify(path.read_bytes())).message
+    ]
+
+    assert not named, "\n".join(named)
 
 
 def test_the_whole_corpus_is_classified_quickly(corpus: Path) -> None:

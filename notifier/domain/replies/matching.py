@@ -123,7 +123,7 @@ def message_of(
     primary = notice_ids[0] if notice_ids else None
 
     def first(evidence: Iterable[_Evidence]) -> str | None:
-        return next((tag for notice, tag in evidence if notice is None or notice == primary), None)
+        return next((tag for notice, tag in evidence if tag == ALERT or notice == primary), None)
 
     by_verp = first(_verp(mail, envelope_recipients))
     returned = f"{mail.returned}\n{mail.head}" if kind in AUTOMATED else ""
