@@ -56,3 +56,22 @@ def deadline_text(dt: datetime, tz: str | tzinfo) -> str:
         sign = "+" if minutes >= 0 else "-"
         name = f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
     return f"{text} = {local:%Y-%m-%d %H:%M} {name} ({key})"
+
+
+def within_text(bound: timedelta | None, language: str) -> str:
+    """A bound as a notice states it: ``36 hours``, ``1 hour``, ``7 days``, ``90 minutes``
+    (``36시간``, ``7일``, ``90분`` in Korean); empty when not known. Up to two days reads in hours."""
+    if bound is None:
+        return ""
+    seconds = int(bound.total_seconds())
+    if seconds % 86400 == 0 and seconds >= 3 * 86400:
+        count, (one, many, korean) = seconds // 86400, ("day", "days", "일")
+    elif seconds % 3600 == 0:
+        count, (one, many, korean) = seconds // 3600, ("hour", "hours", "시간")
+    elif seconds % 60 == 0:
+        count, (one, many, korean) = seconds // 60, ("minute", "minutes", "분")
+    else:
+        count, (one, many, korean) = seconds, ("second", "seconds", "초")
+    if language == "ko":
+        return f"{count}{korean}"
+    return f"{count} {one if count == 1 else many}"

@@ -21,13 +21,11 @@ import contextlib
 import errno
 import os
 import tempfile
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from notifier.domain.models import format_timestamp
+from notifier.channels.formatting import within_text
 from notifier.domain.notices import MessageKind, NoticeContent, SendResult, parse_notice_id
 from notifier.failures import DeliveryError
 from notifier.logging import get_logger
@@ -130,6 +128,8 @@ class ManualChannel:
         """Nothing to release: every send opens and closes its own files."""
 
     def _notice_files(self, content: NoticeContent) -> list[_File]:
+        # Received when staff file it on the portal: the files state the bounds from filing.
+        content = replace(content, from_filing=True)
         renderer = self._renderer
         return [
             _File("notice.html", renderer.html(content).encode()),
@@ -162,9 +162,10 @@ class ManualChannel:
                 f"     notifier ack {notice_id} --status submitted",
                 "   Until then the notice counts as not delivered.",
                 "",
-                "Deadlines asked of the platform:",
-                f"  acknowledge by  {_both_zones(content.ack_by, content.authority.timezone)}",
-                f"  remove by       {_both_zones(content.remove_by, content.authority.timezone)}",
+                "Deadlines asked of the platform, from the moment the notice is filed:",
+                f"  acknowledge within  {within_text(content.ack_within, 'en')}",
+                f"  remove within       {within_text(content.removal_within, 'en')}",
+                "   notifier measures them from the time you record with --status submitted.",
                 "",
                 "These files identify victims' material. Do not copy them anywhere else;",
                 "submit them only on the platform's own portal.",
@@ -188,15 +189,6 @@ class ManualChannel:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-def _both_zones(moment: datetime, zone: str) -> str:
-    utc = format_timestamp(moment)
-    try:
-        local = moment.astimezone(ZoneInfo(zone))
-    except (ZoneInfoNotFoundError, ValueError):
-        return utc
-    return f"{utc} ({local:%Y-%m-%d %H:%M} {zone})"
 
 
 def _write_all(folder: Path, files: list[_File]) -> None:

@@ -12,7 +12,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from notifier.channels.formatting import deadline_text, one_line, paragraph
+from notifier.channels.formatting import deadline_text, one_line, paragraph, within_text
 from notifier.domain.models import TakedownRequest, format_timestamp
 from notifier.domain.notices import GOOD_FAITH_STATEMENT, NoticeContent
 from notifier.domain.sla import SlaKind
@@ -49,6 +49,10 @@ def template_context(content: NoticeContent) -> dict[str, Any]:
         "ack_by_iso": format_timestamp(content.ack_by),
         "remove_by": deadline_text(content.remove_by, zone),
         "remove_by_iso": format_timestamp(content.remove_by),
+        # The bounds, which run from receipt; a portal notice's files state them from filing only.
+        "ack_within": within_text(content.ack_within, content.language),
+        "removal_within": within_text(content.removal_within, content.language),
+        "from_filing": content.from_filing,
         "callback_url": one_line(content.callback_url) if content.callback_url else None,
         "good_faith_statement": GOOD_FAITH_STATEMENT,
         "items": items,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from notifier.domain.models import NoticeState, TakedownRequest
 from notifier.domain.sla import SlaKind
@@ -117,6 +117,12 @@ class NoticeContent:
     # For an escalation: the breaches it is about, so its text names the deadline that passed.
     # Empty: not known, the text names both.
     breaches: tuple[SlaKind, ...] = ()
+    # The bounds, as the notice states them beside the absolute deadlines: they run from receipt
+    # (delivery), which is the instant the SLA is judged from. A portal notice is received when
+    # staff file it, which its files cannot know: they state the bounds from filing, without a time.
+    ack_within: timedelta | None = None
+    removal_within: timedelta | None = None
+    from_filing: bool = False
 
     @property
     def message_tag(self) -> str:

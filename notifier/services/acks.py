@@ -27,7 +27,7 @@ from notifier.domain.acks import Ack, AckPlan, AckStatus, plan_ack
 from notifier.domain.delivery import Bounce, Channels, DeliveryDecision, Step, after_bounce
 from notifier.domain.models import RequestState
 from notifier.domain.notices import Attempt, AttemptOutcome, Notice, parse_notice_id
-from notifier.domain.replies import MailKind, classify
+from notifier.domain.replies import ALERT, MailKind, MailVerdict, classify
 from notifier.errors import StoreUnavailable, TransientError
 from notifier.failures import DeliveryError
 from notifier.metrics import Metrics
@@ -196,7 +196,7 @@ class AckService:
             platform=notice.platform, message=message or "notice", step=decision.step.value
         ).inc()
         if decision.step is Step.CONTACT_BOUNCED:
-            await self._contact_bounced(notice, message or "message", status, **fields)
+            await self._contact_bounced(notice, message or "message", status, fields)
             return decision
         if not decision.changes_anything:
             log.info("bounce.ignored", state=notice.state.value, reason=decision.reason, **fields)
@@ -216,7 +216,9 @@ class AckService:
             self._on_redelivery()  # a retry to send, or a failure to alert about
         return decision
 
-    async def _contact_bounced(self, notice: Notice, message: str, status: str | None, **fields: Any) -> None:
+    async def _contact_bounced(
+        self, notice: Notice, message: str, status: str | None, fields: dict[str, Any]
+    ) -> None:
         """A reminder, an escalation or an alert bounced: the notice stands, its address is dead."""
         kind = message.split("-", 1)[0]
         log.warning(f"{kind}.bounced", message=message, **fields)
@@ -262,10 +264,15 @@ class AckService:
         if not notice_ids:
             log.info("mail.unmatched", reason=verdict.reason, **fields)
             return
-        notice_id = notice_ids[0]
-        if parse_notice_id(notice_id) is None:
+        if parse_notice_id(notice_ids[0]) is None:
             log.info("mail.unmatched", reason="matched text is not a notice id", **fields)
             return
+        await self._answer(notice_ids[0], kind, verdict, source=source, fields=fields)
+
+    async def _answer(
+        self, notice_id: str, kind: MailKind, verdict: MailVerdict, *, source: str, fields: dict[str, Any]
+    ) -> None:
+        """What a mail matched to ``notice_id`` says: a bounce, a receipt, an acknowledgement, or nothing."""
         if kind is MailKind.BOUNCE and verdict.delayed:
             # The report says the mail is delayed and still being tried: not a failure.
             log.info("mail.delay_notice", notice_id=notice_id, status=verdict.bounce_status, **fields)
@@ -273,6 +280,10 @@ class AckService:
             await self.bounce(notice_id, message=verdict.message, status=verdict.bounce_status, source=source)
         elif kind is MailKind.AUTO_REPLY:
             await self.receipt(notice_id, ticket=verdict.ticket, source=source)
+        elif kind is MailKind.HUMAN and verdict.message == ALERT:
+            # Someone answered one of our operations alerts: the authority's own staff, not the
+            # platform. Never an acknowledgement.
+            log.info("mail.ignored", notice_id=notice_id, reason="a reply to an operations alert", **fields)
         elif kind is MailKind.HUMAN:
             status = AckStatus.REMOVED if verdict.removal_claimed else AckStatus.RECEIVED
             ack = Ack(

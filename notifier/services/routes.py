@@ -78,6 +78,8 @@ def notice_content(
         category_labels=dict(labels),
         callback_url=route.callback_url,
         kind=kind,
+        ack_within=route.ack_within,
+        removal_within=route.removal_within,
     )
 
 

@@ -45,6 +45,8 @@ def notice_content(kind: MessageKind = MessageKind.NOTICE, notice_id: str = NOTI
         created_at=datetime(2024, 9, 3, 19, 30, tzinfo=KST),
         ack_by=datetime(2024, 9, 5, 7, 30, tzinfo=UTC),
         remove_by=datetime(2024, 9, 5, 7, 30, tzinfo=UTC),
+        ack_within=timedelta(hours=36),
+        removal_within=timedelta(days=7),
         authority=Authority(
             name="Korea Communications Standards Commission",
             email="takedown@authority.example",
@@ -191,7 +193,13 @@ async def test_readme_tells_staff_to_submit_on_the_portal_and_record_it_with_not
     assert f"notifier ack {NOTICE_ID} --status submitted --ticket" in readme
     assert f"notifier ack {NOTICE_ID} --status submitted\n" in readme
     assert renderer.subject(notice_content()) in readme  # the subject to use
-    assert "2024-09-05T07:30:00Z (2024-09-05 16:30 Asia/Seoul)" in readme  # deadlines in both zones
+    # Received when it is filed: the deadlines run from filing, which no file can date in advance.
+    assert "acknowledge within  36 hours" in readme
+    assert "remove within       7 days" in readme
+    assert "2024-09-05" not in readme
+    notice_text = (outbox / NOTICE_ID / "notice.txt").read_text(encoding="utf-8")
+    assert "Acknowledge:     within 36 hours of filing" in notice_text
+    assert "2024-09-05" not in notice_text
     assert f"{NOTICE_ID}.csv" in readme
     assert EXPLANATION not in readme
 

@@ -352,3 +352,31 @@ async def test_a_lease_lost_while_its_send_runs_is_detected_and_its_outcome_not_
     (notice,) = await store.get_notices([await h.only_notice()])
     assert (notice.state, notice.attempts) == (NoticeState.SENDING, ())
     assert [e["event"] for e in logs if e["event"].startswith("notice.")] == ["notice.lease_lost"]
+
+
+async def test_a_notice_delivered_hours_after_creation_states_the_instant_it_is_judged_from(
+    store: SqlStore,
+) -> None:
+    # The platform refuses for two hours, then takes the notice: the deadlines it is told run from
+    # that moment, which is the delivery time its SLA is measured from.
+    channel = ScriptedChannel("api", [transient()] * 3 + [SendResult(code=200)])
+    h = Harness(store, channel)
+    await h.add("r-1", "r-2", "r-3")
+    await h.round()
+    notice_id = await h.only_notice()
+    await h.clock.advance(timedelta(hours=2))
+    await h.round()
+
+    (notice,) = await store.get_notices([notice_id])
+    assert notice.state is NoticeState.DELIVERED and notice.delivered_at is not None
+    assert notice.delivered_at - notice.created_at >= timedelta(hours=2)
+    sent = channel.sent[-1]
+    assert (sent.ack_by, sent.remove_by) == (
+        notice.delivered_at + h.route.ack_within,
+        notice.delivered_at + h.route.removal_within,
+    )
+    # Each send restated them from its own moment.
+    assert channel.sent[0].ack_by == notice.created_at + h.route.ack_within
+    assert {(await store.get_requests([rid]))[0].delivered_at for rid in ("r-1", "r-2", "r-3")} == {
+        notice.delivered_at
+    }

@@ -1,0 +1,119 @@
+"""What the acknowledgement service does with mail about a delivered notice, on a SQLite store."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from email.message import EmailMessage
+
+from structlog.testing import capture_logs
+
+from notifier.clock import SimulatedClock
+from notifier.domain.models import NoticeState, Priority, TakedownRequest
+from notifier.domain.notices import Attempt, AttemptOutcome, Notice, SendResult
+from notifier.metrics import Metrics
+from notifier.ports import Incoming
+from notifier.services.acks import AckService, FallbackRule
+from notifier.store import SqlStore
+
+
+class RecordingAlerts:
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    async def alert(self, *, subject: str, text: str, key: str) -> str:
+        self.keys.append(key)
+        return key
+
+
+async def _delivered(store: SqlStore, clock: SimulatedClock) -> Notice:
+    request = TakedownRequest(
+        request_id="r-1",
+        platform="telegram",
+        urls=("https://t.me/c/1",),
+        category="deepfake_sexual_abuse",
+        priority=Priority.URGENT,
+    )
+    await store.ingest([Incoming(request=request, source="test")], [], now=clock.now())
+    notice = await store.form_notice(
+        "telegram",
+        max_items=10,
+        channel="email",
+        now=clock.now(),
+        deliver_by=clock.now() + timedelta(hours=6),
+    )
+    assert notice is not None
+    [claimed] = await store.claim_due(owner="w", now=clock.now(), lease=timedelta(minutes=1), limit=1)
+    assert await store.record_delivery(
+        claimed.notice_id,
+        owner="w",
+        attempt=Attempt(at=clock.now(), channel="email", outcome=AttemptOutcome.DELIVERED, code=250),
+        result=SendResult(code=250, message_id=f"<{notice.notice_id}.notice@authority.example>"),
+        channel="email",
+    )
+    [stored] = await store.get_notices([notice.notice_id])
+    return stored
+
+
+def _service(store: SqlStore, clock: SimulatedClock, alerts: RecordingAlerts) -> AckService:
+    return AckService(
+        store=store,
+        clock=clock,
+        metrics=Metrics(),
+        fallbacks={"telegram": FallbackRule(primary="email", fallback=None)},
+        deliver_within=timedelta(hours=6),
+        our_domains=["authority.example"],
+        alerts=alerts,
+    )
+
+
+async def test_a_reply_to_an_operations_alert_is_never_a_platforms_acknowledgement(store: SqlStore) -> None:
+    clock, alerts = SimulatedClock(), RecordingAlerts()
+    notice = await _delivered(store, clock)
+    reply = EmailMessage()
+    reply["From"] = "ops-colleague@authority.example"
+    reply["To"] = "takedown@authority.example"
+    reply["Subject"] = f"Re: notifier: notice {notice.notice_id} to telegram failed"
+    reply["In-Reply-To"] = f"<alert.{notice.notice_id}.failed@authority.example>"
+    reply.set_content("Looked into it, the address is fixed now. Thanks.")
+
+    with capture_logs() as logs:
+        await _service(store, clock, alerts).handle_mail(bytes(reply), source="email:smtp")
+
+    [after] = await store.get_notices([notice.notice_id])
+    assert (after.state, after.acknowledged_at) == (NoticeState.DELIVERED, None)
+    assert not [e for e in logs if e["event"] == "ack.received"]
+
+
+async def test_a_bounced_reminder_leaves_the_notice_delivered_and_alerts_operations(store: SqlStore) -> None:
+    clock, alerts = SimulatedClock(), RecordingAlerts()
+    notice = await _delivered(store, clock)
+    service = _service(store, clock, alerts)
+    await clock.advance(timedelta(hours=20))
+
+    with capture_logs() as logs:
+        decision = await service.bounce(
+            notice.notice_id, message="reminder", status="5.1.1", source="email:smtp"
+        )
+
+    assert decision is not None and not decision.changes_anything
+    [after] = await store.get_notices([notice.notice_id])
+    assert (after.state, after.delivered_at, after.attempts) == (
+        NoticeState.DELIVERED,
+        notice.delivered_at,
+        notice.attempts,
+    )
+    assert alerts.keys == [f"{notice.notice_id}.reminder.bounced"]
+    assert [e["event"] for e in logs] == ["reminder.bounced"]
+
+
+async def test_a_hard_bounce_of_the_notice_without_a_fallback_fails_it(store: SqlStore) -> None:
+    clock, alerts = SimulatedClock(), RecordingAlerts()
+    notice = await _delivered(store, clock)
+
+    await _service(store, clock, alerts).bounce(
+        notice.notice_id, message=None, status="5.1.1", source="email:smtp"
+    )
+
+    [after] = await store.get_notices([notice.notice_id])
+    assert (after.state, after.delivered_at) == (NoticeState.FAILED, None)
+    assert [n.notice_id for n in await store.unalerted_failures(limit=5)] == [notice.notice_id]
