@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from dataclasses import replace
@@ -25,6 +26,10 @@ from notifier.services.acks import AckOutcome, AckService
 from notifier.services.monitoring import OpenItemsMonitor
 
 log = structlog.get_logger("notifier.http")
+
+# A readiness check waits this long for the store or the queue; a connection attempt that hangs
+# (a host that drops packets) would otherwise keep the probe waiting for the driver's own timeout.
+READY_CHECK_TIMEOUT_S = 3.0
 
 _SERVICES: web.AppKey[dict[str, Any]] = web.AppKey("services", dict)
 
@@ -149,16 +154,21 @@ async def healthz(request: web.Request) -> web.Response:
     return _json(200, {"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    services = request.app[_SERVICES]
-    checks: dict[str, str] = {}
-    for name in ("store", "queue"):
-        component: Store | IntakeQueue = services[name]
-        try:
+async def _check(component: Store | IntakeQueue) -> str:
+    try:
+        async with asyncio.timeout(READY_CHECK_TIMEOUT_S):
             await component.ping()
-            checks[name] = "ok"
-        except Exception as error:
-            checks[name] = f"unavailable: {type(error).__name__}"
+    except Exception as error:  # a timeout included: a store that does not answer is not ready
+        return f"unavailable: {type(error).__name__}"
+    return "ok"
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 while the store and the queue both answer, 503 (naming which does not) otherwise."""
+    services = request.app[_SERVICES]
+    names = ("store", "queue")
+    results = await asyncio.gather(*(_check(services[name]) for name in names))
+    checks = dict(zip(names, results, strict=True))
     ready = all(value == "ok" for value in checks.values())
     return _json(200 if ready else 503, {"status": "ready" if ready else "not ready", "checks": checks})
 
