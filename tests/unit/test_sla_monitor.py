@@ -314,6 +314,7 @@ async def test_a_delivery_during_a_round_that_missed_it_still_sets_the_wake_up(
         f"<{notice_id}.reminder@authority.example>"
     ]
     await running.close()
+    await store.close()
 
 
 def _is_set(event: asyncio.Event) -> Callable[[], Awaitable[bool]]:
