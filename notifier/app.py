@@ -69,13 +69,17 @@ def authority(settings: Settings) -> Authority:
 
 
 class Channels:
-    """The shared transports (one SMTP connection pool, one HTTP session) and the channels built on them."""
+    """The shared transports (one SMTP connection pool, one HTTP session, and the alerts' own SMTP
+    pool when configured) and the channels built on them."""
 
     def __init__(self, settings: Settings, clock: Clock) -> None:
         self.settings = settings
         self.clock = clock
         self.renderer = Renderer(settings.templates.dir)
         self.smtp = SmtpTransport(settings.smtp)
+        # Alerts over a relay of their own when [alerts] names one: an alert that the notice relay
+        # is failing must not depend on it. Alerts are few, so one connection is plenty.
+        self.alerts_smtp = SmtpTransport(settings.alerts, pool_size=1) if settings.alerts.host else None
         self.session = aiohttp.ClientSession()
 
     def channel(self, platform_id: str, platform: PlatformSettings, kind: str) -> Channel:
@@ -160,8 +164,8 @@ class Channels:
             return None
         domain = self.settings.authority.email.rpartition("@")[2]
         return OperationsMailer(
-            transport=self.smtp,
-            from_addr=self.settings.smtp.from_,
+            transport=self.alerts_smtp or self.smtp,
+            from_addr=self.settings.alerts.from_ or self.settings.smtp.from_,
             to=to,
             domain=domain,
             clock=self.clock,
@@ -171,6 +175,8 @@ class Channels:
 
     async def close(self) -> None:
         await self.smtp.close()
+        if self.alerts_smtp is not None:
+            await self.alerts_smtp.close()
         await self.session.close()
 
 

@@ -321,6 +321,17 @@ def _parse_at(at: str | None, now: datetime) -> datetime:
     return when
 
 
+def _alerts_line(settings: Settings) -> str:
+    """Where operations alerts go, and over which relay."""
+    alerts, smtp = settings.alerts, settings.smtp
+    if not settings.authority.operations_email:
+        return "off (authority.operations_email is empty)"
+    sender = alerts.from_ or smtp.from_
+    if alerts.host:
+        return f"{alerts.host}:{alerts.port}  starttls={alerts.starttls}  from {sender}"
+    return f"through the [smtp] relay  from {sender}"
+
+
 @app.command("check-config")
 def check_config(config: ConfigOption = None) -> None:
     """Load and validate the configuration; print what was loaded."""
@@ -335,6 +346,7 @@ def check_config(config: ConfigOption = None) -> None:
         f"queue: {mask_url(queue.resolved_url)}  requests={queue.requests}  acks={queue.acks}",
         f"http: {http.listen or 'off'}  intake token: {'set' if http.intake_token else 'none'}",
         f"smtp: {smtp.host}:{smtp.port}  starttls={smtp.starttls}",
+        f"alerts: {_alerts_line(settings)}",
     ]
     try:
         Renderer(settings.templates.dir)

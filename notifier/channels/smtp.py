@@ -29,7 +29,7 @@ from typing import Final, Protocol
 import aiosmtplib
 
 from notifier.failures import DeliveryError, from_smtp
-from notifier.settings import SmtpSettings, is_loopback
+from notifier.settings import RelaySettings, is_loopback
 
 __all__ = ["IDLE_CHECK_AFTER", "MailTransport", "SmtpTransport", "flatten", "starttls_required"]
 
@@ -39,7 +39,7 @@ IDLE_CHECK_AFTER: Final = 30.0
 _POLICY: Final = email.policy.SMTP
 
 
-def starttls_required(settings: SmtpSettings) -> bool:
+def starttls_required(settings: RelaySettings) -> bool:
     """Whether a connection must be upgraded with STARTTLS or fail: ``required``, and ``auto``
     towards any host that is not loopback (a relay across a network is not trusted in clear)."""
     return settings.starttls == "required" or (settings.starttls == "auto" and not is_loopback(settings.host))
@@ -61,7 +61,7 @@ class _Connection:
 
 
 class SmtpTransport:
-    """A small pool of aiosmtplib connections to the configured relay.
+    """A small pool of aiosmtplib connections to one relay (``[smtp]``, or ``[alerts]`` for alerts).
 
     At most ``pool_size`` sends run at once, each on a connection of its own; idle connections wait
     in a queue for the next send. A connection that raised anything (an SMTP error, a timeout, a
@@ -71,7 +71,7 @@ class SmtpTransport:
 
     def __init__(
         self,
-        settings: SmtpSettings,
+        settings: RelaySettings,
         *,
         pool_size: int = 4,
         tls_context: ssl.SSLContext | None = None,
@@ -195,7 +195,7 @@ class SmtpTransport:
         elif self._tls_required:
             raise DeliveryError(
                 f"the SMTP server {self._settings.host}:{self._settings.port} does not offer STARTTLS "
-                f"(smtp.starttls = {self._settings.starttls})",
+                f"({self._settings.section}.starttls = {self._settings.starttls})",
                 transient=False,
             )
 
@@ -204,13 +204,14 @@ class SmtpTransport:
         encrypted = smtp.get_transport_info("sslcontext") is not None
         if not encrypted and not is_loopback(settings.host):
             raise DeliveryError(
-                f"refusing to send SMTP credentials to {settings.host} without TLS (smtp.starttls = off)",
+                f"refusing to send SMTP credentials to {settings.host} without TLS "
+                f"({settings.section}.starttls = off)",
                 transient=False,
             )
         if not smtp.supports_extension("auth"):
             raise DeliveryError(
                 f"the SMTP server {settings.host}:{settings.port} offers no AUTH "
-                f"{'after STARTTLS' if encrypted else 'without TLS'} (smtp.username is set)",
+                f"{'after STARTTLS' if encrypted else 'without TLS'} ({settings.section}.username is set)",
                 transient=False,
             )
         password = settings.password.get_secret_value() if settings.password else ""

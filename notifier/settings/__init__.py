@@ -7,7 +7,7 @@ Every error is one :class:`ConfigError` line naming the file and the key (and th
 variable, when the bad value came from one).
 
 The modules of this package change for different reasons: ``fields`` (what a section is made of),
-``sections`` (the daemon's own), ``mail`` (relays, mailboxes and the inbound listener),
+``sections`` (the daemon's own), ``mail`` (the relays, the mailbox and the inbound listener),
 ``platforms`` (one platform's section) and ``loading`` (the whole file and how it is read). Import
 from ``notifier.settings``.
 """
@@ -16,7 +16,13 @@ from __future__ import annotations
 
 from notifier.settings.fields import Duration, Email, EmailList, is_loopback, mask_url, sqlite_path
 from notifier.settings.loading import DEFAULT_CONFIG, ENV_PREFIX, Settings, env_overrides, load_settings
-from notifier.settings.mail import ImapSettings, InboundSmtpSettings, SmtpSettings
+from notifier.settings.mail import (
+    AlertsSettings,
+    ImapSettings,
+    InboundSmtpSettings,
+    RelaySettings,
+    SmtpSettings,
+)
 from notifier.settings.platforms import (
     BatchSettings,
     Channel,
@@ -40,6 +46,7 @@ from notifier.settings.sections import (
 __all__ = [
     "DEFAULT_CONFIG",
     "ENV_PREFIX",
+    "AlertsSettings",
     "AuthoritySettings",
     "BatchSettings",
     "Channel",
@@ -56,6 +63,7 @@ __all__ = [
     "PlatformSettings",
     "PlatformSlaSettings",
     "QueueSettings",
+    "RelaySettings",
     "RuntimeSettings",
     "Settings",
     "SlaSettings",

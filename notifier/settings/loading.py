@@ -10,12 +10,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from notifier.domain.validation import PLATFORM_ID_PATTERN
 from notifier.errors import ConfigError
 from notifier.settings.fields import Section, sqlite_path
-from notifier.settings.mail import ImapSettings, InboundSmtpSettings, SmtpSettings
+from notifier.settings.mail import AlertsSettings, ImapSettings, InboundSmtpSettings, SmtpSettings
 from notifier.settings.platforms import PlatformSettings
 from notifier.settings.sections import (
     AuthoritySettings,
@@ -44,6 +44,7 @@ class Settings(Section):
         default_factory=lambda: {"url": "sqlite:///var/notifier.db"}, validate_default=True
     )
     smtp: SmtpSettings = SmtpSettings()
+    alerts: AlertsSettings = AlertsSettings()
     inbound_smtp: InboundSmtpSettings = InboundSmtpSettings()
     imap: ImapSettings = ImapSettings()
     http: HttpSettings = HttpSettings()
@@ -54,6 +55,14 @@ class Settings(Section):
     sla: SlaSettings = SlaSettings()
     platforms: dict[str, PlatformSettings]
     config_path: Path = Field(default=Path(), exclude=True)
+
+    @model_validator(mode="after")
+    def _alerts_have_recipients(self) -> Settings:
+        if self.alerts.host and not self.authority.operations_email:
+            raise ValueError(
+                "alerts.host is set but authority.operations_email is empty: no alert would use it"
+            )
+        return self
 
     @field_validator("categories")
     @classmethod

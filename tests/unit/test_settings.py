@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from notifier.channels.smtp import starttls_required
 from notifier.errors import ConfigError
 from notifier.settings import load_settings, mask_url
 
@@ -102,6 +103,42 @@ def test_secrets_come_from_the_variables_the_env_keys_name(tmp_path: Path) -> No
     assert "TG_TOKEN" in message and "platforms.telegram.api" in message
 
 
+def test_without_an_alerts_host_alerts_use_the_smtp_relay(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path), {})
+    assert settings.alerts.host == ""
+    assert settings.alerts.from_ is None
+    assert settings.alerts.password is None
+
+
+def test_an_alerts_relay_is_configured_like_smtp_with_its_own_secret(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        'email = "takedown@authority.example"',
+        'email = "takedown@authority.example"\noperations_email = ["ops@authority.example"]',
+    ) + (
+        '\n[alerts]\nhost = "alerts.authority.example"\nport = 587\nstarttls = "required"\n'
+        'username = "notifier"\npassword_env = "ALERTS_PW"\nfrom = "notifier-alerts@authority.example"\n'
+        'timeout = "10s"\n'
+    )
+    settings = load_settings(write(tmp_path, text), {"ALERTS_PW": "alerts-secret"})
+    alerts = settings.alerts
+    assert (alerts.host, alerts.port, alerts.starttls) == ("alerts.authority.example", 587, "required")
+    assert alerts.from_ == "notifier-alerts@authority.example"
+    assert alerts.timeout == timedelta(seconds=10)
+    assert alerts.password is not None and alerts.password.get_secret_value() == "alerts-secret"
+    assert "alerts-secret" not in repr(settings)
+    assert settings.smtp.host == "localhost"  # the notice relay is untouched
+
+
+def test_an_alerts_relay_off_loopback_must_use_starttls_as_smtp_does(tmp_path: Path) -> None:
+    environ = {
+        "NOTIFIER_AUTHORITY__OPERATIONS_EMAIL": "ops@authority.example",
+        "NOTIFIER_ALERTS__HOST": "alerts.authority.example",
+    }
+    assert starttls_required(load_settings(write(tmp_path), environ).alerts)
+    environ["NOTIFIER_ALERTS__HOST"] = "127.0.0.1"
+    assert not starttls_required(load_settings(write(tmp_path), environ).alerts)
+
+
 @pytest.mark.parametrize(
     ("environ", "expected"),
     [
@@ -126,6 +163,28 @@ def test_secrets_come_from_the_variables_the_env_keys_name(tmp_path: Path) -> No
             {"NOTIFIER_IMAP__HOST": "imap.example", "NOTIFIER_IMAP__TLS": "false", "IMAP_PW": "pw"},
             "imap.tls is false but imap.host (imap.example) is not a loopback address",
         ),
+        (
+            {"NOTIFIER_ALERTS__USERNAME": "ops", "NOTIFIER_ALERTS__PORT": "587"},
+            "alerts.port, alerts.username without alerts.host: alerts would still use the [smtp] relay",
+        ),
+        (
+            {"NOTIFIER_ALERTS__HOST": "alerts.example"},
+            "alerts.host is set but authority.operations_email is empty: no alert would use it",
+        ),
+        (
+            {
+                "NOTIFIER_AUTHORITY__OPERATIONS_EMAIL": "ops@authority.example",
+                "NOTIFIER_ALERTS__HOST": "alerts.example",
+                "NOTIFIER_ALERTS__USERNAME": "ops",
+                "NOTIFIER_ALERTS__PASSWORD_ENV": "ALERTS_PW",
+            },
+            "environment variable ALERTS_PW (named by alerts.password_env) is not set",
+        ),
+        (
+            {"NOTIFIER_ALERTS__HOST": "alerts.example", "NOTIFIER_ALERTS__STARTTLS": "sometimes"},
+            "alerts.starttls: Input should be 'auto', 'required' or 'off' (from NOTIFIER_ALERTS__STARTTLS)",
+        ),
+        ({"NOTIFIER_ALERTS__FROM": "nobody"}, "alerts.from: 'nobody' is not an email address"),
     ],
 )
 def test_every_error_is_one_line_naming_the_file_and_key(

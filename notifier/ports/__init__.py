@@ -1,0 +1,41 @@
+"""The protocols between the services and the adapters.
+
+Each port has a real adapter and an in-memory fake; both pass the same contract tests
+(``tests/contract/``), so a unit test on the fake says something true about the real thing.
+
+One module per use case: ``intake`` (queues and the store's intake side), ``dispatch`` (channels,
+batching and sending), ``acks`` (inbound mail, acknowledgements, receipts, bounces), ``sla`` and
+``monitoring``. :class:`Store` is all the store's sides together. Import from ``notifier.ports``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from notifier.ports.acks import AckStore, MailSink
+from notifier.ports.dispatch import Channel, NoticeStore
+from notifier.ports.intake import Delivery, Incoming, IntakeQueue, IntakeStore, StatusCounts
+from notifier.ports.monitoring import MonitoringStore, OpenItems
+from notifier.ports.sla import SlaCandidate, SlaDecision, SlaStore
+
+__all__ = [
+    "AckStore",
+    "Channel",
+    "Delivery",
+    "Incoming",
+    "IntakeQueue",
+    "IntakeStore",
+    "MailSink",
+    "MonitoringStore",
+    "NoticeStore",
+    "OpenItems",
+    "SlaCandidate",
+    "SlaDecision",
+    "SlaStore",
+    "StatusCounts",
+    "Store",
+]
+
+
+class Store(IntakeStore, NoticeStore, AckStore, SlaStore, MonitoringStore, Protocol):
+    """Durable state of notifier: what the SQL store and its in-memory fake both implement."""
