@@ -1,7 +1,7 @@
 """Email replies end to end: the daemon's inbound SMTP listener, the classifier and the store.
 
 A notice goes out to the sink; the platform's answers come back as mail: a human reply (an
-acknowledgement), an auto-reply with a ticket (a receipt, the clock keeps running) and a bounce
+acknowledgement), an auto-reply with a ticket (a receipt, the clock keeps running) and a soft bounce
 (the notice goes out again, same Message-ID, its clock restarting at the new delivery).
 """
 
@@ -174,8 +174,10 @@ async def test_an_auto_reply_is_a_receipt_and_keeps_its_ticket_but_not_an_acknow
     assert receipt.ticket is not None and "5511" in receipt.ticket
 
 
-def bounce_for(notice: Notice) -> bytes:
-    """A Postfix-shaped RFC 3464 bounce returning the notice's headers."""
+def bounce_for(notice: Notice, *, status: str = "4.2.2") -> bytes:
+    """A Postfix-shaped RFC 3464 bounce returning the notice's headers: by default a soft one (the
+    mailbox is full, and the server gave up for now)."""
+    reply = "452 4.2.2 Mailbox full" if status.startswith("4.") else f"550 {status} Address rejected"
     return (
         "From: MAILER-DAEMON@mx.telegram.example (Mail Delivery System)\r\n"
         f"To: bounces+{notice.notice_id}@authority.example\r\n"
@@ -193,8 +195,8 @@ def bounce_for(notice: Notice) -> bytes:
         "Reporting-MTA: dns; mx.telegram.example\r\n\r\n"
         "Final-Recipient: rfc822; abuse@telegram.example\r\n"
         "Action: failed\r\n"
-        "Status: 5.1.1\r\n"
-        "Diagnostic-Code: smtp; 550 5.1.1 <abuse@telegram.example>: Recipient address rejected\r\n\r\n"
+        f"Status: {status}\r\n"
+        f"Diagnostic-Code: smtp; {reply}\r\n\r\n"
         "--B0UND\r\n"
         "Content-Type: text/rfc822-headers\r\n\r\n"
         f"Message-ID: {notice.message_id}\r\n"
@@ -205,7 +207,7 @@ def bounce_for(notice: Notice) -> bytes:
     ).encode()
 
 
-async def test_a_bounce_sends_the_same_notice_again_and_restarts_its_clock(world: World) -> None:
+async def test_a_soft_bounce_sends_the_same_notice_again_and_restarts_its_clock(world: World) -> None:
     notice = await world.delivered("r-4")
     first_delivery = notice.delivered_at
     await world.clock.advance(timedelta(hours=1))

@@ -132,7 +132,8 @@ from = "notifier-alerts@authority.example"
 
     assert [a.outcome for a in notice.attempts] == [AttemptOutcome.PERMANENT_ERROR]
     assert alert.recipients == (OPS,)
-    assert alert.sender == "notifier-alerts@authority.example"
+    # The envelope sender is the alert's own VERP address, so a bounce of it is told apart.
+    assert alert.sender == f"bounces+alert.{notice_id}.failed@authority.example"
     message = alert.message()
     assert message["From"].addresses[0].addr_spec == "notifier-alerts@authority.example"
     assert notice_id in str(message["Subject"])
@@ -158,7 +159,8 @@ async def test_without_an_alerts_host_alerts_use_the_notice_relay_and_from_chang
         await stop(daemon)
 
     assert alert.recipients == (OPS,)
-    assert alert.sender == "notifier-alerts@authority.example"
+    assert alert.sender == f"bounces+alert.{notice_id}.failed@authority.example"
+    assert alert.message()["From"].addresses[0].addr_spec == "notifier-alerts@authority.example"
     assert notice_id in str(alert.message()["Subject"])
     assert alerts_relay.connections == 0
 
