@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -63,7 +64,14 @@ def _check_email(value: str) -> str:
     return value
 
 
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be more than zero")
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
+PositiveDuration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_positive)]
 Email = Annotated[str, BeforeValidator(_check_email)]
 EmailList = Annotated[list[Email], BeforeValidator(_string_list)]
 
@@ -314,12 +322,15 @@ class SlaSettings(_Section):
     removal_within: Duration = timedelta(hours=36)
     remind_at: Annotated[float, Field(gt=0, lt=1)] = 0.66
     deliver_within: Duration = timedelta(hours=6)
+    # A portal notice rendered and not filed by staff for longer than this: an undelivered breach.
+    file_within: PositiveDuration = timedelta(hours=2)
 
 
 class PlatformSlaSettings(_Section):
     ack_within: Duration | None = None
     removal_within: Duration | None = None
     remind_at: Annotated[float, Field(gt=0, lt=1)] | None = None
+    file_within: PositiveDuration | None = None
 
 
 class PlatformEmailSettings(_Section):

@@ -1,12 +1,12 @@
-"""The SLA monitor on the in-memory store, scripted channels and the simulated clock: days of
-business time driven in milliseconds."""
+"""The SLA monitor on a SQLite store, scripted channels and the simulated clock: days of business
+time driven in milliseconds."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
@@ -21,7 +21,7 @@ from notifier.metrics import Metrics
 from notifier.ports import Channel, Incoming
 from notifier.services.dispatcher import Route
 from notifier.services.sla import SlaMonitor
-from notifier.store import MemoryStore
+from notifier.store import SqlStore, create_store
 from tests.waiting import wait_for
 
 AUTHORITY = Authority(name="Authority", email="takedown@authority.example", reply_to=None, timezone="UTC")
@@ -75,7 +75,7 @@ def route(channel: Channel) -> Route:
 
 
 def monitor(
-    store: MemoryStore,
+    store: SqlStore,
     clock: SimulatedClock,
     channel: Channel,
     *,
@@ -97,9 +97,7 @@ def monitor(
     )
 
 
-async def delivered(
-    store: MemoryStore, clock: SimulatedClock, request_id: str = "r-1"
-) -> tuple[str, datetime]:
+async def delivered(store: SqlStore, clock: SimulatedClock, request_id: str = "r-1") -> tuple[str, datetime]:
     """A notice of one request, delivered by email now."""
     now = clock.now()
     request = TakedownRequest(
@@ -177,8 +175,12 @@ def clock() -> SimulatedClock:
 
 
 @pytest.fixture
-def store() -> MemoryStore:
-    return MemoryStore()
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    opened = await create_store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 @pytest.fixture
@@ -187,7 +189,7 @@ async def channel(clock: SimulatedClock) -> AsyncIterator[ScriptedChannel]:
 
 
 async def test_a_silent_platform_gets_one_reminder_then_one_breach_and_one_escalation(
-    store: MemoryStore, clock: SimulatedClock, channel: ScriptedChannel
+    store: SqlStore, clock: SimulatedClock, channel: ScriptedChannel
 ) -> None:
     notice_id, delivered_at = await delivered(store, clock)
     metrics = Metrics()
@@ -225,12 +227,12 @@ async def test_a_silent_platform_gets_one_reminder_then_one_breach_and_one_escal
     assert metrics.sla_reminders.labels(platform="telegram")._value.get() == 1
     assert metrics.sla_breaches.labels(platform="telegram", kind="ack_breach")._value.get() == 1
     decisions = await store.sla_decisions([notice_id])
-    assert {d.kind for d in decisions} == set(SlaKind)
+    assert {d.kind for d in decisions} == {SlaKind.REMINDER, SlaKind.ACK_BREACH, SlaKind.REMOVAL_BREACH}
     assert all(d.sent_at is not None for d in decisions)
 
 
 async def test_an_acknowledged_platform_gets_no_reminder(
-    store: MemoryStore, clock: SimulatedClock, channel: ScriptedChannel
+    store: SqlStore, clock: SimulatedClock, channel: ScriptedChannel
 ) -> None:
     notice_id, delivered_at = await delivered(store, clock)
     ack = Ack(
@@ -253,7 +255,7 @@ async def test_an_acknowledged_platform_gets_no_reminder(
 
 
 async def test_a_delivery_wakes_a_waiting_monitor_only_when_it_falls_due_first(
-    store: MemoryStore, clock: SimulatedClock, channel: ScriptedChannel
+    store: SqlStore, clock: SimulatedClock, channel: ScriptedChannel
 ) -> None:
     running = Running(monitor(store, clock, channel), clock)
     m = running.monitor
@@ -282,30 +284,32 @@ async def test_a_delivery_wakes_a_waiting_monitor_only_when_it_falls_due_first(
     await running.close()
 
 
+class GatedStore(SqlStore):
+    """Reads the earliest timer, then waits at the gate before handing it over."""
+
+    gate: asyncio.Event | None = None
+    reading = asyncio.Event()
+
+    async def next_sla_due(self) -> datetime | None:
+        found = await super().next_sla_due()
+        if self.gate is not None:
+            self.reading.set()
+            await self.gate.wait()
+        return found
+
+
 async def test_a_delivery_during_a_round_that_missed_it_still_sets_the_wake_up(
-    clock: SimulatedClock, channel: ScriptedChannel
+    clock: SimulatedClock, channel: ScriptedChannel, tmp_path: Path
 ) -> None:
-    class GatedStore(MemoryStore):
-        """Reads the open notices, then waits at the gate before handing them over."""
-
-        gate: asyncio.Event | None = None
-        reading = asyncio.Event()
-
-        async def sla_candidates(self, *, now: datetime, limit: int) -> list[Any]:
-            found = await super().sla_candidates(now=now, limit=limit)
-            if self.gate is not None:
-                self.reading.set()
-                await self.gate.wait()
-            return found
-
-    store = GatedStore()
+    store = GatedStore(f"sqlite:///{tmp_path / 'store.db'}")
+    await store.open()
     running = Running(monitor(store, clock, channel), clock)
     m = running.monitor
     await running.idle()
     store.gate = asyncio.Event()
     rounds = m.rounds
     m.kick()
-    await wait_for(_is_set(store.reading), within=10, what="the round to read the open notices", interval=0)
+    await wait_for(_is_set(store.reading), within=10, what="the round to read the timers", interval=0)
     notice_id, at = await delivered(store, clock)  # after the read: this round never sees it
     m.delivered("telegram", at)
     assert not m.idle
@@ -319,6 +323,7 @@ async def test_a_delivery_during_a_round_that_missed_it_still_sets_the_wake_up(
         f"<{notice_id}.reminder@authority.example>"
     ]
     await running.close()
+    await store.close()
 
 
 def _is_set(event: asyncio.Event) -> Callable[[], Awaitable[bool]]:
@@ -329,7 +334,7 @@ def _is_set(event: asyncio.Event) -> Callable[[], Awaitable[bool]]:
 
 
 async def test_a_later_breach_of_the_other_bound_is_a_second_escalation_with_ids_of_its_own(
-    store: MemoryStore, clock: SimulatedClock
+    store: SqlStore, clock: SimulatedClock
 ) -> None:
     # Acknowledgement due in 12 h, removal in 36 h, and neither comes: the acknowledgement breach
     # is escalated at 12 h, the removal breach at 36 h. Under one id, a platform that drops repeated
@@ -378,7 +383,7 @@ async def test_a_later_breach_of_the_other_bound_is_a_second_escalation_with_ids
 
 
 async def test_two_monitors_on_the_same_store_decide_each_once(
-    store: MemoryStore, clock: SimulatedClock, channel: ScriptedChannel
+    store: SqlStore, clock: SimulatedClock, channel: ScriptedChannel
 ) -> None:
     notice_id, _ = await delivered(store, clock)
     first, second = monitor(store, clock, channel), monitor(store, clock, channel)
@@ -399,7 +404,7 @@ async def test_two_monitors_on_the_same_store_decide_each_once(
     }
 
 
-async def test_a_failed_send_is_retried_with_the_same_id(store: MemoryStore, clock: SimulatedClock) -> None:
+async def test_a_failed_send_is_retried_with_the_same_id(store: SqlStore, clock: SimulatedClock) -> None:
     failing = ScriptedChannel(
         "email", clock, [DeliveryError("SMTP 451", transient=True, code=451), SendResult(code=250)]
     )
@@ -424,7 +429,7 @@ async def test_a_failed_send_is_retried_with_the_same_id(store: MemoryStore, clo
 
 
 async def test_a_platform_escalation_channel_carries_escalations_and_reminders_stay_on_the_notice_channel(
-    store: MemoryStore, clock: SimulatedClock, channel: ScriptedChannel
+    store: SqlStore, clock: SimulatedClock, channel: ScriptedChannel
 ) -> None:
     escalation = ScriptedChannel("email", clock)
     await delivered(store, clock)
