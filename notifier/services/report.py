@@ -161,13 +161,20 @@ def _spread(distribution: Mapping[str, int] | None) -> str:
 
 
 def render_table(report: Mapping[str, Any], console: Console) -> None:
-    """For people: one line per platform, times in hours or days, percentiles as p50 / p90 / max."""
+    """For people: one line per platform, times in hours or days, percentiles as p50 / p90 / max;
+    what is still undelivered beside what is open, so an unfiled portal notice shows."""
     window = f"{report['since'] or 'the beginning'} → {report['until'] or report['generated_at']}"
     table = Table(title=f"Compliance report, {window}", title_justify="left")
     table.add_column("platform")
-    for heading in ("requests", "delivered/notices", "removed", "rejected", "open", "failed", "dead letters"):
+    for heading in ("requests", "delivered / notices", "removed", "rejected", "open / undelivered", "failed"):
         table.add_column(heading, justify="right")
-    for heading in ("to ack p50/p90/max", "to removal p50/p90/max", "breaches ack/removal", "oldest open"):
+    table.add_column("dead letters", justify="right")
+    for heading in (
+        "to ack p50/p90/max",
+        "to removal p50/p90/max",
+        "breaches ack / removal / undelivered",
+        "oldest open / undelivered",
+    ):
         table.add_column(heading, justify="right")
     for f in report["platforms"]:
         table.add_row(
@@ -176,13 +183,13 @@ def render_table(report: Mapping[str, Any], console: Console) -> None:
             f"{f['delivered']}/{f['notices']}",
             str(f["removed"]),
             str(f["rejected"]),
-            str(f["open"]),
+            f"{f['open']}/{f['undelivered']}",
             str(f["failed"]),
             str(f["dead_letters"]),
             _spread(f["time_to_ack_s"]),
             _spread(f["time_to_removal_s"]),
-            f"{f['ack_breaches']}/{f['removal_breaches']}",
-            _human(f["oldest_open_s"]),
+            f"{f['ack_breaches']}/{f['removal_breaches']}/{f['undelivered_breaches']}",
+            f"{_human(f['oldest_open_s'])}/{_human(f['oldest_undelivered_s'])}",
         )
     console.print(table)
 

@@ -17,9 +17,11 @@ from notifier.clock import SimulatedClock
 from notifier.domain.acks import Ack, AckStatus, plan_ack
 from notifier.domain.models import Priority, TakedownRequest
 from notifier.domain.notices import Attempt, AttemptOutcome, SendResult
+from notifier.domain.report import Bounds
 from notifier.domain.sla import SlaBounds, SlaKind
 from notifier.metrics import Metrics
 from notifier.ports import Channel, Incoming
+from notifier.services.report import build_report
 from notifier.services.sla import SlaMonitor
 from notifier.store import SqlStore, create_store
 from notifier.store.tables import notices, requests
@@ -233,7 +235,7 @@ async def rendered(store: SqlStore, clock: SimulatedClock, count: int, prefix: s
     return claimed.notice_id
 
 
-async def test_a_portal_notice_left_unfiled_is_an_undelivered_breach_told_to_operations(
+async def test_a_portal_notice_left_unfiled_is_an_undelivered_breach_told_to_operations_and_open(
     store: SqlStore, clock: SimulatedClock
 ) -> None:
     outbox = ScriptedChannel("manual", clock)
@@ -267,6 +269,14 @@ async def test_a_portal_notice_left_unfiled_is_an_undelivered_breach_told_to_ope
         rendered_at + FILE_WITHIN + timedelta(microseconds=1),
     )
     assert decision.message_ref == f"<{notice_id}.unfiled@authority.example>"
+
+    report = await build_report(
+        store, {"clipshare": Bounds(ack_within=HOURS36, removal_within=HOURS36)}, now=clock.now()
+    )
+    [clipshare] = report["platforms"]
+    assert (clipshare["requests"], clipshare["open"], clipshare["undelivered"]) == (1000, 1000, 1000)
+    assert (clipshare["undelivered_breaches"], clipshare["oldest_undelivered_s"]) == (1000, 7200)
+    assert (clipshare["ack_breaches"], clipshare["removal_breaches"]) == (0, 0)
 
 
 async def test_a_portal_notice_filed_in_time_owes_nothing_and_one_filed_late_is_a_breach_without_an_alert(
