@@ -188,6 +188,7 @@ def sla_bounds(settings: Settings) -> dict[str, SlaBounds]:
             ack_within=platform.sla.ack_within or sla.ack_within,
             removal_within=platform.sla.removal_within or sla.removal_within,
             remind_at=platform.sla.remind_at or sla.remind_at,
+            file_within=platform.sla.file_within or sla.file_within,
         )
         for platform_id, platform in settings.platforms.items()
     }
@@ -339,6 +340,7 @@ class Daemon:
             clock=self.clock,
             metrics=self.metrics,
             escalations=channels.escalations(),
+            alerts=channels.operations(),
         )
         self.dispatcher.on_delivered = self.sla.delivered
         self.supervisor.spawn("ack-queue", ack_consumer.run)

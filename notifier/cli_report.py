@@ -162,8 +162,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compliance report per platform: counts, times to ack and removal, breaches (SPEC §8).
 
-        The window selects requests by delivery time; times with no offset, and dates, are in the
-        authority's time zone.
+        Open requests include those not delivered yet (pending, queued, an unfiled portal notice).
+        The window selects requests by delivery time, never-delivered ones by intake time; times
+        with no offset, and dates, are in the authority's time zone.
         """
         configure_logging(json=False, level="warning")
         try:

@@ -8,9 +8,11 @@ out. The rules, in one place:
   selected requests; ``delivered`` those of them whose requests carry a delivery time).
 * ``acknowledged`` counts every request the platform answered (acknowledged, removed or rejected):
   a removal is an acknowledgement too, as §8's example (148 acknowledged, 148 removed) shows.
-* ``open`` counts requests delivered to the platform and not yet removed or rejected (states
-  ``delivered`` and ``acknowledged``); requests not delivered yet are the notifier's, not the
-  platform's, and only count in ``requests``.
+* ``open`` counts requests not settled: delivered to the platform and not yet removed or rejected
+  (states ``delivered`` and ``acknowledged``), and **undelivered** ones, the authority's own clock:
+  ``pending``, ``batched`` (in a notice queued, sending, retrying, or rendered for a portal and not
+  filed yet). ``undelivered`` counts the latter alone and ``oldest_undelivered_s`` is the age of the
+  oldest of them (since intake), so a thousand unfiled portal requests never read "open 0".
 * Times are whole seconds (truncated), percentiles nearest-rank; a distribution with no values is
   ``null``. ``time_to_delivery_s`` runs intake → delivery, ``time_to_ack_s`` delivery →
   acknowledgement over answered requests, ``time_to_removal_s`` delivery → resolution over removed
@@ -20,6 +22,9 @@ out. The rules, in one place:
   delivered, unanswered request older than ``ack_within``; a removal breach a delivered request
   neither removed nor rejected older than ``removal_within``. A rejection given after the removal
   bound is a removal breach as well: the bound is for a decision, whatever it is.
+  ``undelivered_breaches`` counts the requests of notices the SLA monitor decided were left unfiled
+  past ``sla.file_within`` (an ``undelivered_breach`` decision): a decision, not a reading of the
+  clock, so it stays after the notice is filed.
 * The window selects requests by delivery time (``since <= delivered_at < until``). A request never
   delivered (pending, batched, failed before any delivery) has no delivery time and is selected by
   its intake time instead, so that failures inside the window are not lost from the report.
@@ -50,6 +55,7 @@ REPORT_KEYS = (
     "removed",
     "rejected",
     "open",
+    "undelivered",
     "failed",
     "dead_letters",
     "ack_within",
@@ -59,13 +65,16 @@ REPORT_KEYS = (
     "time_to_removal_s",
     "ack_breaches",
     "removal_breaches",
+    "undelivered_breaches",
     "oldest_open_s",
+    "oldest_undelivered_s",
 )
 
 # The states the rules above name (a store computing the figures in SQL uses the same sets).
 ANSWERED = frozenset({RequestState.ACKNOWLEDGED, RequestState.REMOVED, RequestState.REJECTED})
 RESOLVED = frozenset({RequestState.REMOVED, RequestState.REJECTED})
 OPEN = frozenset({RequestState.DELIVERED, RequestState.ACKNOWLEDGED})
+UNDELIVERED = frozenset({RequestState.PENDING, RequestState.BATCHED})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +88,7 @@ class ReportRow:
     acknowledged_at: datetime | None
     resolved_at: datetime | None
     notice_id: str | None
+    undelivered_breach: bool = False  # its notice was decided unfiled past ``sla.file_within``
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,13 +144,16 @@ class PlatformFigures:
     removed: int = 0
     rejected: int = 0
     open: int = 0
+    undelivered: int = 0
     failed: int = 0
     ack_breaches: int = 0
     removal_breaches: int = 0
+    undelivered_breaches: int = 0
     time_to_delivery_s: Distribution | None = None
     time_to_ack_s: Distribution | None = None
     time_to_removal_s: Distribution | None = None
     oldest_open_s: int | None = None
+    oldest_undelivered_s: int | None = None
 
 
 def spread(p50: timedelta, p90: timedelta, longest: timedelta) -> Distribution:
@@ -165,10 +178,13 @@ class PlatformTally:
     removed: int = 0
     rejected: int = 0
     open: int = 0
+    undelivered: int = 0
     failed: int = 0
     ack_breaches: int = 0
     removal_breaches: int = 0
+    undelivered_breaches: int = 0
     oldest_open: timedelta | None = None
+    oldest_undelivered: timedelta | None = None
     notices: set[str] = field(default_factory=set)
     delivered_notices: set[str] = field(default_factory=set)
     to_delivery: list[int] = field(default_factory=list)
@@ -186,6 +202,13 @@ class PlatformTally:
             self.rejected += 1
         if state in OPEN:
             self.open += 1
+        elif state in UNDELIVERED:
+            self.open += 1
+            self.undelivered += 1
+            age = self.now - row.ingested_at
+            if self.oldest_undelivered is None or age > self.oldest_undelivered:
+                self.oldest_undelivered = age
+        self.undelivered_breaches += row.undelivered_breach
         if row.notice_id is not None:
             self.notices.add(row.notice_id)
         delivered = row.delivered_at
@@ -230,13 +253,18 @@ class PlatformTally:
             removed=self.removed,
             rejected=self.rejected,
             open=self.open,
+            undelivered=self.undelivered,
             failed=self.failed,
             ack_breaches=self.ack_breaches,
             removal_breaches=self.removal_breaches,
+            undelivered_breaches=self.undelivered_breaches,
             time_to_delivery_s=percentiles(self.to_delivery),
             time_to_ack_s=percentiles(self.to_ack),
             time_to_removal_s=percentiles(self.to_removal),
             oldest_open_s=None if self.oldest_open is None else seconds(self.oldest_open),
+            oldest_undelivered_s=None
+            if self.oldest_undelivered is None
+            else seconds(self.oldest_undelivered),
         )
 
 
@@ -275,6 +303,7 @@ def platform_document(
         "removed": figures.removed,
         "rejected": figures.rejected,
         "open": figures.open,
+        "undelivered": figures.undelivered,
         "failed": figures.failed,
         "dead_letters": dead_letters,
         "ack_within": seconds(bounds.ack_within),
@@ -284,7 +313,9 @@ def platform_document(
         "time_to_removal_s": figures.time_to_removal_s,
         "ack_breaches": figures.ack_breaches,
         "removal_breaches": figures.removal_breaches,
+        "undelivered_breaches": figures.undelivered_breaches,
         "oldest_open_s": figures.oldest_open_s,
+        "oldest_undelivered_s": figures.oldest_undelivered_s,
     }
 
 

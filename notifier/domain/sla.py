@@ -4,8 +4,15 @@ Pure: the time is passed in. Clocks run from delivery. A breach is elapsed time 
 than the bound, so exactly 36 h after delivery is still within a 36 h bound; a reminder is due at
 ``remind_at * ack_within`` after delivery while no acknowledgement has come.
 
+The authority's own clock runs before delivery: a portal notice rendered for staff to file and left
+unfiled for longer than ``file_within`` is an ``undelivered`` breach, told to the operations staff
+(never the platform). It is judged from the facts alone, so a notice filed after the bound had
+passed still gets it, even when nobody looked in time.
+
 Each decision is taken once per notice (the store keeps it under its kind); these rules only say
-which are due and leave out the kinds already decided.
+which are due and leave out the kinds already decided. :attr:`SlaOutlook.next_at` is the notice's
+next timer: the store keeps it (``notices.sla_due_at``) so the monitor looks at a notice only when
+something may fall due.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import enum
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from notifier.domain.models import NoticeState
 
 # The smallest step of a datetime: a breach is due one step after the bound has passed, which is
 # the earliest moment "elapsed > bound" holds.
@@ -24,6 +33,16 @@ class SlaKind(enum.StrEnum):
     REMINDER = "reminder"
     ACK_BREACH = "ack_breach"
     REMOVAL_BREACH = "removal_breach"
+    # A portal notice left unfiled past ``file_within``: the authority's breach, not the platform's.
+    UNDELIVERED_BREACH = "undelivered_breach"
+
+
+# The breaches of the platform's bounds, escalated to the platform.
+PLATFORM_BREACHES = frozenset({SlaKind.ACK_BREACH, SlaKind.REMOVAL_BREACH})
+
+# The notices whose SLA is judged: rendered and waiting to be filed, or delivered and not settled.
+# Any other (resolved, failed, back on its way after a bounce) owes nothing.
+JUDGED_STATES = frozenset({NoticeState.AWAITING_SUBMISSION, NoticeState.DELIVERED, NoticeState.ACKNOWLEDGED})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,22 +52,26 @@ class SlaBounds:
     ack_within: timedelta
     removal_within: timedelta
     remind_at: float = 0.66
+    # How long a portal notice may wait for staff to file it, from when it was rendered.
+    file_within: timedelta = timedelta(hours=2)
 
     def __post_init__(self) -> None:
         if not 0 < self.remind_at < 1:
             raise ValueError("remind_at must be between 0 and 1")
-        if self.ack_within <= timedelta(0) or self.removal_within <= timedelta(0):
+        if min(self.ack_within, self.removal_within, self.file_within) <= timedelta(0):
             raise ValueError("SLA bounds must be positive")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SlaFacts:
-    """What the rules need to know about one delivered notice."""
+    """What the rules need to know about one notice: delivered, or rendered for the portal and
+    waiting to be filed (``delivered_at`` None, ``rendered_at`` set)."""
 
-    delivered_at: datetime
+    delivered_at: datetime | None
     acknowledged_at: datetime | None
     open_requests: int  # requests neither removed nor rejected (nor withdrawn or failed)
     decided: Collection[SlaKind] = ()
+    rendered_at: datetime | None = None  # when a portal notice began to wait for staff to file it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,8 +90,8 @@ class SlaOutlook:
     next_at: datetime | None  # the earliest time a decision not due yet will be due
 
 
-def reminder_at(facts: SlaFacts, bounds: SlaBounds) -> datetime:
-    return facts.delivered_at + bounds.ack_within * bounds.remind_at
+def reminder_at(delivered_at: datetime, bounds: SlaBounds) -> datetime:
+    return delivered_at + bounds.ack_within * bounds.remind_at
 
 
 def breached(elapsed: timedelta, bound: timedelta) -> bool:
@@ -77,18 +100,16 @@ def breached(elapsed: timedelta, bound: timedelta) -> bool:
 
 
 def outlook(facts: SlaFacts, bounds: SlaBounds, *, now: datetime) -> SlaOutlook:
-    """The decisions due at ``now`` and when the next one will be.
+    """The decisions due at ``now`` and when the next one will be (None: nothing left to decide).
 
     A reminder that was never sent before the acknowledgement bound passed (the daemon was down)
     is no longer due: the breach and its escalation say more, and a reminder after them would
-    only confuse the platform.
+    only confuse the platform. A notice neither delivered nor rendered owes nothing yet.
     """
-    elapsed = now - facts.delivered_at
     due: list[SlaDue] = []
     upcoming: list[datetime] = []
-    unacknowledged = facts.acknowledged_at is None
 
-    def consider(kind: SlaKind, at: datetime, bound: timedelta, is_due: bool) -> None:
+    def consider(kind: SlaKind, at: datetime, elapsed: timedelta, bound: timedelta, is_due: bool) -> None:
         if kind in facts.decided:
             return
         if is_due:
@@ -96,18 +117,31 @@ def outlook(facts: SlaFacts, bounds: SlaBounds, *, now: datetime) -> SlaOutlook:
         else:
             upcoming.append(at)
 
-    if unacknowledged:
+    if facts.rendered_at is not None:
+        # Unfiled until delivery, or until now while it is still waiting.
+        filed_at = facts.delivered_at if facts.delivered_at is not None else now
+        unfiled = filed_at - facts.rendered_at
+        late = breached(unfiled, bounds.file_within)
+        if late or facts.delivered_at is None:
+            at = facts.rendered_at + bounds.file_within + _TICK
+            consider(SlaKind.UNDELIVERED_BREACH, at, unfiled, bounds.file_within, late)
+    delivered_at = facts.delivered_at
+    if delivered_at is None:
+        return SlaOutlook(due=tuple(due), next_at=min(upcoming) if upcoming else None)
+    elapsed = now - delivered_at
+    if facts.acknowledged_at is None:
         ack_breach = breached(elapsed, bounds.ack_within)
         if not ack_breach:
-            at = reminder_at(facts, bounds)
-            consider(SlaKind.REMINDER, at, bounds.ack_within, now >= at)
-        consider(
-            SlaKind.ACK_BREACH, facts.delivered_at + bounds.ack_within + _TICK, bounds.ack_within, ack_breach
-        )
+            at = reminder_at(delivered_at, bounds)
+            consider(SlaKind.REMINDER, at, elapsed, bounds.ack_within, now >= at)
+        at = delivered_at + bounds.ack_within + _TICK
+        consider(SlaKind.ACK_BREACH, at, elapsed, bounds.ack_within, ack_breach)
     if facts.open_requests > 0:
+        at = delivered_at + bounds.removal_within + _TICK
         consider(
             SlaKind.REMOVAL_BREACH,
-            facts.delivered_at + bounds.removal_within + _TICK,
+            at,
+            elapsed,
             bounds.removal_within,
             breached(elapsed, bounds.removal_within),
         )

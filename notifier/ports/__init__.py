@@ -16,7 +16,7 @@ from notifier.ports.acks import AckStore, MailSink
 from notifier.ports.dispatch import Channel, NoticeStore
 from notifier.ports.intake import Delivery, Incoming, IntakeQueue, IntakeStore, StatusCounts
 from notifier.ports.monitoring import MonitoringStore, OpenItems
-from notifier.ports.sla import SlaCandidate, SlaDecision, SlaStore
+from notifier.ports.sla import SlaClaim, SlaDecision, SlaReschedule, SlaStore
 
 __all__ = [
     "AckStore",
@@ -29,8 +29,9 @@ __all__ = [
     "MonitoringStore",
     "NoticeStore",
     "OpenItems",
-    "SlaCandidate",
+    "SlaClaim",
     "SlaDecision",
+    "SlaReschedule",
     "SlaStore",
     "StatusCounts",
     "Store",

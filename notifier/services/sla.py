@@ -1,18 +1,25 @@
 """The SLA monitor (SPEC §7): reminders before the bound, breaches and escalations after it.
 
-Each round reads the open notices, asks the pure rules (:mod:`notifier.domain.sla`) what is due,
-and **decides** each due reminder or breach in the store before anything is sent: the decision is
-an insert on (notice_id, kind), so of any number of processes, and across restarts, exactly one
-decides, logs and counts it; what falls due together on a notice is decided in one transaction.
-Then every decision not yet sent is claimed a notice at a time, sent, and marked sent. A send that
-fails stays unsent and is tried again in a later round; since the ids of reminders and escalations
-are derived from the notice id (``<id>.reminder@…``, ``<id>.escalation``), every re-send carries the
-same Message-ID or API id, and the platform can drop a duplicate. A second escalation, for a breach
-of the other bound after the first was sent, is ``<id>.escalation-2``: a new message, not a copy.
+Each notice carries a durable timer in the store (``sla_due_at``): when to look at its SLA next.
+A round claims the notices whose timer has come, earliest first, asks the pure rules
+(:mod:`notifier.domain.sla`) what is due, and **decides** each due reminder or breach in the store
+before anything is sent: the decision is an insert on (notice_id, kind), so of any number of
+processes, and across restarts, exactly one decides, logs and counts it; what falls due together on
+a notice is decided in one transaction. Then it moves each timer on to the notice's next decision
+(nothing when none is left). A backlog of notices waiting for their removal bound costs nothing:
+their timers are days ahead, and the next due notice is one index probe away.
 
-Between rounds the monitor sleeps on the business clock until the next decision falls due, or until
-kicked, but never longer than ``poll_interval`` of real time, so decisions and acknowledgements made
-by other processes are seen.
+Then every decision not yet sent is claimed a notice at a time, checked against the notice once
+more (a reminder whose acknowledgement came first is dropped, not sent), sent, and marked sent. A
+send that fails stays unsent and is tried again in a later round; since the ids of reminders and
+escalations are derived from the notice id (``<id>.reminder@…``, ``<id>.escalation``), every
+re-send carries the same Message-ID or API id, and the platform can drop a duplicate. A second
+escalation, for a breach of the other bound after the first was sent, is ``<id>.escalation-2``: a
+new message, not a copy. A portal notice left unfiled past ``file_within`` is the authority's
+breach: its reminder goes to the operations staff, never to the platform.
+
+Between rounds the monitor sleeps on the business clock until the earliest timer, or until kicked,
+but never longer than ``poll_interval`` of real time, so timers set by other processes are seen.
 """
 
 from __future__ import annotations
@@ -27,23 +34,28 @@ from typing import Any, Protocol
 import structlog
 
 from notifier.clock import Clock
-from notifier.domain.models import TakedownRequest
+from notifier.domain.models import NoticeState, TakedownRequest
 from notifier.domain.notices import Authority, MessageKind, Notice, NoticeContent, SendResult, api_message_id
-from notifier.domain.sla import SlaBounds, SlaFacts, SlaKind, outlook
+from notifier.domain.sla import JUDGED_STATES, PLATFORM_BREACHES, SlaBounds, SlaFacts, SlaKind, outlook
 from notifier.errors import StoreUnavailable
 from notifier.failures import DeliveryError
 from notifier.metrics import Metrics
-from notifier.ports import Channel, SlaDecision, SlaStore
+from notifier.ports import Channel, SlaClaim, SlaDecision, SlaReschedule, SlaStore
+from notifier.services.alerts import OperationsAlerts
 from notifier.services.dispatcher import Route, notice_content, process_owner
+from notifier.services.sla_alerts import UnfiledAlerts
 from notifier.waiting import earliest, idle
 
 log = structlog.get_logger("notifier.sla")
 
-_BREACHES = (SlaKind.ACK_BREACH, SlaKind.REMOVAL_BREACH)
-
-
 # How long a monitor holds a decision it is sending before another may take it over.
 SEND_LEASE = timedelta(minutes=2)
+# How long (business time) a monitor holds the notices it claimed to decide about: a page of them
+# takes well under a second; one that died leaves them to another monitor after this.
+CLAIM_LEASE = timedelta(minutes=1)
+# A notice of a platform this monitor does not judge (it left the configuration, or another
+# process has a newer one) is looked at again this much later.
+UNJUDGED_RECHECK = timedelta(hours=1)
 
 
 class SlaMonitorStore(SlaStore, Protocol):
@@ -61,6 +73,7 @@ class SlaMonitor:
     email channel to ``platforms.<id>.escalation.email`` with its usual addresses copied. A platform
     without one escalates over the channel its notice was delivered on (an email channel built with
     ``escalation_to`` addresses them itself; a manual one writes ``escalation.txt`` in the outbox).
+    ``alerts`` reaches the operations staff: told of a portal notice left unfiled.
     """
 
     def __init__(
@@ -74,14 +87,20 @@ class SlaMonitor:
         clock: Clock,
         metrics: Metrics,
         escalations: Mapping[str, Channel] | None = None,
+        alerts: OperationsAlerts | None = None,
         poll_interval: float = 1.0,
         batch: int = 500,
         send_backoff: float = 5.0,
         owner: str | None = None,
         send_lease: timedelta = SEND_LEASE,
+        claim_lease: timedelta = CLAIM_LEASE,
     ) -> None:
         self._owner = owner or process_owner()
         self._send_lease = send_lease
+        self._claim_lease = claim_lease
+        self._unfiled = UnfiledAlerts(
+            store=store, alerts=alerts, bounds=bounds, clock=clock, metrics=metrics, owner=self._owner
+        )
         self._store = store
         self._routes = dict(routes)
         self._bounds = dict(bounds)
@@ -116,8 +135,8 @@ class SlaMonitor:
     def delivered(self, platform: str, at: datetime) -> None:
         """A notice to ``platform`` was delivered ``at``: make sure the monitor wakes by its first
         decision. Waiting, it looks now only if that comes before its wake-up; in a round, which
-        may have read the open notices before this one, the time is kept for the wait after it.
-        A burst of deliveries costs no round over every open notice each."""
+        may have read the timers before this one, the time is kept for the wait after it. A burst
+        of deliveries costs no round each."""
         bounds = self._bounds.get(platform)
         if bounds is None:
             return
@@ -161,37 +180,48 @@ class SlaMonitor:
     # -- deciding -------------------------------------------------------------------------------
 
     async def decide_due(self) -> datetime | None:
+        """Decide what is due on a page of notices whose timer has come; the earliest timer left
+        (at or before now when more are due: the loop comes straight back)."""
         now = self._clock.now()
-        candidates = await self._store.sla_candidates(now=now, limit=self._batch)
-        wake_at: datetime | None = None
-        for candidate in candidates:
-            bounds = self._bounds.get(candidate.platform)
-            if bounds is None:
-                continue  # the platform left the configuration; its notices are not judged
-            view = outlook(candidate.facts, bounds, now=now)
-            wake_at = earliest(wake_at, view.next_at)
-            if not view.due:
-                continue
+        claims = await self._store.claim_sla_due(now=now, lease=self._claim_lease, limit=self._batch)
+        moves = [await self._decide(claim, now) for claim in claims]
+        await self._store.reschedule_sla(moves)
+        return await self._store.next_sla_due()
+
+    async def _decide(self, claim: SlaClaim, now: datetime) -> SlaReschedule:
+        """Decide what is due on one claimed notice; where its timer goes next."""
+        bounds = self._bounds.get(claim.platform)
+        if bounds is None:
+            # Not judged here; perhaps by a process with a newer configuration.
+            return SlaReschedule(
+                notice_id=claim.notice_id, claimed_until=claim.claimed_until, next_at=now + UNJUDGED_RECHECK
+            )
+        if claim.state not in JUDGED_STATES:  # resolved, failed, or back on its way: nothing owed
+            return SlaReschedule(notice_id=claim.notice_id, claimed_until=claim.claimed_until, next_at=None)
+        view = outlook(claim.facts, bounds, now=now)
+        if view.due:
             decided = await self._store.decide(
-                candidate.notice_id, {due.kind: due.due_at for due in view.due}, decided_at=now
+                claim.notice_id, {due.kind: due.due_at for due in view.due}, decided_at=now
             )
             for due in view.due:
                 if due.kind not in decided:
                     continue  # another process decided it
                 fields: dict[str, Any] = {
-                    "notice_id": candidate.notice_id,
-                    "platform": candidate.platform,
+                    "notice_id": claim.notice_id,
+                    "platform": claim.platform,
                     "kind": due.kind.value,
                     "elapsed_s": int(due.elapsed.total_seconds()),
                     "bound_s": int(due.bound.total_seconds()),
                 }
                 if due.kind is SlaKind.REMINDER:
-                    self._metrics.sla_reminders.labels(platform=candidate.platform).inc()
+                    self._metrics.sla_reminders.labels(platform=claim.platform).inc()
                     log.info("sla.reminder", **fields)
                 else:
-                    self._metrics.sla_breaches.labels(platform=candidate.platform, kind=due.kind.value).inc()
+                    self._metrics.sla_breaches.labels(platform=claim.platform, kind=due.kind.value).inc()
                     log.warning("sla.breach", **fields)
-        return wake_at
+        return SlaReschedule(
+            notice_id=claim.notice_id, claimed_until=claim.claimed_until, next_at=view.next_at
+        )
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -207,7 +237,7 @@ class SlaMonitor:
             return
         loop_time = asyncio.get_running_loop().time()
         notices = {n.notice_id: n for n in await self._store.get_notices(list(by_notice))}
-        for notice_id, decisions in by_notice.items():
+        for notice_id, claimed in by_notice.items():
             if self._paused.get(notice_id, (0, 0.0))[1] > loop_time:
                 continue
             notice = notices.get(notice_id)
@@ -215,10 +245,14 @@ class SlaMonitor:
             if notice is None or route is None:
                 log.error("sla.unroutable", notice_id=notice_id)
                 continue
+            decisions = await self._drop_overtaken(notice, claimed)
+            unfiled = [d for d in decisions if d.kind is SlaKind.UNDELIVERED_BREACH]
             reminders = [d for d in decisions if d.kind is SlaKind.REMINDER]
-            breaches = [d for d in decisions if d.kind in _BREACHES]
+            breaches = [d for d in decisions if d.kind in PLATFORM_BREACHES]
             ok = True
-            if reminders:
+            if unfiled:
+                ok = await self._unfiled.alert(notice, route.name, unfiled)
+            if reminders and ok:
                 ok = await self._send(notice, route, MessageKind.REMINDER, reminders)
             if breaches and ok:
                 ok = await self._send(notice, route, MessageKind.ESCALATION, breaches)
@@ -228,6 +262,36 @@ class SlaMonitor:
                 failures = self._paused.get(notice_id, (0, 0.0))[0] + 1
                 pause = min(300.0, self._send_backoff * 2 ** (failures - 1))
                 self._paused[notice_id] = (failures, loop_time + pause)
+
+    async def _drop_overtaken(self, notice: Notice, decisions: Sequence[SlaDecision]) -> list[SlaDecision]:
+        """Leave out, and mark dropped, the reminders that what they were about has overtaken since
+        they were decided: the platform acknowledged (or settled) the notice, or staff filed the
+        portal notice. The decisions stand (a breach is counted); only the message is not sent."""
+        kept: list[SlaDecision] = []
+        for decision in decisions:
+            if decision.kind is SlaKind.REMINDER and (
+                notice.acknowledged_at is not None or notice.state is NoticeState.RESOLVED
+            ):
+                reason = "acknowledged"
+            elif (
+                decision.kind is SlaKind.UNDELIVERED_BREACH
+                and notice.state is not NoticeState.AWAITING_SUBMISSION
+            ):
+                reason = "filed"
+            else:
+                kept.append(decision)
+                continue
+            if await self._store.drop_decision(
+                notice.notice_id, decision.kind, owner=self._owner, at=self._clock.now()
+            ):
+                log.info(
+                    "sla.reminder_dropped",
+                    notice_id=notice.notice_id,
+                    platform=notice.platform,
+                    kind=decision.kind.value,
+                    reason=reason,
+                )
+        return kept
 
     async def _send(
         self, notice: Notice, route: Route, kind: MessageKind, decisions: Sequence[SlaDecision]
@@ -299,7 +363,9 @@ class SlaMonitor:
             # every re-send of it carries the same ids.
             owed = {d.kind for d in decisions}
             kept = await self._store.sla_decisions([notice.notice_id])
-            if any(d.kind in _BREACHES and d.kind not in owed and d.sent_at is not None for d in kept):
+            if any(
+                d.kind in PLATFORM_BREACHES and d.kind not in owed and d.sent_at is not None for d in kept
+            ):
                 content = replace(content, follow_up=2)
         return content
 

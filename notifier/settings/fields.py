@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr, ValidationInfo
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, SecretStr, ValidationInfo
 
 from notifier.domain.durations import parse_duration
 
@@ -39,7 +39,14 @@ def _check_email(value: str) -> str:
     return value
 
 
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be more than zero")
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
+PositiveDuration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_positive)]
 Email = Annotated[str, BeforeValidator(_check_email)]
 EmailList = Annotated[list[Email], BeforeValidator(_string_list)]
 

@@ -7,13 +7,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo, field_validator, model_validator
 
-from notifier.settings.fields import Duration, EmailList, Section, env_secret
+from notifier.settings.fields import Duration, EmailList, PositiveDuration, Section, env_secret
 
 
 class PlatformSlaSettings(Section):
     ack_within: Duration | None = None
     removal_within: Duration | None = None
     remind_at: Annotated[float, Field(gt=0, lt=1)] | None = None
+    file_within: PositiveDuration | None = None
 
 
 class PlatformEmailSettings(Section):

@@ -14,6 +14,7 @@ from notifier.settings.fields import (
     Duration,
     Email,
     EmailList,
+    PositiveDuration,
     Section,
     env_secret,
     is_loopback,
@@ -155,3 +156,5 @@ class SlaSettings(Section):
     removal_within: Duration = timedelta(hours=36)
     remind_at: Annotated[float, Field(gt=0, lt=1)] = 0.66
     deliver_within: Duration = timedelta(hours=6)
+    # A portal notice rendered and not filed by staff for longer than this: an undelivered breach.
+    file_within: PositiveDuration = timedelta(hours=2)

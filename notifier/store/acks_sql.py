@@ -160,6 +160,8 @@ class AckSqlMixin:
                 fallback_used=delivery.fallback_used,
                 # Not delivered after all: the SLA clock restarts at the next delivery.
                 delivered_at=None,
+                rendered_at=None,
+                sla_due_at=None,
                 lease_owner=None,
                 lease_until=None,
                 last_error=attempt.detail,

@@ -222,12 +222,15 @@ class NoticeSqlMixin:
     ) -> bool:
         at = as_utc(delivered_at or attempt.at)
         values: dict[str, Any] = {"channel": channel, "next_attempt_at": None, "updated_at": at}
+        # The SLA clock starts, the platform's at delivery or the authority's at rendering: the
+        # monitor looks at the notice from now on (ports.SlaStore).
+        values["sla_due_at"] = at
         if result.message_id is not None:
             values["message_id"] = result.message_id
         if result.ticket is not None:
             values |= {"ticket": result.ticket, "receipt_at": at}
         if result.awaiting_submission:
-            values["state"] = NoticeState.AWAITING_SUBMISSION.value
+            values |= {"state": NoticeState.AWAITING_SUBMISSION.value, "rendered_at": at}
         else:
             values |= {"state": NoticeState.DELIVERED.value, "delivered_at": at}
         async with self._write("record_delivery") as conn:
@@ -347,7 +350,8 @@ class NoticeSqlMixin:
 
     async def mark_submitted(self, notice_id: str, *, at: datetime, ticket: str | None) -> Notice | None:
         at = as_utc(at)
-        values: dict[str, Any] = {"state": NoticeState.DELIVERED.value, "delivered_at": at, "updated_at": at}
+        values: dict[str, Any] = {"state": NoticeState.DELIVERED.value, "delivered_at": at}
+        values |= {"updated_at": at, "sla_due_at": at}  # the SLA clock starts: see ports.SlaStore
         if ticket is not None:
             # Typed in by staff: kept to match replies by, but not an automated receipt.
             values["ticket"] = ticket

@@ -45,6 +45,7 @@ from notifier.domain.report import (
     ANSWERED,
     OPEN,
     RESOLVED,
+    UNDELIVERED,
     Bounds,
     Distribution,
     PlatformFigures,
@@ -53,8 +54,9 @@ from notifier.domain.report import (
     spread,
     tally,
 )
+from notifier.domain.sla import SlaKind
 from notifier.store.ingest import as_utc
-from notifier.store.tables import UTCDateTime, dead_letters, requests
+from notifier.store.tables import UTCDateTime, dead_letters, requests, sla_decisions
 
 _CHUNK = 10_000
 
@@ -94,6 +96,16 @@ def window(since: datetime | None, until: datetime | None) -> ColumnElement[bool
     if since is None and until is None:
         return true()
     return or_(and_(*by_delivery), and_(*by_intake))
+
+
+def unfiled_notices() -> Any:
+    """The notices decided unfiled past ``sla.file_within`` (one row each: the decision's key is
+    (notice_id, kind)), to join requests to."""
+    return (
+        select(sla_decisions.c.notice_id)
+        .where(sla_decisions.c.kind == SlaKind.UNDELIVERED_BREACH.value)
+        .subquery("unfiled")
+    )
 
 
 def _states(states: frozenset[RequestState]) -> list[str]:
@@ -144,6 +156,8 @@ def figures_statement(
     at = bindparam("now", as_utc(now), type_=UTCDateTime())
     state, delivered = r.state, r.delivered_at
     resolved, answered, is_open = _states(RESOLVED), _states(ANSWERED), _states(OPEN)
+    undelivered = _states(UNDELIVERED)
+    unfiled = unfiled_notices()
     removed = RequestState.REMOVED.value
     unacknowledged = and_(state == RequestState.DELIVERED.value, r.acknowledged_at.is_(None))
 
@@ -166,7 +180,8 @@ def figures_statement(
             _count(acknowledged).label("acknowledged"),
             _count(state == removed).label("removed"),
             _count(state == RequestState.REJECTED.value).label("rejected"),
-            _count(state.in_(is_open)).label("open"),
+            _count(state.in_(is_open + undelivered)).label("open"),
+            _count(state.in_(undelivered)).label("undelivered"),
             _count(state == RequestState.FAILED.value).label("failed"),
             _ranked(to_delivery).label("to_delivery"),
             func.max(to_delivery).label("to_delivery_max"),
@@ -176,9 +191,15 @@ def figures_statement(
             func.max(to_removal).label("to_removal_max"),
             _count(ack_breach).label("ack_breaches"),
             _count(removal_breach).label("removal_breaches"),
+            _count(unfiled.c.notice_id.is_not(None)).label("undelivered_breaches"),
             func.min(delivered).filter(unacknowledged).label("oldest_open"),
+            func.min(r.ingested_at).filter(state.in_(undelivered)).label("oldest_undelivered"),
         )
-        .select_from(requests.join(bound, bound.c.platform == r.platform))
+        .select_from(
+            requests.join(bound, bound.c.platform == r.platform).outerjoin(
+                unfiled, unfiled.c.notice_id == r.notice_id
+            )
+        )
         .where(window(since, until))
         .group_by(r.platform)
         .subquery("per_request")
@@ -221,13 +242,18 @@ def _figures(row: Row[Any], now: datetime) -> PlatformFigures:
         removed=row.removed,
         rejected=row.rejected,
         open=row.open,
+        undelivered=row.undelivered,
         failed=row.failed,
         ack_breaches=row.ack_breaches,
         removal_breaches=row.removal_breaches,
+        undelivered_breaches=row.undelivered_breaches,
         time_to_delivery_s=_distribution(row.to_delivery, row.to_delivery_max),
         time_to_ack_s=_distribution(row.to_ack, row.to_ack_max),
         time_to_removal_s=_distribution(row.to_removal, row.to_removal_max),
         oldest_open_s=None if row.oldest_open is None else seconds(now - row.oldest_open),
+        oldest_undelivered_s=None
+        if row.oldest_undelivered is None
+        else seconds(now - row.oldest_undelivered),
     )
 
 
@@ -266,9 +292,21 @@ class ReportSqlMixin:
         self, *, since: datetime | None, until: datetime | None, platforms: Sequence[str] | None
     ) -> list[ReportRow]:
         c = requests.c
-        stmt = select(
-            c.platform, c.state, c.ingested_at, c.delivered_at, c.acknowledged_at, c.resolved_at, c.notice_id
-        ).where(window(since, until))
+        unfiled = unfiled_notices()
+        stmt = (
+            select(
+                c.platform,
+                c.state,
+                c.ingested_at,
+                c.delivered_at,
+                c.acknowledged_at,
+                c.resolved_at,
+                c.notice_id,
+                unfiled.c.notice_id.is_not(None).label("undelivered_breach"),
+            )
+            .select_from(requests.outerjoin(unfiled, unfiled.c.notice_id == c.notice_id))
+            .where(window(since, until))
+        )
         if platforms is not None:
             stmt = stmt.where(c.platform.in_(list(platforms)))
         rows: list[ReportRow] = []
@@ -285,6 +323,7 @@ class ReportSqlMixin:
                         acknowledged_at=row.acknowledged_at,
                         resolved_at=row.resolved_at,
                         notice_id=row.notice_id,
+                        undelivered_breach=bool(row.undelivered_breach),
                     )
                     for row in chunk
                 )

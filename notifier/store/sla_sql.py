@@ -1,11 +1,17 @@
-"""The store's side of the SLA monitor (:class:`notifier.store.sla_port.SlaStore`) in SQL.
+"""The store's side of the SLA monitor (:class:`notifier.ports.SlaStore`) in SQL.
+
+Work comes from each notice's timer, ``notices.sla_due_at`` (business time, in a partial index):
+:meth:`SlaSqlMixin.claim_sla_due` takes the due notices in due order and pushes their timers a
+lease ahead in the same statement (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two monitors take
+disjoint notices), then :meth:`SlaSqlMixin.reschedule_sla` sets each to its next due time with a
+compare-and-set on the value the claim wrote. No statement reads every open notice.
 
 A decision is an ``INSERT … ON CONFLICT DO NOTHING RETURNING`` on the primary key (notice_id, kind),
 the kinds due together on a notice in one statement: whichever transaction inserts a row decided it,
 every other one (another process, the same process after a restart) gets nothing back and sends
 nothing. Sending is claimed a notice at a time, so one escalation covers the breaches owed together.
-Candidates are read in two statements, the open notices with a correlated count of their open
-requests, then the decisions already taken for those notices, whatever their number.
+The facts of claimed notices are read in the claim's transaction: their open requests counted and
+their decisions, a chunk of notices per statement.
 """
 
 from __future__ import annotations
@@ -15,17 +21,16 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, exists, func, not_, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.sla import SlaFacts, SlaKind
-from notifier.ports import SlaCandidate, SlaDecision
+from notifier.ports import SlaClaim, SlaDecision, SlaReschedule
 from notifier.store.ingest import as_utc
-from notifier.store.tables import notices, requests, sla_decisions
+from notifier.store.tables import UTCDateTime, notices, requests, sla_decisions
 
-OPEN_NOTICE_STATES = (NoticeState.DELIVERED.value, NoticeState.ACKNOWLEDGED.value)
 # Requests in these states need nothing more from the platform.
 CLOSED_REQUEST_STATES = (
     RequestState.REMOVED.value,
@@ -37,7 +42,7 @@ _CHUNK = 500
 
 
 class SlaSqlMixin:
-    """:class:`notifier.store.sla_port.SlaStore` for :class:`notifier.store.sql.SqlStore`."""
+    """:class:`notifier.ports.SlaStore` for :class:`notifier.store.sql.SqlStore`."""
 
     if TYPE_CHECKING:
         _insert: Any
@@ -48,68 +53,119 @@ class SlaSqlMixin:
 
         def _store_now(self) -> ColumnElement[float]: ...
 
-    async def sla_candidates(self, *, now: datetime, limit: int) -> list[SlaCandidate]:
-        def decided(kind: SlaKind) -> Any:
-            return exists().where(
-                sla_decisions.c.notice_id == notices.c.notice_id, sla_decisions.c.kind == kind.value
-            )
-
-        open_requests = (
-            select(func.count())
-            .where(
-                requests.c.notice_id == notices.c.notice_id,
-                requests.c.state.not_in(CLOSED_REQUEST_STATES),
-            )
-            .scalar_subquery()
-        )
-        finished = and_(
-            decided(SlaKind.REMOVAL_BREACH),
-            or_(notices.c.acknowledged_at.is_not(None), decided(SlaKind.ACK_BREACH)),
+    async def claim_sla_due(self, *, now: datetime, lease: timedelta, limit: int) -> list[SlaClaim]:
+        if limit < 1:
+            return []
+        now = as_utc(now)
+        claimed_until = now + lease
+        due = (
+            select(notices.c.notice_id)
+            .where(notices.c.sla_due_at.is_not(None), notices.c.sla_due_at <= now)
+            .order_by(notices.c.sla_due_at)
+            .limit(limit)
+            # SKIP LOCKED: two monitors claim disjoint notices without waiting for each other.
+            # SQLite renders no FOR UPDATE; its write lock already serialises claims.
+            .with_for_update(skip_locked=True)
         )
         stmt = (
-            select(
+            update(notices)
+            .where(notices.c.notice_id.in_(due.scalar_subquery()))
+            .values(sla_due_at=claimed_until)
+            .returning(
                 notices.c.notice_id,
                 notices.c.platform,
                 notices.c.channel,
+                notices.c.state,
                 notices.c.delivered_at,
                 notices.c.acknowledged_at,
-                open_requests.label("open_requests"),
+                notices.c.rendered_at,
             )
-            .where(
-                notices.c.state.in_(OPEN_NOTICE_STATES),
-                notices.c.delivered_at.is_not(None),
-                notices.c.delivered_at <= as_utc(now),
-                not_(finished),
-            )
-            .order_by(notices.c.delivered_at, notices.c.notice_id)
-            .limit(limit)
         )
-        async with self._read("sla_candidates") as conn:
+        async with self._write("claim_sla_due") as conn:
             rows = (await conn.execute(stmt)).all()
-            kinds: dict[str, set[SlaKind]] = {}
             ids = [row.notice_id for row in rows]
+            open_requests: dict[str, int] = {}
+            kinds: dict[str, set[SlaKind]] = {}
             for start in range(0, len(ids), _CHUNK):
-                result = await conn.execute(
+                chunk = ids[start : start + _CHUNK]
+                counted = await conn.execute(
+                    select(requests.c.notice_id, func.count())
+                    .where(requests.c.notice_id.in_(chunk), requests.c.state.not_in(CLOSED_REQUEST_STATES))
+                    .group_by(requests.c.notice_id)
+                )
+                open_requests.update({notice_id: int(count) for notice_id, count in counted})
+                decided = await conn.execute(
                     select(sla_decisions.c.notice_id, sla_decisions.c.kind).where(
-                        sla_decisions.c.notice_id.in_(ids[start : start + _CHUNK])
+                        sla_decisions.c.notice_id.in_(chunk)
                     )
                 )
-                for notice_id, kind in result:
+                for notice_id, kind in decided:
                     kinds.setdefault(notice_id, set()).add(SlaKind(kind))
-        return [
-            SlaCandidate(
+        claims = [
+            SlaClaim(
                 notice_id=row.notice_id,
                 platform=row.platform,
                 channel=row.channel,
+                state=NoticeState(row.state),
+                claimed_until=claimed_until,
                 facts=SlaFacts(
                     delivered_at=row.delivered_at,
                     acknowledged_at=row.acknowledged_at,
-                    open_requests=int(row.open_requests),
+                    open_requests=open_requests.get(row.notice_id, 0),
                     decided=frozenset(kinds.get(row.notice_id, ())),
+                    rendered_at=row.rendered_at,
                 ),
             )
             for row in rows
         ]
+        return sorted(claims, key=lambda c: (c.facts.delivered_at or c.facts.rendered_at or now, c.notice_id))
+
+    async def reschedule_sla(self, moves: Sequence[SlaReschedule]) -> int:
+        if not moves:
+            return 0
+        # Compare-and-set on the value the claim wrote: a delivery, a rendering or a bounce that
+        # set the timer since then is kept, and the monitor looks again.
+        stmt = (
+            update(notices)
+            .where(
+                notices.c.notice_id == bindparam("moved_id"),
+                notices.c.sla_due_at == bindparam("claimed_until", type_=UTCDateTime()),
+            )
+            .values(sla_due_at=bindparam("next_at", type_=UTCDateTime()))
+        )
+        params = [
+            {
+                "moved_id": move.notice_id,
+                "claimed_until": as_utc(move.claimed_until),
+                "next_at": None if move.next_at is None else as_utc(move.next_at),
+            }
+            for move in moves
+        ]
+        async with self._write("reschedule_sla") as conn:
+            result = await conn.execute(stmt, params)
+        return max(0, result.rowcount)
+
+    async def next_sla_due(self) -> datetime | None:
+        stmt = select(func.min(notices.c.sla_due_at)).where(notices.c.sla_due_at.is_not(None))
+        async with self._read("next_sla_due") as conn:
+            earliest = (await conn.execute(stmt)).scalar()
+        return as_utc(earliest) if earliest is not None else None
+
+    async def drop_decision(self, notice_id: str, kind: SlaKind, *, owner: str, at: datetime) -> bool:
+        stmt = (
+            update(sla_decisions)
+            .where(
+                sla_decisions.c.notice_id == notice_id,
+                sla_decisions.c.kind == SlaKind(kind).value,
+                sla_decisions.c.send_owner == owner,
+                sla_decisions.c.sent_at.is_(None),
+                sla_decisions.c.dropped_at.is_(None),
+            )
+            .values(dropped_at=as_utc(at), send_owner=None, send_until=None)
+            .returning(sla_decisions.c.kind)
+        )
+        async with self._write("drop_decision") as conn:
+            return (await conn.execute(stmt)).first() is not None
 
     async def decide(
         self, notice_id: str, due: Mapping[SlaKind, datetime], *, decided_at: datetime
@@ -140,14 +196,16 @@ class SlaSqlMixin:
         now = self._store_now()
         free = and_(
             sla_decisions.c.sent_at.is_(None),
+            sla_decisions.c.dropped_at.is_(None),
             or_(sla_decisions.c.send_until.is_(None), sla_decisions.c.send_until < now),
         )
-        owed = exists().where(sla_decisions.c.notice_id == notices.c.notice_id, free)
-        # Whole notices are claimed, each locked while it is (PostgreSQL; SQLite writes one at a
-        # time): a notice another monitor is claiming is skipped, never half taken.
+        # Read from the decisions not sent (the index on ``sent_at``: a handful), never by walking
+        # the open notices. Whole notices are claimed, each locked while it is (PostgreSQL; SQLite
+        # writes one at a time): a notice another monitor is claiming is skipped, never half taken.
+        owed = select(sla_decisions.c.notice_id).where(free)
         pick = (
             select(notices.c.notice_id)
-            .where(owed)
+            .where(notices.c.notice_id.in_(owed))
             .order_by(notices.c.delivered_at, notices.c.notice_id)
             .limit(limit)
             .with_for_update(of=notices, skip_locked=True)
@@ -180,7 +238,7 @@ class SlaSqlMixin:
     async def unsent_decisions(self, *, limit: int) -> list[SlaDecision]:
         stmt = (
             select(sla_decisions)
-            .where(sla_decisions.c.sent_at.is_(None))
+            .where(sla_decisions.c.sent_at.is_(None), sla_decisions.c.dropped_at.is_(None))
             .order_by(sla_decisions.c.decided_at, sla_decisions.c.notice_id, sla_decisions.c.kind)
             .limit(limit)
         )
@@ -196,6 +254,7 @@ class SlaSqlMixin:
                 sla_decisions.c.notice_id == notice_id,
                 sla_decisions.c.kind == SlaKind(kind).value,
                 sla_decisions.c.sent_at.is_(None),
+                sla_decisions.c.dropped_at.is_(None),
             )
             .values(sent_at=as_utc(at), message_ref=message_ref)
         )
@@ -221,4 +280,5 @@ def _decision(row: Any) -> SlaDecision:
         due_at=row.due_at,
         sent_at=row.sent_at,
         message_ref=row.message_ref,
+        dropped_at=row.dropped_at,
     )

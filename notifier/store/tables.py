@@ -184,15 +184,28 @@ notices = Table(
     Column("last_error", Text, nullable=True),
     # When the operations alert about a failed notice went out; NULL while one is owed.
     Column("alerted_at", UTCDateTime, nullable=True),
+    # When a portal notice was rendered for staff to file (``awaiting_submission``): the
+    # authority's own clock, judged against ``sla.file_within``.
+    Column("rendered_at", UTCDateTime, nullable=True),
+    # The notice's SLA timer (business time): look at its SLA at or after this instant. Never later
+    # than the first decision still owed (earlier only costs a look); NULL when nothing is left to
+    # decide. Set by a delivery or a rendering, cleared by a bounce, moved on by the monitor.
+    Column("sla_due_at", UTCDateTime, nullable=True),
     Index(None, "platform", "state"),
     # Claiming: due queued/retrying notices, and sending ones whose lease has run out.
     Index(None, "state", "next_attempt_at"),
     Index(None, "state", "lease_until"),
-    # The SLA monitor reads open notices by delivery time.
+    # Open notices by delivery time (the SLA decisions owed are sent oldest delivery first).
     Index(None, "state", "delivered_at"),
     # Replies and receipts that name no notice are matched by a ticket the platform gave earlier.
     Index(None, "ticket"),
 )
+
+# The SLA monitor's work in due order: the next timer is one probe of this index, whatever the
+# number of open notices. Partial: the notices with nothing left to decide (most of the history)
+# are not in it.
+SLA_TIMED = notices.c.sla_due_at.is_not(None)
+Index(None, notices.c.sla_due_at, postgresql_where=SLA_TIMED, sqlite_where=SLA_TIMED)
 
 # Every attempt to send a notice, in the order made (by id).
 notice_attempts = Table(
@@ -278,5 +291,8 @@ sla_decisions = Table(
     # The claim of the monitor sending it (store's clock, epoch seconds), like a notice's lease.
     Column("send_owner", String(200), nullable=True),
     Column("send_until", Double, nullable=True),
+    # A reminder overtaken before it went out (the acknowledgement came first; the portal notice was
+    # filed): never sent, never claimed again. The decision itself stands.
+    Column("dropped_at", UTCDateTime, nullable=True),
     Index(None, "sent_at"),
 )

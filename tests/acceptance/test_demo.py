@@ -109,7 +109,14 @@ def test_the_demo_command_shows_the_silent_platform_breaching_and_the_email_plat
     for line in lines:
         if "sim_time" in line:
             events[line["event"]].append(line)
-    assert {e["platform"] for e in events["sla.breach"]} == {"streamly"}
+    # The platforms' bounds: only the silent one breaches them. The authority's own clock: a portal
+    # notice the demo's staff file more than sla.file_within (2 h) after rendering is undelivered.
+    unfiled = [e for e in events["sla.breach"] if e["kind"] == "undelivered_breach"]
+    assert {e["platform"] for e in events["sla.breach"] if e not in unfiled} == {"streamly"}
+    assert {e["platform"] for e in unfiled} <= {"clipshare"}
+    # The report counts them by request: at least one for each notice left unfiled.
+    assert figures["clipshare"]["undelivered_breaches"] >= len(unfiled)
+    assert (figures["clipshare"]["undelivered_breaches"] == 0) == (not unfiled)
     assert {e["platform"] for e in events["sla.escalated"]} == {"streamly"}
     assert len(events["sla.escalated"]) == silent["notices"]  # one escalation per silent notice
     assert events["notice.bounced"], "the bouncing profile's notices bounced"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,10 +27,11 @@ from notifier.domain.acks import Ack, AckStatus, plan_ack
 from notifier.domain.models import DeadLetter, Priority, RequestState, TakedownRequest
 from notifier.domain.notices import Attempt, AttemptOutcome, Notice, SendResult
 from notifier.domain.report import Bounds, ReportRow, platform_documents, platform_reports
+from notifier.domain.sla import SlaKind
 from notifier.ports import Incoming, Store
 from notifier.services.report import FiguresStore, ReportStore, build_report
 from notifier.store import SqlStore, create_store
-from notifier.store.tables import requests
+from notifier.store.tables import requests, sla_decisions
 
 T0 = datetime(2024, 9, 3, 1, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=10)
@@ -114,7 +116,9 @@ async def test_rows_carry_the_states_and_times_the_store_recorded(store: Reporti
         rows, bounds={"telegram": Bounds(ack_within=H36, removal_within=H36)}, now=T0 + timedelta(hours=40)
     )
     assert (figures["requests"], figures["notices"], figures["delivered"]) == (4, 2, 2)
-    assert (figures["removed"], figures["open"], figures["ack_breaches"]) == (2, 1, 1)
+    # Open: the silent one, and the pending one (undelivered: the authority's own clock).
+    assert (figures["removed"], figures["open"], figures["ack_breaches"]) == (2, 2, 1)
+    assert (figures["undelivered"], figures["oldest_undelivered_s"]) == (1, 40 * 3600)
     assert figures["time_to_removal_s"] == {"p50": 3 * 3600, "p90": 3 * 3600, "max": 3 * 3600}
     assert figures["oldest_open_s"] == 38 * 3600
 
@@ -284,6 +288,16 @@ async def write_rows(store: SqlStore, rows: Sequence[ReportRow]) -> None:
     """``rows`` as requests in the table, replacing whatever was there."""
     async with store.engine.begin() as conn:
         await conn.execute(delete(requests))
+        await conn.execute(delete(sla_decisions))
+        unfiled = sorted({row.notice_id for row in rows if row.undelivered_breach and row.notice_id})
+        if unfiled:
+            await conn.execute(
+                sla_decisions.insert(),
+                [
+                    {"notice_id": n, "kind": SlaKind.UNDELIVERED_BREACH.value, "decided_at": T0, "due_at": T0}
+                    for n in unfiled
+                ],
+            )
         if rows:
             await conn.execute(
                 requests.insert(),
@@ -335,8 +349,10 @@ def req(
     delivered: timedelta | None = timedelta(minutes=5),
     acknowledged: timedelta | None = None,
     resolved: timedelta | None = None,
+    unfiled: bool = False,
 ) -> ReportRow:
-    """A request whose times are offsets from T0."""
+    """A request whose times are offsets from T0; ``unfiled``: its notice was decided unfiled past
+    ``sla.file_within``."""
     return ReportRow(
         platform=platform,
         state=state,
@@ -345,6 +361,7 @@ def req(
         acknowledged_at=None if acknowledged is None else T0 + acknowledged,
         resolved_at=None if resolved is None else T0 + resolved,
         notice_id=notice,
+        undelivered_breach=unfiled,
     )
 
 
@@ -353,7 +370,23 @@ async def test_no_answer_yet_gives_null_times_and_an_open_request(sql_store: Sql
     await write_rows(sql_store, rows)
     [only] = await compare(sql_store, rows, TELEGRAM, now=T0 + timedelta(hours=1))
     assert (only["time_to_ack_s"], only["time_to_removal_s"]) == (None, None)
-    assert (only["requests"], only["open"], only["oldest_open_s"]) == (2, 1, 3300)
+    assert (only["requests"], only["open"], only["oldest_open_s"]) == (2, 2, 3300)
+    assert (only["undelivered"], only["oldest_undelivered_s"]) == (1, 3600)
+
+
+async def test_undelivered_requests_are_open_and_the_unfiled_decision_counts_their_breaches(
+    sql_store: SqlStore,
+) -> None:
+    rows = [
+        *(req(RequestState.BATCHED, notice="TD-portal", delivered=None, unfiled=True) for _ in range(3)),
+        req(RequestState.BATCHED, notice="TD-queued", ingested=timedelta(hours=1), delivered=None),
+        req(RequestState.DELIVERED, notice="TD-filed-late", unfiled=True),
+        req(RequestState.REMOVED, notice="TD-ok", resolved=timedelta(hours=1)),
+    ]
+    await write_rows(sql_store, rows)
+    [only] = await compare(sql_store, rows, TELEGRAM, now=T0 + timedelta(hours=3))
+    assert (only["open"], only["undelivered"], only["oldest_undelivered_s"]) == (5, 4, 3 * 3600)
+    assert only["undelivered_breaches"] == 4  # the three unfiled, and the one filed after its bound
 
 
 async def test_one_request_is_every_percentile(sql_store: SqlStore) -> None:
@@ -489,7 +522,8 @@ def random_rows(rng: random.Random, count: int) -> list[ReportRow]:
                 resolved=maybe(0.5),  # from T0: sometimes before delivery, as a stepped clock may
             )
         )
-    return rows
+    # Two of the notices were decided unfiled past their bound.
+    return [replace(row, undelivered_breach=row.notice_id in ("TD-2", "TD-5")) for row in rows]
 
 
 async def test_random_datasets_give_the_figures_of_the_tally(sql_store: SqlStore) -> None:

@@ -31,6 +31,7 @@ SPEC_KEYS = [
     "removed",
     "rejected",
     "open",
+    "undelivered",
     "failed",
     "dead_letters",
     "ack_within",
@@ -40,7 +41,9 @@ SPEC_KEYS = [
     "time_to_removal_s",
     "ack_breaches",
     "removal_breaches",
+    "undelivered_breaches",
     "oldest_open_s",
+    "oldest_undelivered_s",
 ]
 
 
@@ -145,3 +148,30 @@ async def test_table_lists_every_platform() -> None:
     text = render(await _document(), "table")
     for name in BOUNDS:
         assert name in text
+
+
+async def test_the_table_shows_unfiled_portal_requests_as_open_undelivered_and_breached() -> None:
+    rendered = NOW - timedelta(hours=3)
+    rows = [
+        ReportRow(
+            platform="quiet",
+            state=RequestState.BATCHED,
+            ingested_at=rendered,
+            delivered_at=None,
+            acknowledged_at=None,
+            resolved_at=None,
+            notice_id="TD-q-1",
+            undelivered_breach=True,
+        )
+        for _ in range(1000)
+    ]
+    report = await build_report(_Rows(rows), BOUNDS, now=NOW, since=SINCE)
+    text = render(report, "table")
+    [line] = [line for line in text.splitlines() if "quiet" in line]
+    cells = [cell.strip() for cell in line.split("│")]
+    assert "1000/1000" in cells  # open/undelivered
+    assert "0/0/1000" in cells  # breaches ack/removal/undelivered
+    assert "-/3.0 h" in cells  # oldest open/undelivered
+    [quiet] = list(csv.DictReader(io.StringIO(render(report, "csv"))))[2:]
+    assert (quiet["open"], quiet["undelivered"], quiet["undelivered_breaches"]) == ("1000", "1000", "1000")
+    assert quiet["oldest_undelivered_s"] == str(3 * 3600)

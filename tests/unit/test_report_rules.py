@@ -39,6 +39,7 @@ def row(
     delivered: timedelta | None = timedelta(minutes=5),
     acknowledged: timedelta | None = None,
     resolved: timedelta | None = None,
+    unfiled: bool = False,
 ) -> ReportRow:
     """A request ingested ``request`` seconds after T0; the other times are offsets from T0."""
     return ReportRow(
@@ -49,6 +50,7 @@ def row(
         acknowledged_at=None if acknowledged is None else T0 + acknowledged,
         resolved_at=None if resolved is None else T0 + resolved,
         notice_id=notice,
+        undelivered_breach=unfiled,
     )
 
 
@@ -160,9 +162,10 @@ def test_requests_are_counted_per_request_and_notices_per_notice() -> None:
         "acknowledged": 3,  # a removal and a rejection are answers too
         "removed": 1,
         "rejected": 1,
-        "open": 2,  # delivered, not yet removed or rejected
+        "open": 3,  # delivered and not yet removed or rejected, or not delivered yet
         "failed": 1,
     }
+    assert result["undelivered"] == 1  # the pending one
 
 
 def test_times_run_from_intake_to_delivery_and_from_delivery_to_answers() -> None:
@@ -253,6 +256,29 @@ def test_oldest_open_is_the_oldest_unacknowledged_delivered_request() -> None:
     assert result["oldest_open_s"] == 28 * 3600
 
 
+def test_a_thousand_unfiled_portal_requests_are_open_undelivered_and_breached_once_decided() -> None:
+    # A portal notice rendered and never filed: its requests stay batched, with no delivery time.
+    now = T0 + timedelta(hours=3)
+    unfiled = [row(i, RequestState.BATCHED, notice="TD-9", delivered=None, unfiled=True) for i in range(1000)]
+    result = report(*unfiled, row(5000, RequestState.PENDING, notice=None, delivered=None), now=now)
+    assert (result["open"], result["undelivered"], result["undelivered_breaches"]) == (1001, 1001, 1000)
+    assert result["oldest_undelivered_s"] == 3 * 3600  # the first request, ingested at T0
+    assert (result["ack_breaches"], result["removal_breaches"], result["oldest_open_s"]) == (0, 0, None)
+
+
+def test_an_undelivered_breach_stays_counted_after_the_notice_is_filed_and_delivered() -> None:
+    result = report(
+        row(1, RequestState.DELIVERED, delivered=timedelta(hours=4), unfiled=True),
+        row(2, RequestState.REMOVED, delivered=timedelta(hours=4), resolved=timedelta(hours=5), unfiled=True),
+    )
+    assert (result["undelivered"], result["oldest_undelivered_s"], result["undelivered_breaches"]) == (
+        0,
+        None,
+        2,
+    )
+    assert result["open"] == 1
+
+
 def test_bounds_are_reported_in_seconds_per_platform() -> None:
     bounds = {
         "telegram": Bounds(ack_within=H36, removal_within=H36),
@@ -312,6 +338,7 @@ def test_every_platform_appears_with_zeros_and_nulls_when_it_has_no_requests() -
         "removed": 0,
         "rejected": 0,
         "open": 0,
+        "undelivered": 0,
         "failed": 0,
         "dead_letters": 2,
         "ack_within": 129600,
@@ -321,7 +348,9 @@ def test_every_platform_appears_with_zeros_and_nulls_when_it_has_no_requests() -
         "time_to_removal_s": None,
         "ack_breaches": 0,
         "removal_breaches": 0,
+        "undelivered_breaches": 0,
         "oldest_open_s": None,
+        "oldest_undelivered_s": None,
     }
 
 

@@ -49,6 +49,14 @@ def test_the_shipped_configuration_is_valid() -> None:
     assert settings.templates.dir == REPO / "config" / "templates"
 
 
+def test_portal_notices_must_be_filed_within_two_hours_unless_a_platform_says_otherwise(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(write(tmp_path), {"NOTIFIER_PLATFORMS__TELEGRAM__SLA__FILE_WITHIN": "30m"})
+    assert settings.sla.file_within == timedelta(hours=2)
+    assert settings.platforms["telegram"].sla.file_within == timedelta(minutes=30)
+
+
 def test_defaults_and_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL + '\n[store]\nurl = "sqlite:///data/n.db"\n')
     settings = load_settings(path, {})
@@ -149,6 +157,11 @@ def test_an_alerts_relay_off_loopback_must_use_starttls_as_smtp_does(tmp_path: P
         ),
         ({"NOTIFIER_SMTP__HOTS": "mail"}, "smtp.hots: unknown key (from NOTIFIER_SMTP__HOTS)"),
         ({"NOTIFIER_SLA__ACK_WITHIN": "5x"}, "sla.ack_within: '5x' is not a duration"),
+        ({"NOTIFIER_SLA__FILE_WITHIN": "0"}, "sla.file_within: must be more than zero"),
+        (
+            {"NOTIFIER_PLATFORMS__TELEGRAM__SLA__FILE_WITHIN": "soon"},
+            "platforms.telegram.sla.file_within: 'soon' is not a duration",
+        ),
         (
             {"NOTIFIER_HTTP__LISTEN": "0.0.0.0:8080"},
             "http.intake_token_env is required when http.listen (0.0.0.0:8080) is not a loopback address",

@@ -13,6 +13,7 @@ from notifier.domain.sla import SlaBounds, SlaFacts, SlaKind, outlook
 DELIVERED = datetime(2024, 9, 3, 9, 0, tzinfo=UTC)
 BOUNDS = SlaBounds(ack_within=timedelta(hours=36), removal_within=timedelta(hours=36), remind_at=0.66)
 REMIND = DELIVERED + timedelta(hours=36) * 0.66
+US = timedelta(microseconds=1)
 
 
 def facts(
@@ -123,3 +124,51 @@ def test_a_breach_is_due_exactly_when_elapsed_time_is_greater_than_the_bound(
         # Nothing new is due before the announced time.
         later = outlook(facts(decided=frozenset(due)), bounds, now=view.next_at - timedelta(microseconds=1))
         assert later.due == ()
+
+
+# -- the authority's own clock: a portal notice waiting to be filed ------------------------------------
+
+RENDERED = DELIVERED - timedelta(hours=5)
+FILE_WITHIN = timedelta(hours=2)
+PORTAL = SlaBounds(
+    ack_within=timedelta(hours=36), removal_within=timedelta(hours=36), file_within=FILE_WITHIN
+)
+
+
+def waiting(*, delivered_at: datetime | None = None, decided: frozenset[SlaKind] = frozenset()) -> SlaFacts:
+    return SlaFacts(
+        delivered_at=delivered_at,
+        acknowledged_at=None,
+        open_requests=1,
+        decided=decided,
+        rendered_at=RENDERED,
+    )
+
+
+def test_a_portal_notice_unfiled_for_exactly_file_within_is_within_a_microsecond_more_undelivered() -> None:
+    at_bound = outlook(waiting(), PORTAL, now=RENDERED + FILE_WITHIN)
+    assert at_bound.due == ()
+    assert at_bound.next_at == RENDERED + FILE_WITHIN + timedelta(microseconds=1)
+    [due] = outlook(waiting(), PORTAL, now=at_bound.next_at).due
+    assert (due.kind, due.bound, due.elapsed) == (SlaKind.UNDELIVERED_BREACH, FILE_WITHIN, FILE_WITHIN + US)
+    decided = outlook(waiting(decided=frozenset({SlaKind.UNDELIVERED_BREACH})), PORTAL, now=at_bound.next_at)
+    assert (decided.due, decided.next_at) == ((), None)  # nothing more until it is filed
+
+
+def test_a_portal_notice_filed_in_time_owes_nothing_but_the_platforms_bounds() -> None:
+    filed = RENDERED + FILE_WITHIN
+    view = outlook(waiting(delivered_at=filed), PORTAL, now=filed + timedelta(hours=3))
+    assert view.due == ()
+    assert view.next_at == filed + timedelta(hours=36) * 0.66  # the platform's reminder, from filing
+
+
+def test_a_portal_notice_filed_late_is_undelivered_even_when_nobody_looked_in_time() -> None:
+    filed = RENDERED + FILE_WITHIN + timedelta(seconds=30)
+    [due] = outlook(waiting(delivered_at=filed), PORTAL, now=filed + timedelta(hours=1)).due
+    assert (due.kind, due.elapsed) == (SlaKind.UNDELIVERED_BREACH, FILE_WITHIN + timedelta(seconds=30))
+    assert due.due_at == RENDERED + FILE_WITHIN + US
+
+
+def test_file_within_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        SlaBounds(ack_within=timedelta(hours=1), removal_within=timedelta(hours=1), file_within=timedelta(0))
