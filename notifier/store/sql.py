@@ -42,6 +42,7 @@ from notifier.store.engine import READ_ONLY, build_engine, describe_failure, is_
 from notifier.store.ingest import Item, as_utc, dead_letter_row, plan_batch
 from notifier.store.notices_sql import NoticeSqlMixin
 from notifier.store.open_items_sql import OpenItemsSqlMixin
+from notifier.store.rate_sql import RateSqlMixin
 from notifier.store.report_sql import ReportSqlMixin
 from notifier.store.sla_sql import SlaSqlMixin
 from notifier.store.tables import dead_letters, notices, request_conflicts, requests
@@ -55,7 +56,7 @@ _CHUNK = 500
 _T = TypeVar("_T")
 
 
-class SqlStore(NoticeSqlMixin, AckSqlMixin, ReportSqlMixin, SlaSqlMixin, OpenItemsSqlMixin):
+class SqlStore(NoticeSqlMixin, RateSqlMixin, AckSqlMixin, ReportSqlMixin, SlaSqlMixin, OpenItemsSqlMixin):
     """:class:`notifier.ports.Store` (intake, notices, acknowledgements) on SQLite or PostgreSQL.
 
     Build it with ``await create_store(url)``, which also applies the migrations; or construct it
