@@ -17,6 +17,7 @@ from rich.table import Table
 from notifier import __version__
 from notifier.app import ack_service, open_store, run_daemon
 from notifier.channels.rendering import Renderer
+from notifier.cli_args import config_first
 from notifier.cli_demo import register as register_demo
 from notifier.cli_report import register as register_report
 from notifier.cli_submit import submit_files
@@ -382,7 +383,7 @@ register_demo(app)
 def main() -> None:
     """Entry point: usage errors are one line on stderr naming the command, exit 2 (SPEC §3)."""
     try:
-        code = app(standalone_mode=False)
+        code = app(args=config_first(sys.argv[1:]), standalone_mode=False)
     except typer.Exit as done:
         sys.exit(done.exit_code)
     except (typer.Abort, KeyboardInterrupt):
