@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import errno
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 
 import aiohttp
@@ -18,6 +20,7 @@ from notifier.clock import Clock, SystemClock
 from notifier.domain.notices import Authority
 from notifier.domain.sla import SlaBounds
 from notifier.domain.validation import Vocabulary
+from notifier.errors import ConfigError
 from notifier.intake.amqp import AmqpQueue
 from notifier.intake.local import LocalQueue
 from notifier.intake.service import IntakeService
@@ -320,7 +323,8 @@ class Daemon:
             )
             self.http = HttpServer(app, settings.http.host, settings.http.port)
             self._resources.push_async_callback(self.http.stop)
-            await self.http.start()
+            async with _listening("http.listen", settings.http.listen):
+                await self.http.start()
         ack_consumer = AckQueueConsumer(
             store=store,
             queue=queue,
@@ -347,7 +351,8 @@ class Daemon:
         self.supervisor.spawn("sla", self.sla.run)
         if settings.inbound_smtp.listen:
             self.inbound_smtp = InboundSmtp(settings=settings.inbound_smtp, sink=self.acks)
-            await self.inbound_smtp.start()
+            async with _listening("inbound_smtp.listen", settings.inbound_smtp.listen):
+                await self.inbound_smtp.start()
             self._resources.push_async_callback(self.inbound_smtp.stop)
         if settings.imap.host:
             reader = ImapReader(settings=settings.imap, sink=self.acks, seen=store, clock=self.clock)
@@ -370,6 +375,18 @@ class Daemon:
 
     def stop(self) -> None:
         self.supervisor.stop.set()
+
+
+@contextlib.asynccontextmanager
+async def _listening(key: str, address: str) -> AsyncIterator[None]:
+    """A socket that cannot be bound is a configuration fault: one line naming the key."""
+    try:
+        yield
+    except OSError as error:
+        reason = error.strerror or str(error)
+        if error.errno == errno.EADDRINUSE:
+            reason = "the address is already in use (another process listens there)"
+        raise ConfigError(f'{key} = "{address}": cannot listen there: {reason}') from None
 
 
 async def run_daemon(settings: Settings, *, clock: Clock | None = None) -> int:
