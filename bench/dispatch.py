@@ -249,8 +249,8 @@ async def running_daemon(settings: Settings) -> AsyncIterator[CountingStore]:
     opened: list[CountingStore] = []
     original = app.open_store
 
-    async def open_counting(settings: Settings) -> Store:
-        counting = CountingStore(await original(settings))
+    async def open_counting(settings: Settings, *, existing: bool = False) -> Store:
+        counting = CountingStore(await original(settings, existing=existing))
         opened.append(counting)
         return cast(Store, counting)
 

@@ -35,7 +35,7 @@ from notifier.services.dispatcher import Dispatcher, Route
 from notifier.services.monitoring import OpenItemsMonitor
 from notifier.services.sla import SlaMonitor
 from notifier.settings import PlatformSettings, Settings, mask_url, sqlite_path
-from notifier.store import create_store
+from notifier.store import create_store, open_existing_store
 from notifier.store.runlock import acquire_run_lock
 
 log = structlog.get_logger("notifier.app")
@@ -59,11 +59,22 @@ def create_queue(settings: Settings) -> IntakeQueue:
     )
 
 
-async def open_store(settings: Settings) -> Store:
-    path = sqlite_path(settings.store.resolved_url)
+async def open_store(settings: Settings, *, existing: bool = False) -> Store:
+    """The store, migrated to this version (the daemon); with ``existing``, only a store notifier
+    made and migrated before (the commands that read or edit it): a mistyped path or URL is refused
+    naming ``store.url``, never created empty."""
+    url = settings.store.resolved_url
+    path = sqlite_path(url)
+    if existing:
+        if path is not None and not path.is_file():
+            raise ConfigError(
+                f"store.url: {path} does not exist (nothing has run with this configuration yet: "
+                "check the path, or start `notifier run` once)"
+            )
+        return await open_existing_store(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    return await create_store(settings.store.resolved_url)
+    return await create_store(url)
 
 
 def authority(settings: Settings) -> Authority:

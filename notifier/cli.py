@@ -138,7 +138,7 @@ def status(
     settings = _settings(config)
 
     async def collect() -> dict[str, Any]:
-        store = await open_store(settings)
+        store = await open_store(settings, existing=True)
         try:
             if ids:
                 return await lookup(store, ids)
@@ -216,7 +216,7 @@ def retry(
     settings = _settings(config)
 
     async def act() -> int:
-        store = await open_store(settings)
+        store = await open_store(settings, existing=True)
         problems = 0
         try:
             for notice_id in notice_ids:
@@ -273,7 +273,7 @@ def ack(
     when = _parse_at(at, now)
 
     async def act() -> int:
-        store = await open_store(settings)
+        store = await open_store(settings, existing=True)
         try:
             if status is ManualStatus.submitted:
                 notice = await record_submitted(store, notice_id, at=when, now=now, ticket=ticket)

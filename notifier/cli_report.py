@@ -104,7 +104,7 @@ def run_report(
     bounds = platform_bounds(settings, platforms)
 
     async def collect() -> dict[str, Any]:
-        store: Any = await open_store(settings)
+        store: Any = await open_store(settings, existing=True)
         try:
             reporting: ReportStore = store
             return await build_report(reporting, bounds, now=now, since=start, until=end)

@@ -6,6 +6,6 @@
 """
 
 from notifier.store.runlock import RunLock, acquire_run_lock
-from notifier.store.sql import SqlStore, create_store
+from notifier.store.sql import SqlStore, create_store, open_existing_store
 
-__all__ = ["RunLock", "SqlStore", "acquire_run_lock", "create_store"]
+__all__ = ["RunLock", "SqlStore", "acquire_run_lock", "create_store", "open_existing_store"]

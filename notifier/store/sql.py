@@ -34,7 +34,7 @@ from notifier.domain.models import (
     StoredRequest,
     TakedownRequest,
 )
-from notifier.errors import StoreUnavailable
+from notifier.errors import ConfigError, StoreUnavailable
 from notifier.ports import Incoming, StatusCounts
 from notifier.store import migrate
 from notifier.store.acks_sql import AckSqlMixin
@@ -87,6 +87,22 @@ class SqlStore(NoticeSqlMixin, RateSqlMixin, AckSqlMixin, ReportSqlMixin, SlaSql
         """Apply pending migrations (waiting for another process doing the same)."""
         async with self._guard("migrate"):
             await migrate.upgrade(self._engine, read_only_engine=self._reader)
+
+    async def check_schema(self) -> None:
+        """Refuse a database notifier has not made (or not migrated to this version): a command that
+        only reads or edits what is stored must not create, nor migrate, a store."""
+        async with self._guard("check_schema"), self._reader.connect() as connection:
+            current = await migrate.current_revision(connection)
+        if current is None:
+            raise ConfigError(
+                f"store.url: {self.name} holds no notifier store (nothing has run with this "
+                "configuration yet: check the URL, or start `notifier run` once)"
+            )
+        if current != migrate.head_revision():
+            raise ConfigError(
+                f"store.url: {self.name} is at schema {current}, not this notifier's "
+                f"{migrate.head_revision()}: start `notifier run` once to migrate it"
+            )
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -271,6 +287,18 @@ class SqlStore(NoticeSqlMixin, RateSqlMixin, AckSqlMixin, ReportSqlMixin, SlaSql
             if self._url.password:
                 message = message.replace(self._url.password, "***")
             raise StoreUnavailable(message) from error
+
+
+async def open_existing_store(url: str) -> SqlStore:
+    """Open the store at ``url`` only if notifier made it and its schema is this version's (raises
+    :class:`notifier.errors.ConfigError` naming ``store.url`` otherwise); nothing is created."""
+    store = SqlStore(url)
+    try:
+        await store.check_schema()
+    except BaseException:
+        await store.close()
+        raise
+    return store
 
 
 async def create_store(url: str) -> SqlStore:
