@@ -389,6 +389,9 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
     except typer.TyperException as error:
+        if not error.format_message():
+            # `notifier` alone, or a group without its command: the help was the answer.
+            sys.exit(0)
         context = getattr(error, "ctx", None)
         where = getattr(context, "command_path", None) or "notifier"
         hint = f" (see {where} --help)" if error.exit_code == 2 else ""

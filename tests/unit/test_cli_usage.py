@@ -1,4 +1,5 @@
-"""``-c/--config`` is taken before the command as well as after it (SPEC §3)."""
+"""The command line's own options and usage: ``-c/--config`` before or after the command (SPEC §3),
+help, and unknown commands."""
 
 from __future__ import annotations
 
@@ -51,3 +52,18 @@ def test_the_option_after_the_command_wins_over_the_one_before(tmp_path: Path) -
     missing = tmp_path / "nowhere.toml"
     result = notifier("-c", str(missing), "check-config", "-c", str(CONFIG))
     assert result.returncode == 0, result.stderr
+
+
+def test_notifier_alone_prints_its_help_and_no_error() -> None:
+    result = notifier()
+    assert result.returncode == 0
+    assert "Usage: python -m notifier [OPTIONS] COMMAND" in result.stdout
+    assert result.stderr == ""
+
+
+def test_an_unknown_command_is_one_line_on_stderr_exit_2() -> None:
+    result = notifier("nosuch")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "python -m notifier: No such command 'nosuch'. (see python -m notifier --help)"
+    )
