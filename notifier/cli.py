@@ -7,23 +7,20 @@ import json
 import sys
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from notifier import __version__
 from notifier.app import ack_service, open_store, run_daemon
-from notifier.channels.rendering import Renderer
-from notifier.cli_args import config_first
+from notifier.cli_args import ConfigOption, config_first, err, fail, out, settings_from
+from notifier.cli_check import register as register_check
 from notifier.cli_demo import register as register_demo
 from notifier.cli_report import register as register_report
 from notifier.cli_submit import submit_files
 from notifier.clock import SystemClock
 from notifier.domain.acks import AckStatus
-from notifier.domain.durations import format_duration
 from notifier.domain.models import format_timestamp
 from notifier.errors import AlreadyRunning, ConfigError, InvalidRequest, NotifierError
 from notifier.logging import configure_logging
@@ -31,7 +28,6 @@ from notifier.metrics import Metrics
 from notifier.services.acks import AckOutcome
 from notifier.services.operator import record_ack, record_submitted, retry_notice
 from notifier.services.status import lookup, overview
-from notifier.settings import Settings, load_settings, mask_url
 
 app = typer.Typer(
     name="notifier",
@@ -40,32 +36,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped or redirected output (reports kept in files, scripts) gets room for its tables.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "-c",
-        "--config",
-        envvar="NOTIFIER_CONFIG",
-        help="Configuration file \\[default: config/notifier.toml].",
-        show_default=False,
-    ),
-]
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    err.print(message, markup=False)
-    return typer.Exit(code)
-
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as error:
-        raise _fail(f"notifier: {error}", 2) from None
 
 
 def _run(coro: Any) -> Any:
@@ -73,9 +43,9 @@ def _run(coro: Any) -> Any:
     try:
         return asyncio.run(coro)
     except ConfigError as error:
-        raise _fail(f"notifier: {error}", 2) from None
+        raise fail(f"notifier: {error}", 2) from None
     except NotifierError as error:
-        raise _fail(f"notifier: {error}", 1) from None
+        raise fail(f"notifier: {error}", 1) from None
 
 
 def _version(value: bool) -> None:
@@ -101,15 +71,15 @@ def run(
     """The daemon: intake, batching, dispatch, acknowledgements, the SLA monitor, the HTTP server.
     SIGTERM/SIGINT drain gracefully."""
     configure_logging(json=True, level=log_level)
-    settings = _settings(config)
+    settings = settings_from(config)
     try:
         code = asyncio.run(run_daemon(settings))
     except AlreadyRunning as error:
-        raise _fail(f"notifier: {error}", 1) from None
+        raise fail(f"notifier: {error}", 1) from None
     except ConfigError as error:
-        raise _fail(f"notifier: {error}", 2) from None
+        raise fail(f"notifier: {error}", 2) from None
     except NotifierError as error:
-        raise _fail(f"notifier: cannot start: {error}", 1) from None
+        raise fail(f"notifier: cannot start: {error}", 1) from None
     raise typer.Exit(code)
 
 
@@ -122,7 +92,7 @@ def submit(
 ) -> None:
     """Validate requests and publish the valid ones to the intake queue; list the invalid ones."""
     configure_logging(json=False, level="warning")
-    settings = _settings(config)
+    settings = settings_from(config)
     invalid = _run(submit_files(settings, files, out=out, err=err))
     raise typer.Exit(1 if invalid else 0)
 
@@ -135,7 +105,7 @@ def status(
 ) -> None:
     """State of requests and notices; without ids, counts per platform and state."""
     configure_logging(json=False, level="warning")
-    settings = _settings(config)
+    settings = settings_from(config)
 
     async def collect() -> dict[str, Any]:
         store = await open_store(settings, existing=True)
@@ -213,7 +183,7 @@ def retry(
 ) -> None:
     """Send failed notices again, e.g. after fixing a platform's address."""
     configure_logging(json=False, level="warning")
-    settings = _settings(config)
+    settings = settings_from(config)
 
     async def act() -> int:
         store = await open_store(settings, existing=True)
@@ -268,7 +238,7 @@ def ack(
 ) -> None:
     """Record by hand what happened to a notice: a portal submission, or a platform's answer."""
     configure_logging(json=False, level="warning")
-    settings = _settings(config)
+    settings = settings_from(config)
     now = SystemClock().now()
     when = _parse_at(at, now)
 
@@ -316,67 +286,14 @@ def _parse_at(at: str | None, now: datetime) -> datetime:
     try:
         when = datetime.fromisoformat(at)
     except ValueError:
-        raise _fail(f"notifier: --at {at!r} is not an ISO 8601 time", 2) from None
+        raise fail(f"notifier: --at {at!r} is not an ISO 8601 time", 2) from None
     if when.tzinfo is None:
-        raise _fail(f"notifier: --at {at!r} needs a time zone offset (e.g. +09:00 or Z)", 2)
+        raise fail(f"notifier: --at {at!r} needs a time zone offset (e.g. +09:00 or Z)", 2)
     return when
 
 
-def _alerts_line(settings: Settings) -> str:
-    """Where operations alerts go, and over which relay."""
-    alerts, smtp = settings.alerts, settings.smtp
-    if not settings.authority.operations_email:
-        return "off (authority.operations_email is empty)"
-    sender = alerts.from_ or smtp.from_
-    if alerts.host:
-        return f"{alerts.host}:{alerts.port}  starttls={alerts.starttls}  from {sender}"
-    return f"through the [smtp] relay  from {sender}"
-
-
-@app.command("check-config")
-def check_config(config: ConfigOption = None) -> None:
-    """Load and validate the configuration; print what was loaded."""
-    settings = _settings(config)
-    authority, queue, http, smtp = settings.authority, settings.queue, settings.http, settings.smtp
-    lines = [
-        f"configuration: {settings.config_path}",
-        f"authority: {authority.name} <{authority.email}>",
-        f"  time zone {authority.timezone}; operations: {', '.join(authority.operations_email) or '-'}",
-        f"categories: {', '.join(settings.categories)}",
-        f"store: {mask_url(settings.store.resolved_url)}",
-        f"queue: {mask_url(queue.resolved_url)}  requests={queue.requests}  acks={queue.acks}",
-        f"http: {http.listen or 'off'}  intake token: {'set' if http.intake_token else 'none'}",
-        f"smtp: {smtp.host}:{smtp.port}  starttls={smtp.starttls}",
-        f"alerts: {_alerts_line(settings)}",
-    ]
-    try:
-        Renderer(settings.templates.dir)
-    except ConfigError as error:
-        raise _fail(f"notifier: {error}", 2) from None
-    lines.append(f"templates: {settings.templates.dir} (en, ko; every template rendered once)")
-    for line in lines:
-        out.print(line, markup=False)
-    table = Table(title="platforms", title_justify="left")
-    for column in ("id", "name", "channel", "fallback", "lang", "batch", "ack", "removal"):
-        table.add_column(column, no_wrap=True)
-    for platform_id, platform in settings.platforms.items():
-        ack = platform.sla.ack_within or settings.sla.ack_within
-        removal = platform.sla.removal_within or settings.sla.removal_within
-        table.add_row(
-            platform_id,
-            platform.name,
-            platform.channel,
-            platform.fallback or "-",
-            platform.language,
-            f"{platform.batch.max_items} per {format_duration(platform.batch.max_wait)}",
-            format_duration(ack),
-            format_duration(removal),
-        )
-    out.print(table)
-    out.print("configuration is valid")
-
-
 register_report(app)
+register_check(app)
 register_demo(app)
 
 

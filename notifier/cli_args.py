@@ -1,8 +1,47 @@
-"""What the command line takes before the command: ``-c/--config`` (SPEC §3)."""
+"""What every command shares: its ``-c/--config`` option (taken before the command too, SPEC §3),
+its consoles, and one line on stderr for an error."""
 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from notifier.errors import ConfigError
+from notifier.settings import Settings, load_settings
+
+# Piped or redirected output (reports kept in files, scripts) gets room for its tables.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "-c",
+        "--config",
+        envvar="NOTIFIER_CONFIG",
+        help="Configuration file \\[default: config/notifier.toml].",
+        show_default=False,
+    ),
+]
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """One line on stderr, then exit with ``code``."""
+    err.print(message, markup=False)
+    return typer.Exit(code)
+
+
+def settings_from(config: Path | None) -> Settings:
+    """The configuration, or exit 2 with one line naming the file or key at fault."""
+    try:
+        return load_settings(config)
+    except ConfigError as error:
+        raise fail(f"notifier: {error}", 2) from None
 
 
 def config_first(argv: list[str]) -> list[str]:
