@@ -14,7 +14,7 @@ from notifier.clock import SimulatedClock
 from notifier.domain.models import DeadLetter, Priority, TakedownRequest
 from notifier.domain.notices import Attempt, AttemptOutcome, Notice, SendResult
 from notifier.domain.report import Bounds
-from notifier.domain.sla import SlaBounds
+from notifier.domain.sla import SlaBounds, SlaKind
 from notifier.metrics import Metrics
 from notifier.ports import Incoming, Role
 from notifier.runtime.console import ConsoleDeps, mount_console
@@ -71,6 +71,8 @@ async def seed(store: SqlStore, outbox: Path) -> dict[str, str]:
         store, "telegram", ["kcsc-2024-000101", "kcsc-2024-000102"], at=NOW - 40 * HOUR
     )
     await store.record_receipt(breached.notice_id, at=NOW - 39 * HOUR, ticket="TG-55821", source="test")
+    await store.decide(breached.notice_id, {SlaKind.REMINDER: NOW - 16 * HOUR}, decided_at=NOW - 16 * HOUR)
+    await store.decide(breached.notice_id, {SlaKind.ACK_BREACH: NOW - 4 * HOUR}, decided_at=NOW - 4 * HOUR)
     fresh = await delivered(store, "videohost", ["kcsc-2024-000201"], at=NOW - 2 * HOUR)
     portal = await _claimed(store, "clipshare", ["kcsc-2024-000301"], at=NOW - 5 * HOUR, channel="manual")
     assert await store.record_delivery(

@@ -121,7 +121,18 @@ KO: dict[str, str] = {
     "All platforms": "모든 플랫폼",
 }
 
-CATALOGUES: dict[str, dict[str, str]] = {"en": {}, "ko": KO}
+# The English of the few keys that are names in the code (deadlines, timeline events).
+EN: dict[str, str] = {
+    "ack_by": "Acknowledgement due",
+    "remove_by": "Removal due",
+    "deliver_by": "Delivery due",
+    "ack": "acknowledgement",
+    "ack_breach": "acknowledgement bound breached",
+    "removal_breach": "removal bound breached",
+    "awaiting_submission": "awaiting submission",
+}
+
+CATALOGUES: dict[str, dict[str, str]] = {"en": EN, "ko": KO}
 
 
 def translator(language: str) -> Callable[[str], str]:
