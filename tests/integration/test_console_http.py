@@ -14,6 +14,14 @@ from structlog.testing import capture_logs
 
 from notifier.clock import SimulatedClock
 from notifier.domain.models import NoticeState
+from notifier.domain.validation import Vocabulary
+from notifier.intake.memory import MemoryQueue
+from notifier.intake.service import IntakeService
+from notifier.metrics import Metrics
+from notifier.runtime.console.setup import secure_cookies
+from notifier.runtime.http import build_http_app
+from notifier.services.monitoring import OpenItemsMonitor
+from notifier.settings import load_settings
 from notifier.store import SqlStore
 from tests.console_seed import NOW, PASSWORD, console_app, console_deps, seed
 from tests.stores import sqlite_store
@@ -283,3 +291,67 @@ async def test_the_interface_speaks_korean_to_a_korean_browser(client: Client) -
     assert '<html lang="ko">' in page
     english = await (await client.get("/console/", headers={"Accept-Language": "en-US"})).text()
     assert "Breached" in english
+
+
+async def test_the_daemons_http_app_serves_the_console_beside_its_own_endpoints(
+    store: SqlStore, ids: dict[str, str], tmp_path: Path
+) -> None:
+    clock = SimulatedClock(NOW)
+    deps = console_deps(store, tmp_path / "outbox", clock)
+    queue = MemoryQueue()
+    app = build_http_app(
+        intake=IntakeService(
+            store=store,
+            queue=queue,
+            queue_name="takedown.requests",
+            vocabulary=Vocabulary(platforms=("telegram",), categories={"deepfake_sexual_abuse"}),
+            clock=clock,
+            metrics=Metrics(),
+        ),
+        store=store,
+        queue=queue,
+        metrics_=Metrics(),
+        intake_token=None,
+        acks=deps.acks,
+        clock=clock,
+        callback_secrets={},
+        open_items=OpenItemsMonitor(
+            store=store, clock=clock, platforms=("telegram",), collector=Metrics().open_items
+        ),
+        console=deps,
+    )
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.get("/healthz")).status == 200
+        assert (await client.get("/console/login")).status == 200
+        assert "Content-Security-Policy" not in (await client.get("/healthz")).headers
+        response = await login(client, "olivia")
+        assert response.status == 303
+
+
+MINIMAL = """
+[authority]
+name = "Authority"
+email = "takedown@authority.example"
+
+[categories]
+deepfake_sexual_abuse = "Deepfake sexual abuse material"
+
+[platforms.telegram]
+name = "Telegram"
+channel = "email"
+[platforms.telegram.email]
+to = ["abuse@telegram.example"]
+"""
+
+
+def test_cookies_are_secure_unless_the_console_listens_on_loopback(tmp_path: Path) -> None:
+    cases = {
+        "": False,  # on http.listen, 127.0.0.1:8080
+        '[console]\nlisten = "0.0.0.0:8443"\n': True,
+        '[console]\nlisten = "127.0.0.1:8081"\n': False,
+        '[console]\nlisten = "127.0.0.1:8081"\nsecure_cookies = "always"\n': True,
+    }
+    path = tmp_path / "notifier.toml"
+    for extra, expected in cases.items():
+        path.write_text(MINIMAL + extra, encoding="utf-8")
+        assert secure_cookies(load_settings(path, {})) is expected, extra

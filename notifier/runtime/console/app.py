@@ -230,8 +230,3 @@ def build_console_app(console: ConsoleDeps) -> web.Application:
 
 def mount_console(parent: web.Application, console: ConsoleDeps) -> None:
     parent.add_subapp(f"{PREFIX}/", build_console_app(console))
-    parent.router.add_get(PREFIX, _to_console)
-
-
-async def _to_console(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPFound(f"{PREFIX}/")
