@@ -65,8 +65,12 @@ async def add_acks(url: str, notices: list[tuple[Any, ...]], now: datetime) -> i
     return len(rows)
 
 
-async def time_pages(base: str, pages: dict[str, str], rounds: int) -> dict[str, list[float]]:
-    timings: dict[str, list[float]] = {name: [] for name in pages}
+async def time_pages(
+    base: str, pages: dict[str, str], rounds: int, heavy_rounds: int
+) -> dict[str, list[float]]:
+    """Each page ``rounds`` times (the whole-report downloads ``heavy_rounds``), printing its line
+    as soon as it is measured."""
+    timings: dict[str, list[float]] = {}
     jar = aiohttp.CookieJar(unsafe=True)
     async with aiohttp.ClientSession(cookie_jar=jar) as session:
         login = await (await session.get(f"{base}/console/login")).text()
@@ -75,13 +79,19 @@ async def time_pages(base: str, pages: dict[str, str], rounds: int) -> dict[str,
         form = {"username": "olivia", "password": PASSWORD, "csrf_token": token.group(1)}
         async with session.post(f"{base}/console/login", data=form) as response:
             assert response.status == 200 and response.url.path == "/console/", response.status
-        for _ in range(rounds):
-            for name, path in pages.items():
+        print(f"{'page':<28} {'p50 ms':>8} {'p95 ms':>8} {'requests':>9}  (after login)", flush=True)
+        for name, path in pages.items():
+            values: list[float] = []
+            for _ in range(heavy_rounds if "report (" in name else rounds):
                 t0 = time.perf_counter()
                 async with session.get(f"{base}{path}") as response:
                     await response.read()
                     assert response.status == 200, (name, response.status)
-                timings[name].append((time.perf_counter() - t0) * 1000)
+                values.append((time.perf_counter() - t0) * 1000)
+            timings[name] = values
+            verdict = "" if p95(values) <= TARGET_MS else "  over 200 ms"
+            median = statistics.median(values)
+            print(f"{name:<28} {median:8.1f} {p95(values):8.1f} {len(values):9d}{verdict}", flush=True)
     return timings
 
 
@@ -97,6 +107,7 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--notices", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--report-rounds", type=int, default=5, help="requests of each whole-report download")
     args = parser.parse_args()
 
     now = datetime.now(UTC)
@@ -155,7 +166,7 @@ async def main() -> None:
                     "report (30 days, HTML)": "/console/report.html?since=30d",
                     "report (30 days, CSV)": "/console/report.csv?since=30d",
                 }
-                timings = await time_pages(base, pages, args.rounds)
+                timings = await time_pages(base, pages, args.rounds, args.report_rounds)
             finally:
                 await server.close()
         finally:
@@ -164,10 +175,6 @@ async def main() -> None:
         await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         await admin.close()
 
-    print(f"{'page':<28} {'p50 ms':>8} {'p95 ms':>8}   ({args.rounds} requests each, after login)")
-    for name, values in timings.items():
-        verdict = "" if p95(values) <= TARGET_MS else "  over 200 ms"
-        print(f"{name:<28} {statistics.median(values):8.1f} {p95(values):8.1f}{verdict}")
     slow = [name for name, values in timings.items() if p95(values) > TARGET_MS]
     verdict = "met" if not slow else "NOT met: " + ", ".join(slow)
     print(f"SPEC §16 target: every page ≤ {TARGET_MS:.0f} ms at p95: {verdict}")
