@@ -74,6 +74,8 @@ async def seed(store: SqlStore, outbox: Path) -> dict[str, str]:
     await store.decide(breached.notice_id, {SlaKind.REMINDER: NOW - 16 * HOUR}, decided_at=NOW - 16 * HOUR)
     await store.decide(breached.notice_id, {SlaKind.ACK_BREACH: NOW - 4 * HOUR}, decided_at=NOW - 4 * HOUR)
     fresh = await delivered(store, "videohost", ["kcsc-2024-000201"], at=NOW - 2 * HOUR)
+    await store.record_receipt(fresh.notice_id, at=NOW - HOUR, ticket="VH-7731", source="test")
+    await delivered(store, "telegram", ["kcsc-2024-000151"], at=NOW - 33 * HOUR)  # due within 6 h
     portal = await _claimed(store, "clipshare", ["kcsc-2024-000301"], at=NOW - 5 * HOUR, channel="manual")
     assert await store.record_delivery(
         portal.notice_id,
@@ -144,6 +146,7 @@ def console_deps(
         deliver_within=6 * HOUR,
         secure_cookies=secure,
         limiter=LoginLimiter(),
+        overview_cache_s=0,  # every request reads the store: the tests see each change at once
     )
 
 

@@ -63,6 +63,12 @@ def _figures(platform: str, cut: Cutoffs, day_start: datetime) -> list[Any]:
     ]
 
 
+def _request_hit(row: Any) -> SearchHit:
+    return SearchHit(
+        kind="request", id=row.request_id, platform=row.platform, state=row.state, notice_id=row.notice_id
+    )
+
+
 class ConsoleSqlMixin:
     """:class:`notifier.ports.ConsoleStore` for :class:`notifier.store.sql.SqlStore`."""
 
@@ -149,24 +155,20 @@ class ConsoleSqlMixin:
                 hits[("notice", row.notice_id)] = SearchHit(
                     kind="notice", id=row.notice_id, platform=row.platform, state=row.state, notice_id=None
                 )
-            wanted = [r.request_id == term]
-            if len(term) >= MIN_PART:
+            found = await conn.execute(
+                select(r.request_id, r.platform, r.state, r.notice_id).where(r.request_id == term)
+            )
+            for row in found:
+                hits[("request", row.request_id)] = _request_hit(row)
+            # An id or a ticket found is the answer; only a term that is none of them is looked
+            # for in the requests' URLs and case references, which reads their bodies.
+            if not hits and len(term) >= MIN_PART:
                 pattern = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-                wanted.append(r.body.like(pattern, escape="\\"))
-            for condition in wanted:
-                if len(hits) >= limit:
-                    break
                 found = await conn.execute(
                     select(r.request_id, r.platform, r.state, r.notice_id)
-                    .where(condition)
-                    .limit(limit - len(hits))
+                    .where(r.body.like(pattern, escape="\\"))
+                    .limit(limit)
                 )
                 for row in found:
-                    hits[("request", row.request_id)] = SearchHit(
-                        kind="request",
-                        id=row.request_id,
-                        platform=row.platform,
-                        state=row.state,
-                        notice_id=row.notice_id,
-                    )
+                    hits[("request", row.request_id)] = _request_hit(row)
         return list(hits.values())[:limit]

@@ -4,7 +4,9 @@ notices' files. Reads only; what they show comes from :mod:`notifier.services.co
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+import time
+from datetime import date, datetime, timedelta
+from datetime import time as day_time
 from pathlib import Path
 
 from aiohttp import web
@@ -30,8 +32,13 @@ _FILES = (
 
 async def overview(request: web.Request) -> web.Response:
     d = deps(request)
-    now = d.clock.now()
-    rows = await views.overview(d.store, d.sla_bounds, now=now, due_within=d.due_within, zone=d.zone)
+    cached = d.overview_cache
+    if cached is not None and time.monotonic() - cached[0] < d.overview_cache_s:
+        _, now, rows = cached
+    else:
+        now = d.clock.now()
+        rows = await views.overview(d.store, d.sla_bounds, now=now, due_within=d.due_within, zone=d.zone)
+        d.overview_cache = (time.monotonic(), now, rows)
     return render(
         request, "overview.html", rows=rows, now=now, due_hours=round(d.due_within.total_seconds() / 3600, 1)
     )
@@ -109,7 +116,7 @@ def _moment(value: str, *, end_of_day: bool, now: datetime, request: web.Request
         except ValueError:
             raise web.HTTPBadRequest(text=f"not a duration, date or time: {value[:40]!r}\n") from None
     zone = deps(request).zone
-    start = datetime.combine(day, time(0), tzinfo=zone)
+    start = datetime.combine(day, day_time(0), tzinfo=zone)
     return start + timedelta(days=1) if end_of_day else start
 
 
