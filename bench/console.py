@@ -124,6 +124,13 @@ async def main() -> None:
         try:
             load_s = await load(url, data, now)
             acks = await add_acks(url, data.notices, now)
+            conn = await asyncpg.connect(url)
+            try:  # a ticket a platform gave, to search by
+                await conn.execute(
+                    "UPDATE notices SET ticket = 'TG-BENCH-4410' WHERE notice_id = $1", sample_notice
+                )
+            finally:
+                await conn.close()
             print(
                 f"{len(data.requests):,} requests, {len(data.notices):,} notices, {acks:,} acknowledgements"
             )
@@ -160,7 +167,7 @@ async def main() -> None:
                     "notice": f"/console/notices/{sample_notice}",
                     "search: request id": f"/console/search?q={sample_request[0]}",
                     "search: notice id": f"/console/search?q={sample_notice}",
-                    "search: ticket": "/console/search?q=T-17",
+                    "search: ticket": "/console/search?q=TG-BENCH-4410",
                     "search: part of a URL": f"/console/search?q={url_part}",
                     "report page": "/console/report",
                     "report (30 days, HTML)": "/console/report.html?since=30d",
