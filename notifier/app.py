@@ -6,6 +6,7 @@ import contextlib
 import errno
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
+from typing import cast
 
 import aiohttp
 import structlog
@@ -27,6 +28,8 @@ from notifier.intake.service import IntakeService
 from notifier.metrics import Metrics
 from notifier.ports import Channel, IntakeQueue, Store
 from notifier.runtime.ack_queue import AckQueueConsumer
+from notifier.runtime.console.app import ConsoleBackend
+from notifier.runtime.console.setup import console_app, console_deps
 from notifier.runtime.http import HttpServer, build_http_app
 from notifier.runtime.supervisor import Supervisor
 from notifier.services.acks import AckService, FallbackRule
@@ -254,6 +257,7 @@ class Daemon:
         self.supervisor = Supervisor(grace=settings.runtime.grace.total_seconds())
         self._resources = AsyncExitStack()
         self.http: HttpServer | None = None
+        self.console_http: HttpServer | None = None
         self.store: Store | None = None
         self.queue: IntakeQueue | None = None
         self.inbound_smtp: InboundSmtp | None = None
@@ -314,6 +318,13 @@ class Daemon:
             on_redelivery=self.dispatcher.kick,
             alerts=channels.operations(),
         )
+        console = console_deps(
+            settings, cast(ConsoleBackend, store), self.acks, self.clock, sla_bounds(settings)
+        )
+        if settings.console.listen:
+            self.console_http = HttpServer(console_app(console), settings.console.host, settings.console.port)
+            self._resources.push_async_callback(self.console_http.stop)
+            await self.console_http.start()
         if settings.http.listen:
             token = settings.http.intake_token
             app = build_http_app(
@@ -331,6 +342,7 @@ class Daemon:
                     platforms=sorted(settings.platforms),
                     collector=self.metrics.open_items,
                 ),
+                console=None if settings.console.listen else console,
             )
             self.http = HttpServer(app, settings.http.host, settings.http.port)
             self._resources.push_async_callback(self.http.stop)

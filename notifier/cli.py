@@ -19,6 +19,7 @@ from notifier.cli_check import register as register_check
 from notifier.cli_demo import register as register_demo
 from notifier.cli_report import register as register_report
 from notifier.cli_submit import submit_files
+from notifier.cli_user import register as register_user
 from notifier.clock import SystemClock
 from notifier.domain.acks import AckStatus
 from notifier.domain.models import format_timestamp
@@ -295,6 +296,7 @@ def _parse_at(at: str | None, now: datetime) -> datetime:
 register_report(app)
 register_check(app)
 register_demo(app)
+register_user(app)
 
 
 def main() -> None:

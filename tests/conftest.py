@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 import trustme
 from hypothesis import HealthCheck, settings
 
@@ -54,6 +55,17 @@ def require_service(name: str, host: str, port: int) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message} (CI=true: integration tests may not skip)")
     pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A test that runs a command in-process configures logging for it (the CLI logs warnings only);
+    the next test starts from the configuration before, so its captured events are all there."""
+    saved = structlog.get_config()
+    processors = list(saved["processors"])
+    yield
+    saved["processors"] = processors
+    structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ Each port has a real adapter and an in-memory fake; both pass the same contract 
 
 One module per use case: ``intake`` (queues and the store's intake side), ``dispatch`` (channels,
 batching and sending), ``acks`` (inbound mail, acknowledgements, receipts, bounces), ``sla`` and
-``monitoring``. :class:`Store` is all the store's sides together. Import from ``notifier.ports``.
+``monitoring``, ``console``. :class:`Store` is all the store's sides together. Import from ``notifier.ports``.
 """
 
 from __future__ import annotations
@@ -13,14 +13,28 @@ from __future__ import annotations
 from typing import Protocol
 
 from notifier.ports.acks import AckStore, MailSink
+from notifier.ports.console import (
+    AckRecord,
+    ConsoleStore,
+    Cutoffs,
+    PlatformFigures,
+    Role,
+    SearchHit,
+    Session,
+    User,
+    UserStore,
+)
 from notifier.ports.dispatch import Channel, NoticeStore
 from notifier.ports.intake import Delivery, Incoming, IntakeQueue, IntakeStore, StatusCounts
 from notifier.ports.monitoring import MonitoringStore, OpenItems
 from notifier.ports.sla import SlaClaim, SlaDecision, SlaReschedule, SlaStore
 
 __all__ = [
+    "AckRecord",
     "AckStore",
     "Channel",
+    "ConsoleStore",
+    "Cutoffs",
     "Delivery",
     "Incoming",
     "IntakeQueue",
@@ -29,14 +43,20 @@ __all__ = [
     "MonitoringStore",
     "NoticeStore",
     "OpenItems",
+    "PlatformFigures",
+    "Role",
+    "SearchHit",
+    "Session",
     "SlaClaim",
     "SlaDecision",
     "SlaReschedule",
     "SlaStore",
     "StatusCounts",
     "Store",
+    "User",
+    "UserStore",
 ]
 
 
-class Store(IntakeStore, NoticeStore, AckStore, SlaStore, MonitoringStore, Protocol):
+class Store(IntakeStore, NoticeStore, AckStore, SlaStore, MonitoringStore, UserStore, ConsoleStore, Protocol):
     """Durable state of notifier: what the SQL store and its in-memory fake both implement."""

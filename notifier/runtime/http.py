@@ -22,6 +22,7 @@ from notifier.errors import InvalidRequest, NotifierError, StoreUnavailable
 from notifier.intake.service import IntakeService
 from notifier.metrics import Metrics
 from notifier.ports import IntakeQueue, Store
+from notifier.runtime.console import ConsoleDeps, mount_console
 from notifier.services.acks import AckOutcome, AckService
 from notifier.services.monitoring import OpenItemsMonitor
 
@@ -194,6 +195,7 @@ def build_http_app(
     clock: Clock,
     callback_secrets: dict[str, str | None],
     open_items: OpenItemsMonitor,
+    console: ConsoleDeps | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
     app[_SERVICES] = {
@@ -212,6 +214,8 @@ def build_http_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/requests", post_request)
     app.router.add_post("/v1/callbacks/{platform}", post_callback)
+    if console is not None:
+        mount_console(app, console)
     return app
 
 

@@ -17,9 +17,11 @@ from notifier.services.acks import AckResult, AckService
 log = structlog.get_logger("notifier.operator")
 
 
-async def retry_notice(store: Store, notice_id: str, *, now: datetime, deliver_within: timedelta) -> Notice:
+async def retry_notice(
+    store: Store, notice_id: str, *, now: datetime, deliver_within: timedelta, actor: str = "cli"
+) -> Notice:
     """``failed`` → ``queued``: the same notice (same id, same requests) goes out again, on its
-    primary channel, with a delivery window from now."""
+    primary channel, with a delivery window from now. ``actor`` says who asked (``console:NAME``)."""
     known = await store.get_notices([notice_id])
     if not known:
         raise InvalidRequest(f"{notice_id}: no such notice")
@@ -34,12 +36,12 @@ async def retry_notice(store: Store, notice_id: str, *, now: datetime, deliver_w
     notice = await store.retry_failed(notice_id, now=now, deliver_by=decision.deliver_by)
     if notice is None:  # another operator or process moved it meanwhile
         raise InvalidRequest(f"{notice_id}: is no longer failed, only a failed notice can be retried")
-    log.info("notice.retry_requested", notice_id=notice_id, platform=notice.platform)
+    log.info("notice.retry_requested", notice_id=notice_id, platform=notice.platform, actor=actor)
     return notice
 
 
 async def record_submitted(
-    store: Store, notice_id: str, *, at: datetime, now: datetime, ticket: str | None
+    store: Store, notice_id: str, *, at: datetime, now: datetime, ticket: str | None, actor: str = "cli"
 ) -> Notice:
     """Staff submitted a portal notice: that counts as its delivery (SPEC §6.3)."""
     if at > now:
@@ -58,7 +60,12 @@ async def record_submitted(
             "only a notice awaiting submission can be marked submitted"
         )
     log.info(
-        "notice.delivered", notice_id=notice_id, platform=notice.platform, channel="manual", ticket=ticket
+        "notice.delivered",
+        notice_id=notice_id,
+        platform=notice.platform,
+        channel="manual",
+        ticket=ticket,
+        actor=actor,
     )
     return notice
 
@@ -74,10 +81,12 @@ async def record_ack(
     at: datetime,
     now: datetime,
     note: str | None,
+    source: str = "manual",
 ) -> AckResult:
     """What a platform said by phone, on a portal or in a letter, recorded by an operator.
 
-    ``at`` may date it in the past, never before the notice's delivery nor in the future.
+    ``at`` may date it in the past, never before the notice's delivery nor in the future. ``source``
+    is who recorded it in the acknowledgement history (``manual`` from the CLI, ``console:NAME``).
     """
     if at > now:
         raise InvalidRequest(f"--at {at.isoformat()} is in the future")
@@ -103,7 +112,7 @@ async def record_ack(
         items=items,
         ticket=ticket,
         received_at=at,
-        source="manual",
+        source=source,
         note=note,
     )
     return await acks.acknowledge(ack)

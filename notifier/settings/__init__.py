@@ -34,6 +34,7 @@ from notifier.settings.platforms import (
 )
 from notifier.settings.sections import (
     AuthoritySettings,
+    ConsoleSettings,
     HttpSettings,
     ManualSettings,
     QueueSettings,
@@ -50,6 +51,7 @@ __all__ = [
     "AuthoritySettings",
     "BatchSettings",
     "Channel",
+    "ConsoleSettings",
     "Duration",
     "Email",
     "EmailList",

@@ -19,6 +19,7 @@ from notifier.settings.mail import AlertsSettings, ImapSettings, InboundSmtpSett
 from notifier.settings.platforms import PlatformSettings
 from notifier.settings.sections import (
     AuthoritySettings,
+    ConsoleSettings,
     HttpSettings,
     ManualSettings,
     QueueSettings,
@@ -48,6 +49,7 @@ class Settings(Section):
     inbound_smtp: InboundSmtpSettings = InboundSmtpSettings()
     imap: ImapSettings = ImapSettings()
     http: HttpSettings = HttpSettings()
+    console: ConsoleSettings = ConsoleSettings()
     # Defaults are validated too, so their relative paths resolve against the config file's folder.
     manual: ManualSettings = Field(default_factory=ManualSettings, validate_default=True)
     templates: TemplatesSettings = Field(default_factory=TemplatesSettings, validate_default=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo, field_validator, model_validator
@@ -158,3 +158,34 @@ class SlaSettings(Section):
     deliver_within: Duration = timedelta(hours=6)
     # A portal notice rendered and not filed by staff for longer than this: an undelivered breach.
     file_within: PositiveDuration = timedelta(hours=2)
+
+
+class ConsoleSettings(Section):
+    """The operations console (SPEC §16): under ``/console/`` on ``http.listen``, or on its own
+    ``listen``."""
+
+    listen: str = ""  # empty: served by the HTTP listener
+    session_ttl: Duration = timedelta(hours=8)
+    # "auto": cookies are Secure unless the console listens on a loopback address.
+    secure_cookies: Literal["auto", "always", "never"] = "auto"
+    # The overview's "due soon" window: deadlines within this long from now.
+    due_within: Duration = timedelta(hours=6)
+    # Wrong passwords allowed per minute, per user and per address, before a lockout of this long.
+    max_failures: Annotated[int, Field(ge=1, le=100)] = 5
+    lockout: Duration = timedelta(minutes=15)
+    refresh: Duration = timedelta(seconds=30)  # how often the overview updates itself
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value:
+            split_listen(value)
+        return value
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0] if self.listen else ""
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1] if self.listen else 0

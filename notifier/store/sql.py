@@ -10,7 +10,8 @@ ingesting the same message at once store it once and both answer correctly.
 Batching and dispatch (:class:`notifier.ports.NoticeStore`) live in :mod:`notifier.store.notices_sql`,
 acknowledgements, receipts and bounces (:class:`notifier.ports.AckStore`) in :mod:`notifier.store.acks_sql`,
 the open items behind the gauges of ``/metrics`` (:class:`notifier.ports.MonitoringStore`) in
-:mod:`notifier.store.open_items_sql`.
+:mod:`notifier.store.open_items_sql`, the console's accounts and reads in :mod:`notifier.store.users_sql` and
+:mod:`notifier.store.console_sql`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from notifier.errors import ConfigError, StoreUnavailable
 from notifier.ports import Incoming, StatusCounts
 from notifier.store import migrate
 from notifier.store.acks_sql import AckSqlMixin
+from notifier.store.console_sql import ConsoleSqlMixin
 from notifier.store.engine import READ_ONLY, build_engine, describe_failure, is_unavailable, parse_store_url
 from notifier.store.ingest import Item, as_utc, dead_letter_row, plan_batch
 from notifier.store.notices_sql import NoticeSqlMixin
@@ -46,6 +48,7 @@ from notifier.store.rate_sql import RateSqlMixin
 from notifier.store.report_sql import ReportSqlMixin
 from notifier.store.sla_sql import SlaSqlMixin
 from notifier.store.tables import dead_letters, notices, request_conflicts, requests
+from notifier.store.users_sql import UserSqlMixin
 
 # Rows per INSERT and ids per IN (…): well under SQLite's and asyncpg's limits on bound parameters.
 # Inserts are executed as "executemany" of one cached statement, which SQLAlchemy sends as multi-row
@@ -56,7 +59,16 @@ _CHUNK = 500
 _T = TypeVar("_T")
 
 
-class SqlStore(NoticeSqlMixin, RateSqlMixin, AckSqlMixin, ReportSqlMixin, SlaSqlMixin, OpenItemsSqlMixin):
+class SqlStore(
+    NoticeSqlMixin,
+    RateSqlMixin,
+    AckSqlMixin,
+    ReportSqlMixin,
+    SlaSqlMixin,
+    OpenItemsSqlMixin,
+    UserSqlMixin,
+    ConsoleSqlMixin,
+):
     """:class:`notifier.ports.Store` (intake, notices, acknowledgements) on SQLite or PostgreSQL.
 
     Build it with ``await create_store(url)``, which also applies the migrations; or construct it

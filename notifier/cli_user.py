@@ -1,0 +1,104 @@
+"""``notifier user add|passwd|disable``: the operations console's staff accounts (SPEC §16).
+
+Passwords are read from standard input (one line; asked for without echo on a terminal), never
+from an option, so they stay out of the shell's history and the process list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from notifier.app import open_store
+from notifier.cli_args import ConfigOption, err, out, settings_from
+from notifier.clock import SystemClock
+from notifier.errors import ConfigError, NotifierError
+from notifier.logging import configure_logging
+from notifier.ports import Role, Store
+from notifier.services.users import add_user, change_password, disable_user
+
+users = typer.Typer(help="The operations console's users.", no_args_is_help=True)
+
+
+class RoleOption(StrEnum):
+    viewer = "viewer"
+    operator = "operator"
+    admin = "admin"
+
+
+def _password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != first:
+            err.print("notifier: the passwords differ", markup=False)
+            raise typer.Exit(1)
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _act(config: Path | None, action: Callable[[Store], Awaitable[Any]]) -> None:
+    configure_logging(json=False, level="warning")
+    settings = settings_from(config)
+
+    async def run() -> None:
+        store = await open_store(settings)
+        try:
+            await action(store)
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(run())
+    except ConfigError as error:
+        err.print(f"notifier: {error}", markup=False)
+        raise typer.Exit(2) from None
+    except NotifierError as error:
+        err.print(f"notifier: {error}", markup=False)
+        raise typer.Exit(1) from None
+
+
+@users.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="The user name (lower case).")],
+    role: Annotated[RoleOption, typer.Option("--role", help="viewer reads; operator records; admin too.")],
+    config: ConfigOption = None,
+) -> None:
+    """Add a console user; the password is read from standard input."""
+    password = _password()
+    _act(
+        config, lambda store: add_user(store, name, password, role=Role(role.value), now=SystemClock().now())
+    )
+    out.print(f"{name}: added as {role.value}", markup=False)
+
+
+@users.command("passwd")
+def passwd(
+    name: Annotated[str, typer.Argument(help="The user name.")],
+    config: ConfigOption = None,
+) -> None:
+    """Set a user's password (read from standard input); their open sessions end."""
+    password = _password()
+    _act(config, lambda store: change_password(store, name, password, now=SystemClock().now()))
+    out.print(f"{name}: password changed", markup=False)
+
+
+@users.command("disable")
+def disable(
+    name: Annotated[str, typer.Argument(help="The user name.")],
+    config: ConfigOption = None,
+) -> None:
+    """Disable a user: no more logins, and their open sessions end."""
+    _act(config, lambda store: disable_user(store, name, now=SystemClock().now()))
+    out.print(f"{name}: disabled", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``notifier user`` to ``app``."""
+    app.add_typer(users, name="user")

@@ -1,0 +1,174 @@
+"""The reads of the operations console's pages (:class:`notifier.ports.ConsoleStore`) in SQL.
+
+Each statement reads index ranges and stops at a ``LIMIT``: the overview's figures are counts over
+the (platform, state, delivered_at) index and the receipt and acknowledgement time indexes (migration
+0030), the work queue reads one state's notices, a notice's history its own rows. Only a search
+for part of a URL or case reference reads the requests' bodies, and stops at its limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from notifier.domain.models import NoticeState
+from notifier.domain.notices import Notice
+from notifier.ports import AckRecord, Cutoffs, PlatformFigures, SearchHit
+from notifier.store.ingest import as_utc
+from notifier.store.notice_queries import with_details
+from notifier.store.tables import acks, notices, requests
+
+_DELIVERED = NoticeState.DELIVERED.value
+_ACKNOWLEDGED = NoticeState.ACKNOWLEDGED.value
+_WAS_DELIVERED = (_DELIVERED, _ACKNOWLEDGED, NoticeState.RESOLVED.value)
+_FIGURES = ("breached", "due_soon", "delivered_today", "receipts_today", "acks_today")
+# A part of a URL shorter than this matches too much to be worth reading the bodies for.
+MIN_PART = 3
+
+
+def _count(*where: Any, table: Any = notices) -> Any:
+    return select(func.count()).select_from(table).where(*where).scalar_subquery()
+
+
+def _figures(platform: str, cut: Cutoffs, day_start: datetime) -> list[Any]:
+    c = notices.c
+    mine = c.platform == platform
+    delivered = and_(mine, c.state == _DELIVERED)
+    acknowledged = and_(mine, c.state == _ACKNOWLEDGED)
+    return [
+        _count(delivered, c.delivered_at < as_utc(cut.delivered_breached))
+        + _count(acknowledged, c.delivered_at < as_utc(cut.acknowledged_breached)),
+        _count(
+            delivered,
+            c.delivered_at >= as_utc(cut.delivered_breached),
+            c.delivered_at < as_utc(cut.delivered_due),
+        )
+        + _count(
+            acknowledged,
+            c.delivered_at >= as_utc(cut.acknowledged_breached),
+            c.delivered_at < as_utc(cut.acknowledged_due),
+        ),
+        _count(mine, c.state.in_(_WAS_DELIVERED), c.delivered_at >= as_utc(day_start)),
+        _count(mine, c.receipt_at >= as_utc(day_start)),
+        _count(
+            acks.c.received_at >= as_utc(day_start),
+            notices.c.platform == platform,
+            table=acks.join(notices, notices.c.notice_id == acks.c.notice_id),
+        ),
+    ]
+
+
+def _request_hit(row: Any) -> SearchHit:
+    return SearchHit(
+        kind="request", id=row.request_id, platform=row.platform, state=row.state, notice_id=row.notice_id
+    )
+
+
+class ConsoleSqlMixin:
+    """:class:`notifier.ports.ConsoleStore` for :class:`notifier.store.sql.SqlStore`."""
+
+    if TYPE_CHECKING:
+
+        def _read(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
+
+    async def console_figures(
+        self, cutoffs: Mapping[str, Cutoffs], *, day_start: datetime
+    ) -> dict[str, PlatformFigures]:
+        platforms = list(cutoffs)
+        if not platforms:
+            return {}
+        columns = [col for p in platforms for col in _figures(p, cutoffs[p], day_start)]
+        async with self._read("console_figures") as conn:
+            row = (await conn.execute(select(*columns))).one()
+        width = len(_FIGURES)
+        return {
+            platform: PlatformFigures(
+                **dict(zip(_FIGURES, (int(v or 0) for v in row[i * width : (i + 1) * width]), strict=True))
+            )
+            for i, platform in enumerate(platforms)
+        }
+
+    async def breached_notices(self, platform: str, cut: Cutoffs, *, limit: int) -> list[Notice]:
+        c = notices.c
+        found: list[Any] = []
+        async with self._read("breached_notices") as conn:
+            for state, before in (
+                (_DELIVERED, cut.delivered_breached),
+                (_ACKNOWLEDGED, cut.acknowledged_breached),
+            ):
+                stmt = (
+                    select(notices)
+                    .where(c.platform == platform, c.state == state, c.delivered_at < as_utc(before))
+                    .order_by(c.delivered_at, c.notice_id)
+                    .limit(limit)
+                )
+                found += (await conn.execute(stmt)).all()
+            found.sort(key=lambda row: (row.delivered_at, row.notice_id))
+            return await with_details(conn, found[:limit])
+
+    async def notices_in_state(self, state: str, *, limit: int) -> list[Notice]:
+        stmt = (
+            select(notices)
+            .where(notices.c.state == state)
+            .order_by(notices.c.created_at, notices.c.notice_id)
+            .limit(limit)
+        )
+        async with self._read("notices_in_state") as conn:
+            rows = (await conn.execute(stmt)).all()
+            return await with_details(conn, rows)
+
+    async def ack_history(self, notice_id: str, *, limit: int) -> list[AckRecord]:
+        stmt = select(acks).where(acks.c.notice_id == notice_id).order_by(acks.c.id).limit(limit)
+        async with self._read("ack_history") as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            AckRecord(
+                source=row.source,
+                status=row.status,
+                items=row.items,
+                ticket=row.ticket,
+                received_at=row.received_at,
+                note=row.note,
+                outcome=row.outcome,
+            )
+            for row in rows
+        ]
+
+    async def search(self, term: str, *, limit: int) -> list[SearchHit]:
+        term = term.strip()
+        if not term:
+            return []
+        r, n = requests.c, notices.c
+        hits: dict[tuple[str, str], SearchHit] = {}
+        async with self._read("search") as conn:
+            found = await conn.execute(
+                select(n.notice_id, n.platform, n.state)
+                .where(or_(n.notice_id == term, n.ticket == term))
+                .limit(limit)
+            )
+            for row in found:
+                hits[("notice", row.notice_id)] = SearchHit(
+                    kind="notice", id=row.notice_id, platform=row.platform, state=row.state, notice_id=None
+                )
+            found = await conn.execute(
+                select(r.request_id, r.platform, r.state, r.notice_id).where(r.request_id == term)
+            )
+            for row in found:
+                hits[("request", row.request_id)] = _request_hit(row)
+            # An id or a ticket found is the answer; only a term that is none of them is looked
+            # for in the requests' URLs and case references, which reads their bodies.
+            if not hits and len(term) >= MIN_PART:
+                pattern = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                found = await conn.execute(
+                    select(r.request_id, r.platform, r.state, r.notice_id)
+                    .where(r.body.like(pattern, escape="\\"))
+                    .limit(limit)
+                )
+                for row in found:
+                    hits[("request", row.request_id)] = _request_hit(row)
+        return list(hits.values())[:limit]
