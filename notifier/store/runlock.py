@@ -49,7 +49,10 @@ class RunLock:
 
 
 def lock_path(db_path: Path) -> Path:
-    return db_path.with_name(db_path.name + ".run-lock")
+    """The lock beside the real database file: a symbolic link to it, or a path through a linked
+    folder, leads to the same lock."""
+    real = db_path.resolve()
+    return real.with_name(real.name + ".run-lock")
 
 
 def acquire_run_lock(db_path: Path) -> RunLock:

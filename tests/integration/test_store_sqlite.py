@@ -243,6 +243,21 @@ def test_the_run_lock_refuses_a_second_holder_and_frees_on_close(tmp_path: Path)
     again.close()
 
 
+def test_the_run_lock_holds_for_the_real_file_whatever_path_reaches_it(tmp_path: Path) -> None:
+    real = tmp_path / "data" / "notifier.db"
+    real.parent.mkdir()
+    real.touch()
+    (tmp_path / "linked.db").symlink_to(real)
+    (tmp_path / "folder").symlink_to(real.parent)
+    lock = acquire_run_lock(real)
+    try:
+        for other in (tmp_path / "linked.db", tmp_path / "folder" / "notifier.db"):
+            with pytest.raises(AlreadyRunning):
+                acquire_run_lock(other)
+    finally:
+        lock.close()
+
+
 def test_the_run_lock_is_freed_when_its_holder_is_killed(tmp_path: Path) -> None:
     db = tmp_path / "notifier.db"
     holder = subprocess.Popen(
