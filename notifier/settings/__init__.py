@@ -31,6 +31,7 @@ from notifier.settings.platforms import (
     PlatformEmailSettings,
     PlatformSettings,
     PlatformSlaSettings,
+    PlatformVerifySettings,
 )
 from notifier.settings.sections import (
     AuthoritySettings,
@@ -41,6 +42,7 @@ from notifier.settings.sections import (
     SlaSettings,
     StoreSettings,
     TemplatesSettings,
+    VerifySettings,
 )
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "PlatformEmailSettings",
     "PlatformSettings",
     "PlatformSlaSettings",
+    "PlatformVerifySettings",
     "QueueSettings",
     "RelaySettings",
     "RuntimeSettings",
@@ -70,6 +73,7 @@ __all__ = [
     "SmtpSettings",
     "StoreSettings",
     "TemplatesSettings",
+    "VerifySettings",
     "env_overrides",
     "is_loopback",
     "load_settings",

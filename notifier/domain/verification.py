@@ -1,0 +1,154 @@
+"""Verification of removals (SPEC §13): given what one fetch of a URL observed, was the content gone?
+
+Pure: the prober fetches, these rules decide. An outcome is ``removed``, ``live`` or
+``inconclusive`` with a ``reason`` (why nothing could be concluded) and a ``rule`` (what decided).
+What a check keeps is :class:`UrlCheck`: the time, the URL, the outcome, the status, the final URL
+after redirects, how many bytes were read and their SHA-256. Never the body: the bytes a marker is
+searched in are handed to :func:`decide` and dropped by the caller.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+DEFAULT_REMOVED_STATUS = (404, 410, 451)
+
+
+class CheckOutcome(enum.StrEnum):
+    REMOVED = "removed"
+    LIVE = "live"
+    INCONCLUSIVE = "inconclusive"
+
+
+class InconclusiveReason(enum.StrEnum):
+    """Why a check concluded nothing. Statuses outside the known ones read ``status_<code>``."""
+
+    TIMEOUT = "timeout"
+    TLS = "tls"
+    DNS = "dns"
+    CONNECT = "connect"
+    REFUSED_PRIVATE_ADDRESS = "refused_private_address"
+    REFUSED_SCHEME = "refused_scheme"
+    TOO_MANY_REDIRECTS = "too_many_redirects"
+    LOGIN_WALL = "login_wall"
+    PROTOCOL = "protocol"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyRules:
+    """One platform's rules (``[platforms.<id>.verify]``): the statuses that mean removed, the
+    patterns in the bytes of a 2xx answer that mean removed, and the final URLs that mean removed."""
+
+    removed_status: frozenset[int] = frozenset(DEFAULT_REMOVED_STATUS)
+    removed_markers: tuple[re.Pattern[bytes], ...] = ()
+    removed_redirect: tuple[re.Pattern[str], ...] = ()
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        removed_status: Sequence[int] = DEFAULT_REMOVED_STATUS,
+        removed_markers: Sequence[str] = (),
+        removed_redirect: Sequence[str] = (),
+    ) -> VerifyRules:
+        return cls(
+            removed_status=frozenset(removed_status),
+            removed_markers=tuple(re.compile(marker.encode()) for marker in removed_markers),
+            removed_redirect=tuple(re.compile(pattern) for pattern in removed_redirect),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Observation:
+    """What one fetch saw: the last answer's status and URL and the bytes read of it (in memory
+    only), or the reason no answer came."""
+
+    http_status: int | None = None
+    final_url: str = ""
+    body: bytes = b""
+    failure: InconclusiveReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: CheckOutcome
+    reason: str = ""
+    rule: str = ""
+
+
+def decide(rules: VerifyRules, seen: Observation) -> Decision:
+    """Which outcome one fetch supports, and the rule that says so."""
+    if seen.failure is not None:
+        return Decision(CheckOutcome.INCONCLUSIVE, reason=seen.failure.value, rule="failure")
+    status = seen.http_status
+    if status is None:
+        return Decision(CheckOutcome.INCONCLUSIVE, reason=InconclusiveReason.PROTOCOL.value, rule="failure")
+    if status in rules.removed_status:
+        return Decision(CheckOutcome.REMOVED, rule=f"status:{status}")
+    for pattern in rules.removed_redirect:
+        if pattern.search(seen.final_url):
+            return Decision(CheckOutcome.REMOVED, rule=f"redirect:{pattern.pattern}")
+    return _by_status(rules, status, seen.body)
+
+
+def _by_status(rules: VerifyRules, status: int, body: bytes) -> Decision:
+    if 200 <= status < 300:
+        for marker in rules.removed_markers:
+            if marker.search(body):
+                return Decision(CheckOutcome.REMOVED, rule=f"marker:{marker.pattern.decode()}")
+        return Decision(CheckOutcome.LIVE, rule=f"status:{status}")
+    if status == 401:
+        return Decision(CheckOutcome.INCONCLUSIVE, reason=InconclusiveReason.LOGIN_WALL.value, rule="status")
+    if 300 <= status < 400:
+        reason = InconclusiveReason.TOO_MANY_REDIRECTS.value
+        return Decision(CheckOutcome.INCONCLUSIVE, reason=reason, rule="status")
+    return Decision(CheckOutcome.INCONCLUSIVE, reason=f"status_{status}", rule="status")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UrlCheck:
+    """One check of one URL, as kept (SPEC §13): never the body."""
+
+    at: datetime
+    url: str
+    outcome: CheckOutcome
+    reason: str = ""
+    http_status: int | None = None
+    final_url: str = ""
+    content_type: str = ""
+    bytes_read: int = 0
+    sha256: str = ""
+    rule: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "at": self.at.isoformat(),
+            "url": self.url,
+            "outcome": self.outcome.value,
+            "reason": self.reason,
+            "http_status": self.http_status,
+            "final_url": self.final_url,
+            "content_type": self.content_type,
+            "bytes_read": self.bytes_read,
+            "sha256": self.sha256,
+            "rule": self.rule,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVerdict:
+    """What one round of checks of a request's URLs means for it."""
+
+    all_removed: bool
+    live_urls: tuple[str, ...] = field(default=())
+
+
+def judge_round(checks: Sequence[UrlCheck]) -> RequestVerdict:
+    """Every URL removed: the request is verified removed; the URLs seen live: still up."""
+    live = tuple(check.url for check in checks if check.outcome is CheckOutcome.LIVE)
+    all_removed = bool(checks) and all(check.outcome is CheckOutcome.REMOVED for check in checks)
+    return RequestVerdict(all_removed=all_removed, live_urls=live)
