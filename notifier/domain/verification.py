@@ -13,7 +13,9 @@ import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+
+from notifier.domain.models import RequestState
 
 DEFAULT_REMOVED_STATUS = (404, 410, 451)
 
@@ -152,3 +154,56 @@ def judge_round(checks: Sequence[UrlCheck]) -> RequestVerdict:
     live = tuple(check.url for check in checks if check.outcome is CheckOutcome.LIVE)
     all_removed = bool(checks) and all(check.outcome is CheckOutcome.REMOVED for check in checks)
     return RequestVerdict(all_removed=all_removed, live_urls=live)
+
+
+# -- when to check ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifySchedule:
+    """When checks fall due: the reminder point and the removal bound of an open request (from its
+    delivery), right after a claim of removal, then at ``recheck_after`` intervals."""
+
+    remind_after: timedelta
+    removal_within: timedelta
+    recheck_after: tuple[timedelta, ...] = (timedelta(days=1), timedelta(days=7), timedelta(days=30))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifyFacts:
+    """A request as the schedule sees it."""
+
+    state: RequestState
+    delivered_at: datetime | None
+    resolved_at: datetime | None  # when the platform said removed (with state ``removed``)
+    verified_removed_at: datetime | None
+    # Since when the current phase runs: the last round that saw every URL gone, or the
+    # re-appearance after it. None before the first verification.
+    verify_base: datetime | None
+    checked_at: datetime | None  # the last round of checks
+
+
+_OPEN = frozenset({RequestState.DELIVERED, RequestState.ACKNOWLEDGED})
+
+
+def check_points(facts: VerifyFacts, schedule: VerifySchedule) -> list[datetime]:
+    """Every moment a check of this request is due, in order."""
+    later = list(schedule.recheck_after)
+    if facts.verified_removed_at is not None:
+        base = facts.verify_base or facts.verified_removed_at
+        return [base + step for step in later]
+    if facts.state is RequestState.REMOVED and facts.resolved_at is not None:
+        return [facts.resolved_at] + [facts.resolved_at + step for step in later]
+    if facts.state in _OPEN and facts.delivered_at is not None:
+        bound = facts.delivered_at + schedule.removal_within
+        first = [facts.delivered_at + schedule.remind_after, bound]
+        return sorted(first) + [bound + step for step in later]
+    return []
+
+
+def next_check(facts: VerifyFacts, schedule: VerifySchedule) -> datetime | None:
+    """The first check point after the last round (any, before the first), or None: no more."""
+    for point in check_points(facts, schedule):
+        if facts.checked_at is None or point > facts.checked_at:
+            return point
+    return None

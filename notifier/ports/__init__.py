@@ -4,8 +4,9 @@ Each port has a real adapter and an in-memory fake; both pass the same contract 
 (``tests/contract/``), so a unit test on the fake says something true about the real thing.
 
 One module per use case: ``intake`` (queues and the store's intake side), ``dispatch`` (channels,
-batching and sending), ``acks`` (inbound mail, acknowledgements, receipts, bounces), ``sla`` and
-``monitoring``. :class:`Store` is all the store's sides together. Import from ``notifier.ports``.
+batching and sending), ``acks`` (inbound mail, acknowledgements, receipts, bounces), ``sla``,
+``monitoring`` and ``verification``. :class:`Store` is all the store's sides together. Import
+from ``notifier.ports``.
 """
 
 from __future__ import annotations
@@ -17,11 +18,21 @@ from notifier.ports.dispatch import Channel, NoticeStore
 from notifier.ports.intake import Delivery, Incoming, IntakeQueue, IntakeStore, StatusCounts
 from notifier.ports.monitoring import MonitoringStore, OpenItems
 from notifier.ports.sla import SlaClaim, SlaDecision, SlaReschedule, SlaStore
+from notifier.ports.verification import (
+    Checker,
+    Followup,
+    RequestVerification,
+    VerificationStore,
+    VerifyClaim,
+    VerifyUpdate,
+)
 
 __all__ = [
     "AckStore",
     "Channel",
+    "Checker",
     "Delivery",
+    "Followup",
     "Incoming",
     "IntakeQueue",
     "IntakeStore",
@@ -29,14 +40,18 @@ __all__ = [
     "MonitoringStore",
     "NoticeStore",
     "OpenItems",
+    "RequestVerification",
     "SlaClaim",
     "SlaDecision",
     "SlaReschedule",
     "SlaStore",
     "StatusCounts",
     "Store",
+    "VerificationStore",
+    "VerifyClaim",
+    "VerifyUpdate",
 ]
 
 
-class Store(IntakeStore, NoticeStore, AckStore, SlaStore, MonitoringStore, Protocol):
+class Store(IntakeStore, NoticeStore, AckStore, SlaStore, MonitoringStore, VerificationStore, Protocol):
     """Durable state of notifier: what the SQL store and its in-memory fake both implement."""
