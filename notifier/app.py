@@ -13,6 +13,7 @@ from notifier.acks.inbound_smtp import InboundSmtp
 from notifier.channels.api import ApiChannel
 from notifier.channels.email import EmailChannel, OperationsMailer, SmtpTransport
 from notifier.channels.manual import ManualChannel
+from notifier.channels.prober import Prober, prober_options
 from notifier.channels.rendering import Renderer
 from notifier.clock import Clock, SystemClock
 from notifier.domain.notices import Authority
@@ -31,6 +32,8 @@ from notifier.services.alerts import OperationsAlerts
 from notifier.services.dispatcher import Dispatcher, Route
 from notifier.services.monitoring import OpenItemsMonitor
 from notifier.services.sla import SlaMonitor
+from notifier.services.verification import VerificationService, verify_rules, verify_schedules
+from notifier.services.verify_followups import ChannelFollowups
 from notifier.settings import PlatformSettings, Settings, mask_url, sqlite_path
 from notifier.store import create_store
 from notifier.store.runlock import acquire_run_lock
@@ -345,6 +348,25 @@ class Daemon:
         self.dispatcher.on_delivered = self.sla.delivered
         self.supervisor.spawn("ack-queue", ack_consumer.run)
         self.supervisor.spawn("sla", self.sla.run)
+        if settings.verify.enabled:
+            prober = Prober(prober_options(settings.verify, settings.authority.name))
+            self._resources.push_async_callback(prober.close)
+            self.verification = VerificationService(
+                store=store,
+                checker=prober,
+                rules=verify_rules(settings),
+                schedules=verify_schedules(settings),
+                clock=self.clock,
+                metrics=self.metrics,
+                renotice=settings.verify.renotice,
+                send_followup=ChannelFollowups(
+                    store=store,
+                    routes=routes,
+                    authority=authority(settings),
+                    category_labels=settings.categories,
+                ),
+            )
+            self.supervisor.spawn("verify", self.verification.run)
         if settings.inbound_smtp.listen:
             self.inbound_smtp = InboundSmtp(settings=settings.inbound_smtp, sink=self.acks)
             await self.inbound_smtp.start()

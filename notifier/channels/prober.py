@@ -36,6 +36,7 @@ from notifier.domain.verification import (
     VerifyRules,
     decide,
 )
+from notifier.settings import VerifySettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -129,6 +130,21 @@ def _failure_of(error: BaseException) -> InconclusiveReason:
     if isinstance(error, aiohttp.ClientConnectionError | OSError):
         return InconclusiveReason.CONNECT
     return InconclusiveReason.PROTOCOL
+
+
+def prober_options(settings: VerifySettings, authority_name: str) -> ProberOptions:
+    """The prober's options from ``[verify]``; the User-Agent names the authority by default."""
+    agent = settings.user_agent or f"notifier/1 (removal checks by {authority_name})"
+    return ProberOptions(
+        user_agent=agent,
+        max_bytes=settings.max_bytes,
+        timeout=settings.timeout.total_seconds(),
+        per_host_concurrency=settings.per_host_concurrency,
+        per_host_per_minute=settings.per_host_per_minute,
+        max_redirects=settings.max_redirects,
+        allow_private=settings.allow_private,
+        proxy=settings.proxy,
+    )
 
 
 class Prober:

@@ -43,6 +43,7 @@ from notifier.domain.verification import (
 from notifier.errors import StoreUnavailable
 from notifier.metrics import Metrics
 from notifier.ports import Checker, Followup, VerificationStore, VerifyClaim, VerifyUpdate
+from notifier.settings import Settings
 from notifier.waiting import idle
 
 log = structlog.get_logger("notifier.verify")
@@ -302,3 +303,30 @@ class VerificationService:
                 kind=followup.kind,
                 message_id=ref,
             )
+
+
+def verify_rules(settings: Settings) -> dict[str, VerifyRules]:
+    """Each platform's rules of what means removed (``[platforms.<id>.verify]``)."""
+    return {
+        platform_id: VerifyRules.build(
+            removed_status=platform.verify.removed_status,
+            removed_markers=platform.verify.removed_markers,
+            removed_redirect=platform.verify.removed_redirect,
+        )
+        for platform_id, platform in settings.platforms.items()
+    }
+
+
+def verify_schedules(settings: Settings) -> dict[str, VerifySchedule]:
+    """When each platform's requests are checked: its SLA points, then ``verify.recheck_after``."""
+    sla = settings.sla
+    schedules: dict[str, VerifySchedule] = {}
+    for platform_id, platform in settings.platforms.items():
+        ack_within = platform.sla.ack_within or sla.ack_within
+        remind_at = platform.sla.remind_at or sla.remind_at
+        schedules[platform_id] = VerifySchedule(
+            remind_after=ack_within * remind_at,
+            removal_within=platform.sla.removal_within or sla.removal_within,
+            recheck_after=tuple(settings.verify.recheck_after),
+        )
+    return schedules

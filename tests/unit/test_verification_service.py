@@ -3,6 +3,9 @@ really takes down (or not), the prober, a SQLite store and the simulated clock."
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,13 +20,15 @@ from notifier.channels.prober import Prober, ProberOptions
 from notifier.clock import SimulatedClock
 from notifier.domain.acks import Ack, AckStatus, plan_ack
 from notifier.domain.models import Priority, TakedownRequest
-from notifier.domain.notices import Attempt, AttemptOutcome, SendResult
+from notifier.domain.notices import Attempt, AttemptOutcome, MessageKind, SendResult
 from notifier.domain.verification import CheckOutcome, VerifyRules, VerifySchedule
 from notifier.metrics import Metrics
 from notifier.ports import Followup, Incoming
 from notifier.services.verification import VerificationService
+from notifier.services.verify_followups import ChannelFollowups
 from notifier.store import SqlStore, create_store
 from tests.stores import sqlite_store
+from tests.unit.test_sla_monitor import AUTHORITY, ScriptedChannel, route
 
 BOUND = timedelta(hours=36)
 SCHEDULE = VerifySchedule(remind_after=BOUND * 0.66, removal_within=BOUND)
@@ -235,3 +240,73 @@ async def test_a_reappearance_after_verified_removal_is_counted_and_renoticed_on
     assert found.verified_removed_at == removed_at
     assert [(f.kind, f.urls) for f in outbox.sent] == [("reappeared", (site.url("back"),))]
     assert [c.outcome for c in found.checks][:3] == [CheckOutcome.LIVE] * 3
+
+
+async def test_the_followup_goes_in_the_notices_thread_listing_only_the_urls_still_up(
+    store: SqlStore, prober: Prober, site: Platform
+) -> None:
+    clock, metrics = SimulatedClock(), Metrics()
+    channel = ScriptedChannel("email", clock)
+    names = ["f1", "f2", "f3"]
+    notice_id = await delivered_notice(store, clock, site, names)
+    site.up.discard("f1")
+    await claim_removed(store, notice_id, clock.now())
+    sender = ChannelFollowups(
+        store=store, routes={"telegram": route(channel)}, authority=AUTHORITY, category_labels={}
+    )
+    checker = VerificationService(
+        store=store,
+        checker=prober,
+        rules={"telegram": VerifyRules()},
+        schedules={"telegram": SCHEDULE},
+        clock=clock,
+        metrics=metrics,
+        send_followup=sender,
+    )
+
+    await checker.round()
+    await checker.round()  # sent once, not again
+
+    assert [(kind, message_id) for kind, message_id, _ in channel.sent] == [
+        (MessageKind.FOLLOWUP, f"<{notice_id}.followup-1@authority.example>")
+    ]
+    [content] = channel.contents
+    assert [(r.request_id, r.urls) for r in content.requests] == [
+        ("r-f2", (site.url("f2"),)),
+        ("r-f3", (site.url("f3"),)),
+    ]
+    [followup] = await store.followups(unsent_only=False)
+    assert followup.message_ref == f"<{notice_id}.followup-1@authority.example>"
+
+
+async def test_a_10_mb_page_leaves_none_of_its_bytes_in_the_store_or_the_folder(
+    tmp_path: Path, prober: Prober
+) -> None:
+    token = os.urandom(16).hex().encode()
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionResetError):
+            for _ in range(160):
+                await response.write(token * 2048)  # 64 KiB a write, 10 MiB in all
+        return response
+
+    app = web.Application()
+    app.router.add_get("/p/{name}", big)
+    clock, store = SimulatedClock(), await sqlite_store(tmp_path)
+    async with TestServer(app, host="127.0.0.1", port=0) as server:
+        site = Platform(port=server.port or 0)
+        notice_id = await delivered_notice(store, clock, site, ["huge"])
+        checker = service(store, prober, clock, Outbox(), Metrics())
+        [result] = await checker.verify_now([notice_id])
+    found = await store.request_verification("r-huge")
+    await store.close()
+
+    assert [c.bytes_read for c in result.checks] == [256 * 1024]
+    assert found is not None
+    assert found.checks[0].sha256 == hashlib.sha256((token * 2048 * 4)[: 256 * 1024]).hexdigest()
+    files = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert any(path.name == "store.db" for path in files)
+    for path in files:
+        assert token not in path.read_bytes(), path
