@@ -20,6 +20,7 @@ from notifier.channels.rendering import Renderer
 from notifier.cli_demo import register as register_demo
 from notifier.cli_report import register as register_report
 from notifier.cli_submit import submit_files
+from notifier.cli_verify import register as register_verify
 from notifier.clock import SystemClock
 from notifier.domain.acks import AckStatus
 from notifier.domain.durations import format_duration
@@ -377,6 +378,7 @@ def check_config(config: ConfigOption = None) -> None:
 
 register_report(app)
 register_demo(app)
+register_verify(app)
 
 
 def main() -> None:

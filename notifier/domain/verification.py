@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from notifier.domain.models import RequestState
+from notifier.domain.models import RequestState, format_timestamp
 
 DEFAULT_REMOVED_STATUS = (404, 410, 451)
 
@@ -128,7 +128,7 @@ class UrlCheck:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "at": self.at.isoformat(),
+            "at": format_timestamp(self.at),
             "url": self.url,
             "outcome": self.outcome.value,
             "reason": self.reason,

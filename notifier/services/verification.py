@@ -152,6 +152,14 @@ class VerificationService:
         await self.send_followups()
         return results
 
+    async def due_now(self) -> list[RoundResult]:
+        """One pass over what is due now (``notifier verify`` without ids)."""
+        now = self._clock.now()
+        claims = await self._store.claim_verify_due(now=now, lease=self._claim_lease, limit=10_000)
+        results = await self._process(claims, now)
+        await self.send_followups()
+        return results
+
     # -- one round ------------------------------------------------------------------------------
 
     async def _process(
