@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from notifier.domain.models import RequestState, format_timestamp
 
@@ -207,3 +208,74 @@ def next_check(facts: VerifyFacts, schedule: VerifySchedule) -> datetime | None:
         if facts.checked_at is None or point > facts.checked_at:
             return point
     return None
+
+
+# -- the report's figures (SPEC §8, §13) -----------------------------------------------------------
+
+# The keys verification adds to each platform of the report, after §8's.
+VERIFY_REPORT_KEYS = (
+    "verified_removed",
+    "false_claims",
+    "reappeared",
+    "inconclusive",
+    "time_to_verified_removal_s",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerificationRow:
+    """One request of the report's window, as verification counts it."""
+
+    platform: str
+    delivered_at: datetime | None
+    verified_removed_at: datetime | None
+    false_claims: int = 0
+    reappeared: bool = False
+    inconclusive: int = 0  # its checks that concluded nothing
+
+
+def verification_figures(rows: Iterable[VerificationRow]) -> dict[str, dict[str, Any]]:
+    """Per platform: requests verified removed, false claims, requests that re-appeared, checks
+    that concluded nothing, and delivery → first check that saw every URL gone (whole seconds,
+    nearest-rank p50/p90/max; null without any)."""
+    counts: dict[str, dict[str, Any]] = {}
+    waits: dict[str, list[int]] = {}
+    for row in rows:
+        figures = counts.setdefault(row.platform, _empty_figures())
+        figures["false_claims"] += row.false_claims
+        figures["reappeared"] += int(row.reappeared)
+        figures["inconclusive"] += row.inconclusive
+        if row.verified_removed_at is not None:
+            figures["verified_removed"] += 1
+            if row.delivered_at is not None:
+                wait = max(0, int((row.verified_removed_at - row.delivered_at).total_seconds()))
+                waits.setdefault(row.platform, []).append(wait)
+    for platform, figures in counts.items():
+        figures["time_to_verified_removal_s"] = _spread(waits.get(platform, []))
+    return counts
+
+
+def empty_verification_figures() -> dict[str, Any]:
+    """A platform with nothing verified in the window."""
+    return _empty_figures()
+
+
+def _empty_figures() -> dict[str, Any]:
+    return {
+        "verified_removed": 0,
+        "false_claims": 0,
+        "reappeared": 0,
+        "inconclusive": 0,
+        "time_to_verified_removal_s": None,
+    }
+
+
+def _spread(values: list[int]) -> dict[str, int] | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+
+    def rank(percent: int) -> int:
+        return ordered[-(-percent * len(ordered) // 100) - 1]
+
+    return {"p50": rank(50), "p90": rank(90), "max": ordered[-1]}

@@ -19,9 +19,10 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.models import RequestState, TakedownRequest
-from notifier.domain.verification import CheckOutcome, UrlCheck, VerifyFacts
+from notifier.domain.verification import CheckOutcome, UrlCheck, VerificationRow, VerifyFacts
 from notifier.ports import Followup, RequestVerification, VerifyClaim, VerifyUpdate
 from notifier.store.ingest import as_utc
+from notifier.store.report_sql import window
 from notifier.store.tables import requests, url_checks, verify_followups
 
 _CLAIM_COLUMNS = (
@@ -230,6 +231,45 @@ class VerifySqlMixin:
             checks=kept,
             linked_requests=linked,
         )
+
+    async def verification_rows(
+        self, *, since: datetime | None, until: datetime | None, platforms: Sequence[str] | None
+    ) -> list[VerificationRow]:
+        """The report's requests (the window of :func:`notifier.store.report_sql.window`) as
+        verification counts them."""
+        inconclusive = (
+            select(url_checks.c.request_id, func.count().label("checks"))
+            .where(url_checks.c.outcome == CheckOutcome.INCONCLUSIVE.value)
+            .group_by(url_checks.c.request_id)
+            .subquery()
+        )
+        c = requests.c
+        stmt = (
+            select(
+                c.platform,
+                c.delivered_at,
+                c.verified_removed_at,
+                c.false_claims,
+                c.reappeared_at,
+                func.coalesce(inconclusive.c.checks, 0).label("inconclusive"),
+            )
+            .select_from(requests.outerjoin(inconclusive, inconclusive.c.request_id == c.request_id))
+            .where(window(since, until))
+        )
+        if platforms is not None:
+            stmt = stmt.where(c.platform.in_(list(platforms)))
+        async with self._read("verification_rows") as conn:
+            return [
+                VerificationRow(
+                    platform=row.platform,
+                    delivered_at=row.delivered_at,
+                    verified_removed_at=row.verified_removed_at,
+                    false_claims=int(row.false_claims),
+                    reappeared=row.reappeared_at is not None,
+                    inconclusive=int(row.inconclusive),
+                )
+                for row in await conn.execute(stmt)
+            ]
 
 
 async def _linked(conn: AsyncConnection, row: Any) -> list[str]:

@@ -21,9 +21,11 @@ from notifier.clock import SimulatedClock
 from notifier.domain.acks import Ack, AckStatus, plan_ack
 from notifier.domain.models import Priority, TakedownRequest
 from notifier.domain.notices import Attempt, AttemptOutcome, MessageKind, SendResult
+from notifier.domain.report import Bounds
 from notifier.domain.verification import CheckOutcome, VerifyRules, VerifySchedule
 from notifier.metrics import Metrics
 from notifier.ports import Followup, Incoming
+from notifier.services.report import build_report
 from notifier.services.verification import VerificationService
 from notifier.services.verify_followups import ChannelFollowups
 from notifier.store import SqlStore, create_store
@@ -176,6 +178,12 @@ async def test_a_claim_of_removal_with_4_of_25_still_up_is_4_false_claims_and_on
         assert await verified_at(store, f"r-{name}") == claimed_at + timedelta(days=1)
     assert len(outbox.sent) == 1
     assert metrics.false_claims._value.get() == 4
+    report = await build_report(
+        store, {"telegram": Bounds(ack_within=BOUND, removal_within=BOUND)}, now=clock.now()
+    )
+    [figures] = report["platforms"]
+    assert (figures["removed"], figures["verified_removed"], figures["false_claims"]) == (25, 25, 4)
+    assert figures["reappeared"] == 0
 
 
 async def test_a_silent_platform_that_removed_is_credited_at_the_first_check_that_saw_it_gone(
@@ -203,6 +211,13 @@ async def test_a_silent_platform_that_removed_is_credited_at_the_first_check_tha
         assert await verified_at(store, f"r-{name}") == delivered + BOUND
     assert outbox.sent == []
     assert metrics.false_claims._value.get() == 0
+    report = await build_report(
+        store, {"telegram": Bounds(ack_within=BOUND, removal_within=BOUND)}, now=clock.now()
+    )
+    [figures] = report["platforms"]
+    assert (figures["removed"], figures["verified_removed"], figures["false_claims"]) == (0, 6, 0)
+    remind, bound = int(SCHEDULE.remind_after.total_seconds()), int(BOUND.total_seconds())
+    assert figures["time_to_verified_removal_s"] == {"p50": remind, "p90": bound, "max": bound}
 
 
 async def test_a_reappearance_after_verified_removal_is_counted_and_renoticed_once_across_a_restart(
