@@ -56,8 +56,8 @@ async def serve() -> tuple[web.AppRunner, int]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-    return runner, sockets[0].getsockname()[1]
+    port: int = runner.addresses[0][1]
+    return runner, port
 
 
 async def main(urls: int, hosts: int, rounds: int) -> None:
