@@ -275,8 +275,8 @@ class VerifySqlMixin:
 async def _linked(conn: AsyncConnection, row: Any) -> list[str]:
     """Earlier requests of the same platform naming one of its URLs or evidence hashes."""
     request = TakedownRequest.from_canonical(json.loads(row.body))
-    needles = [json.dumps(url) for url in request.urls]
-    needles += [json.dumps(h) for e in request.evidence for h in (e.sha256, e.pdq) if h]
+    needles = [json.dumps(url, ensure_ascii=False) for url in request.urls]
+    needles += [json.dumps(h, ensure_ascii=False) for e in request.evidence for h in (e.sha256, e.pdq) if h]
     if not needles:
         return []
     stmt = (

@@ -7,7 +7,7 @@ import hashlib
 import ipaddress
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestServer
 
 from notifier.channels.prober import IPAddress, Prober, ProberOptions, public_address
 from notifier.domain.verification import CheckOutcome, VerifyRules
+from tests.waiting import wait_for
 
 AT = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 RULES = VerifyRules.build(removed_markers=[r"(?i)this post is unavailable"], removed_redirect=[r"/removed$"])
@@ -299,3 +300,40 @@ async def test_the_user_agent_names_the_authority(site: Site) -> None:
         await prober.check(f"http://127.0.0.1:{server.port}/", RULES, at=AT)
 
     assert seen == ["notifier-test (Test Authority)"]
+
+
+async def test_no_more_than_the_per_host_concurrency_reaches_one_host_at_once() -> None:
+    in_flight = {"now": 0, "most": 0}
+    release = asyncio.Event()
+
+    async def held(_request: web.Request) -> web.StreamResponse:
+        in_flight["now"] += 1
+        in_flight["most"] = max(in_flight["most"], in_flight["now"])
+        await release.wait()
+        in_flight["now"] -= 1
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{n}", held)
+    async with (
+        TestServer(app, host="127.0.0.1", port=0) as server,
+        Prober(
+            _options(allow_private=True, per_host_concurrency=2),
+            resolver=NamedResolver({"one.example": ["127.0.0.1"]}),
+        ) as prober,
+    ):
+        urls = [f"http://one.example:{server.port}/{n}" for n in range(8)]
+        checking = asyncio.gather(*(prober.check(url, RULES, at=AT) for url in urls))
+        await wait_for(_at_least(in_flight, 2), within=5, what="two checks in flight")
+        release.set()
+        checks = await checking
+
+    assert in_flight["most"] == 2
+    assert [c.outcome for c in checks] == [CheckOutcome.LIVE] * 8
+
+
+def _at_least(counter: dict[str, int], count: int) -> Callable[[], Awaitable[bool]]:
+    async def reached() -> bool:
+        return counter["now"] >= count
+
+    return reached

@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 from notifier.channels.prober import Prober, ProberOptions
 from notifier.clock import SimulatedClock
 from notifier.domain.acks import Ack, AckStatus, plan_ack
-from notifier.domain.models import Priority, TakedownRequest
+from notifier.domain.models import Evidence, Priority, TakedownRequest
 from notifier.domain.notices import Attempt, AttemptOutcome, MessageKind, SendResult
 from notifier.domain.report import Bounds
 from notifier.domain.verification import CheckOutcome, VerifyRules, VerifySchedule
@@ -325,3 +325,42 @@ async def test_a_10_mb_page_leaves_none_of_its_bytes_in_the_store_or_the_folder(
     assert any(path.name == "store.db" for path in files)
     for path in files:
         assert token not in path.read_bytes(), path
+
+
+async def test_a_later_request_with_the_same_url_or_evidence_hash_is_linked_to_the_earlier_one(
+    store: SqlStore,
+) -> None:
+    clock = SimulatedClock()
+    digest = "ab" * 32
+
+    def request(request_id: str, url: str, platform: str = "telegram", sha: str | None = None) -> Incoming:
+        return Incoming(
+            request=TakedownRequest(
+                request_id=request_id,
+                platform=platform,
+                urls=(url,),
+                category="deepfake_sexual_abuse",
+                evidence=(Evidence(sha256=sha),) if sha else (),
+            ),
+            source="test",
+        )
+
+    await store.ingest([request("first", "https://t.me/c/1", sha=digest)], [], now=clock.now())
+    await clock.advance(timedelta(days=3))
+    await store.ingest(
+        [
+            request("same-url", "https://t.me/c/1"),
+            request("same-hash", "https://t.me/c/2", sha=digest),
+            request("other-platform", "https://t.me/c/1", platform="videohost"),
+            request("unrelated", "https://t.me/c/3"),
+        ],
+        [],
+        now=clock.now(),
+    )
+
+    linked = {}
+    for request_id in ("same-url", "same-hash", "other-platform", "unrelated"):
+        found = await store.request_verification(request_id)
+        assert found is not None
+        linked[request_id] = found.linked_requests
+    assert linked == {"same-url": ["first"], "same-hash": ["first"], "other-platform": [], "unrelated": []}
