@@ -36,7 +36,7 @@ class VerifyUpdate:
     request_id: str
     platform: str
     checks: tuple[UrlCheck, ...]
-    checked_at: datetime
+    checked_at: datetime | None  # None: no check this time, the timer only moves
     next_at: datetime | None
     claimed_until: datetime | None
     verified_removed_at: datetime | None = None  # set only when this round verified it first

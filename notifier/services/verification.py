@@ -187,10 +187,10 @@ class VerificationService:
         schedule = self._schedules.get(claim.platform)
         if schedule is None:
             later = now + UNJUDGED_RECHECK
-            return self._reschedule(claim, now, later), None
+            return self._reschedule(claim, later), None
         due = next_check(claim.facts, schedule)
         if not force and (due is None or due > now):
-            return self._reschedule(claim, claim.facts.checked_at, due), None
+            return self._reschedule(claim, due), None
         rules = self._rules.get(claim.platform, VerifyRules())
         async with self._slots:
             checks = tuple(
@@ -200,14 +200,13 @@ class VerificationService:
             self._observed(claim, check)
         return await self._judge(claim, checks, now, schedule)
 
-    def _reschedule(
-        self, claim: VerifyClaim, checked_at: datetime | None, next_at: datetime | None
-    ) -> VerifyUpdate:
+    def _reschedule(self, claim: VerifyClaim, next_at: datetime | None) -> VerifyUpdate:
+        """No check this time: only the timer moves."""
         return VerifyUpdate(
             request_id=claim.request_id,
             platform=claim.platform,
             checks=(),
-            checked_at=checked_at or claim.facts.checked_at or self._clock.now(),
+            checked_at=None,
             next_at=next_at,
             claimed_until=claim.claimed_until,
         )

@@ -89,9 +89,10 @@ class VerifySqlMixin:
 
     async def record_round(self, update_: VerifyUpdate) -> None:
         values: dict[str, Any] = {
-            "verify_checked_at": as_utc(update_.checked_at),
             "verify_due_at": None if update_.next_at is None else as_utc(update_.next_at),
         }
+        if update_.checked_at is not None:
+            values["verify_checked_at"] = as_utc(update_.checked_at)
         if update_.verified_removed_at is not None:
             values["verified_removed_at"] = func.coalesce(
                 requests.c.verified_removed_at, as_utc(update_.verified_removed_at)
