@@ -25,6 +25,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -216,7 +217,8 @@ class VerificationService:
         fields = {
             "request_id": claim.request_id,
             "platform": claim.platform,
-            "url": check.url,
+            # The host only: a URL may identify a victim; the store keeps it with the check.
+            "host": urlsplit(check.url).hostname or "",
             "outcome": check.outcome.value,
             "http_status": check.http_status,
             "rule": check.rule,
@@ -224,7 +226,7 @@ class VerificationService:
         }
         log.info("verify.checked", reason=check.reason, **fields)
         if check.reason == InconclusiveReason.REFUSED_PRIVATE_ADDRESS.value:
-            log.warning("verify.refused", request_id=claim.request_id, url=check.url, reason=check.reason)
+            log.warning("verify.refused", reason=check.reason, **fields)
 
     async def _judge(
         self, claim: VerifyClaim, checks: tuple[UrlCheck, ...], now: datetime, schedule: VerifySchedule

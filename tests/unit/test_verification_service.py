@@ -364,3 +364,26 @@ async def test_a_later_request_with_the_same_url_or_evidence_hash_is_linked_to_t
         assert found is not None
         linked[request_id] = found.linked_requests
     assert linked == {"same-url": ["first"], "same-hash": ["first"], "other-platform": [], "unrelated": []}
+
+
+async def test_a_refused_address_is_logged_with_its_reason_and_changes_nothing(
+    store: SqlStore, site: Platform
+) -> None:
+    clock, metrics = SimulatedClock(), Metrics()
+    notice_id = await delivered_notice(store, clock, site, ["inside"])
+    async with Prober(ProberOptions(user_agent="notifier-test")) as strict:  # allow_private = false
+        checker = service(store, strict, clock, Outbox(), metrics)
+        with capture_logs() as logs:
+            [result] = await checker.verify_now([notice_id])
+
+    [check] = result.checks
+    assert (check.outcome, check.reason) == (CheckOutcome.INCONCLUSIVE, "refused_private_address")
+    [refused] = [e for e in logs if e["event"] == "verify.refused"]
+    assert (refused["reason"], refused["host"], refused["request_id"]) == (
+        "refused_private_address",
+        "127.0.0.1",
+        "r-inside",
+    )
+    assert all(site.url("inside") not in str(event) for event in logs)
+    assert await verified_at(store, "r-inside") is None
+    assert metrics.checks.labels(platform="telegram", outcome="inconclusive")._value.get() == 1
