@@ -24,7 +24,7 @@ from notifier.domain.notices import Attempt, AttemptOutcome, MessageKind, SendRe
 from notifier.domain.report import Bounds
 from notifier.domain.verification import CheckOutcome, VerifyRules, VerifySchedule
 from notifier.metrics import Metrics
-from notifier.ports import Followup, Incoming
+from notifier.ports import Followup, Incoming, Store
 from notifier.services.report import build_report
 from notifier.services.verification import VerificationService
 from notifier.services.verify_followups import ChannelFollowups
@@ -95,7 +95,7 @@ def service(
     )
 
 
-async def delivered_notice(store: SqlStore, clock: SimulatedClock, site: Platform, names: list[str]) -> str:
+async def delivered_notice(store: Store, clock: SimulatedClock, site: Platform, names: list[str]) -> str:
     """One notice of a request per name, delivered now, every post up."""
     now = clock.now()
     site.up.update(names)
@@ -125,7 +125,7 @@ async def delivered_notice(store: SqlStore, clock: SimulatedClock, site: Platfor
     return claimed.notice_id
 
 
-async def claim_removed(store: SqlStore, notice_id: str, at: datetime) -> None:
+async def claim_removed(store: Store, notice_id: str, at: datetime) -> None:
     ack = Ack(notice_id=notice_id, status=AckStatus.REMOVED, received_at=at, source="amqp:takedown.acks")
     context = await store.ack_context(notice_id)
     assert context is not None
