@@ -9,24 +9,41 @@ timed rounds each check every URL once (the per-minute budget of 600 a host cove
 host has in a round). The decision, the SHA-256 of the bytes read and the per-host accounting are
 all in what is timed.
 
-Usage: .venv/bin/python bench/verify.py [--urls 1000] [--hosts 50] [--rounds 3]
+With ``--due N`` it then measures the daemon's side: N requests whose check is due now (a claim
+of removal each, written straight into a SQLite store in a temporary folder), worked through by the
+real :class:`notifier.services.verification.VerificationService` with the same prober and server,
+and prints the checks per second and the process's peak RSS.
+
+Usage: .venv/bin/python bench/verify.py [--urls 1000] [--hosts 50] [--rounds 3] [--due 100000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import resource
 import socket
 import sys
+import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from notifier.channels.prober import Prober, ProberOptions
-from notifier.domain.verification import CheckOutcome, VerifyRules
+from notifier.clock import SimulatedClock
+from notifier.domain.models import RequestState, TakedownRequest
+from notifier.domain.verification import CheckOutcome, VerifyRules, VerifySchedule
+from notifier.logging import configure_logging
+from notifier.metrics import Metrics
+from notifier.services.verification import VerificationService
+from notifier.store import create_store
+from notifier.store.tables import requests
 
+HOURS_24 = timedelta(hours=24)
 PAGE = b"<html><body>" + b"x" * 2048 + b"</body></html>"
 
 
@@ -60,7 +77,61 @@ async def serve() -> tuple[web.AppRunner, int]:
     return runner, port
 
 
-async def main(urls: int, hosts: int, rounds: int) -> None:
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def due(port: int, hosts: int, count: int) -> None:
+    """``count`` requests due for a check, worked through by the service; checks/s and peak RSS."""
+    clock = SimulatedClock(datetime(2026, 1, 5, tzinfo=UTC))
+    now = clock.now()
+    with tempfile.TemporaryDirectory(prefix="notifier-bench-verify-") as folder:
+        store = await create_store(f"sqlite:///{Path(folder) / 'store.db'}")
+        rows = []
+        for n in range(count):
+            url = f"http://host{n % hosts:02d}.bench.example:{port}/p/{n}"
+            request = TakedownRequest(request_id=f"r{n:07d}", platform="bench", urls=(url,), category="c")
+            rows.append(
+                {
+                    "request_id": request.request_id,
+                    "platform": "bench",
+                    "state": RequestState.REMOVED.value,
+                    "priority": request.priority.value,
+                    "content_hash": request.content_hash(),
+                    "body": request.canonical_json(),
+                    "source": "bench",
+                    "ingested_at": now,
+                    "delivered_at": now,
+                    "resolved_at": now,
+                    "verify_due_at": now,
+                }
+            )
+        async with store.engine.begin() as conn:
+            for start in range(0, len(rows), 5000):
+                await conn.execute(requests.insert(), rows[start : start + 5000])
+        del rows
+        print(f"{count:,} checks due; peak RSS before: {_peak_rss_mib():.0f} MiB")
+        options = ProberOptions(user_agent="notifier-bench", allow_private=True, per_host_per_minute=100_000)
+        async with Prober(options, resolver=LocalNames()) as prober:
+            service = VerificationService(
+                store=store,
+                checker=prober,
+                rules={"bench": VerifyRules()},
+                schedules={"bench": VerifySchedule(remind_after=HOURS_24, removal_within=HOURS_24)},
+                clock=clock,
+                metrics=Metrics(),
+            )
+            started = time.perf_counter()
+            await service.round()
+            elapsed = time.perf_counter() - started
+        await store.close()
+    print(
+        f"service: {count:,} due checks in {elapsed:.1f} s = {count / elapsed:,.0f} checks/s "
+        f"(stored, timers moved on); peak RSS {_peak_rss_mib():.0f} MiB"
+    )
+
+
+async def main(urls: int, hosts: int, rounds: int, due_checks: int) -> None:
     runner, port = await serve()
     targets = [f"http://host{n % hosts:02d}.bench.example:{port}/p/{n}" for n in range(urls)]
     options = ProberOptions(user_agent="notifier-bench", allow_private=True)
@@ -81,6 +152,8 @@ async def main(urls: int, hosts: int, rounds: int) -> None:
                 f"round {round_no}: {len(checks)} checks in {elapsed:.2f} s = {rate:,.0f} checks/s "
                 f"(removed {removed}, live {live}, other {len(checks) - removed - live})"
             )
+    if due_checks:
+        await due(port, hosts, due_checks)
     await runner.cleanup()
     print(
         f"best: {best:,.0f} checks/s over {urls} URLs on {hosts} hosts "
@@ -94,6 +167,9 @@ if __name__ == "__main__":
     parser.add_argument("--urls", type=int, default=1000)
     parser.add_argument("--hosts", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--due", type=int, default=0, help="then N due checks through the service")
     args = parser.parse_args()
     print(f"$ {' '.join([sys.executable, *sys.argv])}")
-    asyncio.run(main(args.urls, args.hosts, args.rounds))
+    with open(os.devnull, "w") as devnull:
+        configure_logging(json=True, level="info", stream=devnull)  # as the daemon logs, to /dev/null
+        asyncio.run(main(args.urls, args.hosts, args.rounds, args.due))

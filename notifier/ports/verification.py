@@ -24,7 +24,7 @@ class VerifyClaim:
     verify_last: str | None  # ``removed`` / ``live``: the last round that concluded
     contradicted_at: datetime | None
     false_claims: int
-    # The timer as the claim set it: :meth:`VerificationStore.record_round` moves it on only if it
+    # The timer as the claim set it: :meth:`VerificationStore.record_rounds` moves it on only if it
     # still holds this value (None: not claimed by timer, the timer is set regardless).
     claimed_until: datetime | None
 
@@ -85,9 +85,9 @@ class VerificationStore(Protocol):
         unclaimed: ``notifier verify`` checks them now."""
         ...
 
-    async def record_round(self, update: VerifyUpdate) -> None:
-        """Keep the checks and the request's new facts; move its timer to ``next_at`` (only where
-        it still holds ``claimed_until``, when given)."""
+    async def record_rounds(self, updates: Sequence[VerifyUpdate]) -> None:
+        """Keep the checks and each request's new facts, all in one transaction; move each timer to
+        ``next_at`` (only where it still holds ``claimed_until``, when given)."""
         ...
 
     async def next_verify_due(self) -> datetime | None:

@@ -169,8 +169,8 @@ class VerificationService:
         outcomes = await asyncio.gather(*(self._one(claim, now, force=force) for claim in claims))
         owed: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
         results: list[RoundResult] = []
+        await self._store.record_rounds([update for update, _ in outcomes])
         for claim, (update, followup) in zip(claims, outcomes, strict=True):
-            await self._store.record_round(update)
             if update.checks:
                 results.append(RoundResult(claim.request_id, update.checks))
             if followup is not None and claim.notice_id is not None:

@@ -42,6 +42,7 @@ _CLAIM_COLUMNS = (
     requests.c.contradicted_at,
 )
 _LINKED_LIMIT = 20
+_INSERT_CHUNK = 1000
 
 
 class VerifySqlMixin:
@@ -87,56 +88,15 @@ class VerifySqlMixin:
         async with self._read("verify_targets") as conn:
             return [_claim(row, None) for row in await conn.execute(stmt)]
 
-    async def record_round(self, update_: VerifyUpdate) -> None:
-        values: dict[str, Any] = {
-            "verify_due_at": None if update_.next_at is None else as_utc(update_.next_at),
-        }
-        if update_.checked_at is not None:
-            values["verify_checked_at"] = as_utc(update_.checked_at)
-        if update_.verified_removed_at is not None:
-            values["verified_removed_at"] = func.coalesce(
-                requests.c.verified_removed_at, as_utc(update_.verified_removed_at)
-            )
-        if update_.verify_base is not None:
-            values["verify_base"] = as_utc(update_.verify_base)
-        if update_.verify_last is not None:
-            values["verify_last"] = update_.verify_last
-        if update_.reappeared_at is not None:
-            values["reappeared_at"] = as_utc(update_.reappeared_at)
-        if update_.contradicted_at is not None:
-            values["contradicted_at"] = as_utc(update_.contradicted_at)
-            values["false_claims"] = requests.c.false_claims + 1
-        where = [requests.c.request_id == update_.request_id]
-        if update_.claimed_until is not None:
-            where.append(requests.c.verify_due_at == as_utc(update_.claimed_until))
-        rows = [
-            {
-                "request_id": update_.request_id,
-                "platform": update_.platform,
-                "url": check.url,
-                "at": as_utc(check.at),
-                "outcome": check.outcome.value,
-                "reason": check.reason,
-                "http_status": check.http_status,
-                "final_url": check.final_url,
-                "content_type": check.content_type,
-                "bytes_read": check.bytes_read,
-                "sha256": check.sha256,
-                "rule": check.rule,
-            }
-            for check in update_.checks
-        ]
-        async with self._write("record_round") as conn:
-            if rows:
-                await conn.execute(url_checks.insert(), rows)
-            moved = await conn.execute(update(requests).where(*where).values(values))
-            if moved.rowcount == 0 and update_.claimed_until is not None:
-                # The timer changed since the claim (a claim of removal set it): the facts are
-                # kept, the newer timer too.
-                values.pop("verify_due_at")
-                await conn.execute(
-                    update(requests).where(requests.c.request_id == update_.request_id).values(values)
-                )
+    async def record_rounds(self, updates: Sequence[VerifyUpdate]) -> None:
+        if not updates:
+            return
+        rows = [_check_row(update_, check) for update_ in updates for check in update_.checks]
+        async with self._write("record_rounds") as conn:
+            for start in range(0, len(rows), _INSERT_CHUNK):
+                await conn.execute(url_checks.insert(), rows[start : start + _INSERT_CHUNK])
+            for update_ in updates:
+                await _record_facts(conn, update_)
 
     async def next_verify_due(self) -> datetime | None:
         stmt = select(func.min(requests.c.verify_due_at)).where(requests.c.verify_due_at.is_not(None))
@@ -271,6 +231,54 @@ class VerifySqlMixin:
                 )
                 for row in await conn.execute(stmt)
             ]
+
+
+async def _record_facts(conn: AsyncConnection, update_: VerifyUpdate) -> None:
+    """One request's new facts and timer (compare-and-set on the claim's timer, when claimed)."""
+    values: dict[str, Any] = {
+        "verify_due_at": None if update_.next_at is None else as_utc(update_.next_at),
+    }
+    if update_.checked_at is not None:
+        values["verify_checked_at"] = as_utc(update_.checked_at)
+    if update_.verified_removed_at is not None:
+        values["verified_removed_at"] = func.coalesce(
+            requests.c.verified_removed_at, as_utc(update_.verified_removed_at)
+        )
+    if update_.verify_base is not None:
+        values["verify_base"] = as_utc(update_.verify_base)
+    if update_.verify_last is not None:
+        values["verify_last"] = update_.verify_last
+    if update_.reappeared_at is not None:
+        values["reappeared_at"] = as_utc(update_.reappeared_at)
+    if update_.contradicted_at is not None:
+        values["contradicted_at"] = as_utc(update_.contradicted_at)
+        values["false_claims"] = requests.c.false_claims + 1
+    where = [requests.c.request_id == update_.request_id]
+    if update_.claimed_until is not None:
+        where.append(requests.c.verify_due_at == as_utc(update_.claimed_until))
+    moved = await conn.execute(update(requests).where(*where).values(values))
+    if moved.rowcount == 0 and update_.claimed_until is not None:
+        # The timer changed since the claim (a claim of removal set it): the facts are kept, the
+        # newer timer too.
+        values.pop("verify_due_at")
+        await conn.execute(update(requests).where(requests.c.request_id == update_.request_id).values(values))
+
+
+def _check_row(update_: VerifyUpdate, check: UrlCheck) -> dict[str, Any]:
+    return {
+        "request_id": update_.request_id,
+        "platform": update_.platform,
+        "url": check.url,
+        "at": as_utc(check.at),
+        "outcome": check.outcome.value,
+        "reason": check.reason,
+        "http_status": check.http_status,
+        "final_url": check.final_url,
+        "content_type": check.content_type,
+        "bytes_read": check.bytes_read,
+        "sha256": check.sha256,
+        "rule": check.rule,
+    }
 
 
 async def _linked(conn: AsyncConnection, row: Any) -> list[str]:

@@ -41,8 +41,8 @@ async def test_a_delivery_starts_the_timer_and_a_claim_of_removal_brings_it_forw
     ]
     assert await store.claim_verify_due(now=delivered, lease=LEASE, limit=10) == []  # leased
     later = delivered + timedelta(hours=24)
-    for claim in claims:
-        await store.record_round(
+    await store.record_rounds(
+        [
             VerifyUpdate(
                 request_id=claim.request_id,
                 platform=claim.platform,
@@ -51,7 +51,9 @@ async def test_a_delivery_starts_the_timer_and_a_claim_of_removal_brings_it_forw
                 next_at=later,
                 claimed_until=claim.claimed_until,
             )
-        )
+            for claim in claims
+        ]
+    )
     assert await store.next_verify_due() == later
 
     await clock.advance(timedelta(hours=2))
@@ -67,18 +69,20 @@ async def test_a_round_keeps_its_checks_newest_first_and_verifies_once(store: St
     first = clock.now() + timedelta(hours=1)
     for n, outcome in enumerate([CheckOutcome.LIVE, CheckOutcome.REMOVED, CheckOutcome.REMOVED]):
         at = first + timedelta(hours=n)
-        await store.record_round(
-            VerifyUpdate(
-                request_id="r-a",
-                platform="telegram",
-                checks=(_check(site.url("a"), at, outcome),),
-                checked_at=at,
-                next_at=at + timedelta(days=1),
-                claimed_until=None,
-                verified_removed_at=at if outcome is CheckOutcome.REMOVED else None,
-                verify_last=outcome.value,
-                contradicted_at=at if outcome is CheckOutcome.LIVE else None,
-            )
+        await store.record_rounds(
+            [
+                VerifyUpdate(
+                    request_id="r-a",
+                    platform="telegram",
+                    checks=(_check(site.url("a"), at, outcome),),
+                    checked_at=at,
+                    next_at=at + timedelta(days=1),
+                    claimed_until=None,
+                    verified_removed_at=at if outcome is CheckOutcome.REMOVED else None,
+                    verify_last=outcome.value,
+                    contradicted_at=at if outcome is CheckOutcome.LIVE else None,
+                )
+            ]
         )
 
     found = await store.request_verification("r-a", checks=2)
