@@ -337,3 +337,24 @@ def _at_least(counter: dict[str, int], count: int) -> Callable[[], Awaitable[boo
         return counter["now"] >= count
 
     return reached
+
+
+async def test_with_an_egress_proxy_the_check_goes_through_it_and_the_target_rules_still_apply() -> None:
+    seen: list[str] = []
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        seen.append(f"{request.method} {request.host}{request.path}")
+        return web.Response(text="through the proxy")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    names = NamedResolver({"platform.example": ["93.184.216.34"], "inside.example": ["10.0.0.8"]})
+    async with TestServer(app, host="127.0.0.1", port=0) as server:
+        options = _options(proxy=f"http://127.0.0.1:{server.port}")
+        async with Prober(options, resolver=names) as prober:
+            live = await prober.check("http://platform.example/p/1", RULES, at=AT)
+            refused = await prober.check("http://inside.example/p/2", RULES, at=AT)
+
+    assert (live.outcome, live.http_status) == (CheckOutcome.LIVE, 200)
+    assert (refused.outcome, refused.reason) == (CheckOutcome.INCONCLUSIVE, "refused_private_address")
+    assert seen == ["GET platform.example/p/1"]
