@@ -81,37 +81,38 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _due_row(n: int, port: int, hosts: int, now: datetime) -> dict[str, object]:
+    """A request the platform said was removed at ``now``: its check is due."""
+    url = f"http://host{n % hosts:02d}.bench.example:{port}/p/{n}"
+    request = TakedownRequest(request_id=f"r{n:07d}", platform="bench", urls=(url,), category="c")
+    return {
+        "request_id": request.request_id,
+        "platform": "bench",
+        "state": RequestState.REMOVED.value,
+        "priority": request.priority.value,
+        "content_hash": request.content_hash(),
+        "body": request.canonical_json(),
+        "source": "bench",
+        "ingested_at": now,
+        "delivered_at": now,
+        "resolved_at": now,
+        "verify_due_at": now,
+    }
+
+
 async def due(port: int, hosts: int, count: int) -> None:
     """``count`` requests due for a check, worked through by the service; checks/s and peak RSS."""
     clock = SimulatedClock(datetime(2026, 1, 5, tzinfo=UTC))
     now = clock.now()
     with tempfile.TemporaryDirectory(prefix="notifier-bench-verify-") as folder:
         store = await create_store(f"sqlite:///{Path(folder) / 'store.db'}")
-        rows = []
-        for n in range(count):
-            url = f"http://host{n % hosts:02d}.bench.example:{port}/p/{n}"
-            request = TakedownRequest(request_id=f"r{n:07d}", platform="bench", urls=(url,), category="c")
-            rows.append(
-                {
-                    "request_id": request.request_id,
-                    "platform": "bench",
-                    "state": RequestState.REMOVED.value,
-                    "priority": request.priority.value,
-                    "content_hash": request.content_hash(),
-                    "body": request.canonical_json(),
-                    "source": "bench",
-                    "ingested_at": now,
-                    "delivered_at": now,
-                    "resolved_at": now,
-                    "verify_due_at": now,
-                }
-            )
         async with store.engine.begin() as conn:
-            for start in range(0, len(rows), 5000):
-                await conn.execute(requests.insert(), rows[start : start + 5000])
-        del rows
+            # A chunk at a time, so that loading the backlog does not set the peak RSS itself.
+            for start in range(0, count, 5000):
+                rows = [_due_row(n, port, hosts, now) for n in range(start, min(count, start + 5000))]
+                await conn.execute(requests.insert(), rows)
         print(f"{count:,} checks due; peak RSS before: {_peak_rss_mib():.0f} MiB")
-        options = ProberOptions(user_agent="notifier-bench", allow_private=True, per_host_per_minute=100_000)
+        options = ProberOptions(user_agent="notifier-bench", allow_private=True)  # the default limits
         async with Prober(options, resolver=LocalNames()) as prober:
             service = VerificationService(
                 store=store,
