@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
 from notifier.channels.prober import Prober, ProberOptions
@@ -387,3 +388,16 @@ async def test_a_refused_address_is_logged_with_its_reason_and_changes_nothing(
     assert all(site.url("inside") not in str(event) for event in logs)
     assert await verified_at(store, "r-inside") is None
     assert metrics.checks.labels(platform="telegram", outcome="inconclusive")._value.get() == 1
+
+
+def test_the_verification_metrics_carry_the_names_spec_13_gives() -> None:
+    metrics = Metrics()
+    metrics.checks.labels(platform="telegram", outcome="removed").inc()
+    metrics.false_claims.inc()
+    metrics.reappeared.inc()
+
+    text = generate_latest(metrics.registry).decode()
+
+    assert 'notifier_checks_total{outcome="removed",platform="telegram"} 1.0' in text
+    assert "notifier_false_claims_total 1.0" in text
+    assert "notifier_reappeared_total 1.0" in text
