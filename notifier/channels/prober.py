@@ -213,29 +213,28 @@ class Prober:
         )
 
     async def _observe(self, url: str, digest: Any) -> tuple[Observation, int, str]:
-        try:
-            async with asyncio.timeout(self._options.timeout):
-                return await self._follow(url, digest)
-        except TimeoutError:
-            return Observation(final_url=url, failure=InconclusiveReason.TIMEOUT), 0, ""
-
-    async def _follow(self, url: str, digest: Any) -> tuple[Observation, int, str]:
+        """Follow ``url`` hop by hop. ``timeout`` bounds each hop's resolution and fetch, never the
+        wait for the host's budget: a check queued behind others of its host is not cut short."""
         current = url
         for _hop in range(self._options.max_redirects + 1):
             target = URL(current)
             if target.scheme not in ("http", "https") or not target.host:
                 return Observation(final_url=current, failure=InconclusiveReason.REFUSED_SCHEME), 0, ""
-            failure = await self._refusal(target)
-            if failure is not None:
-                return Observation(final_url=current, failure=failure), 0, ""
             budget = self._budgets.setdefault(
                 target.host,
                 _HostBudget(self._options.per_host_concurrency, self._options.per_host_per_minute),
             )
             async with budget.slots:
-                await budget.take()
                 try:
-                    outcome = await self._fetch(target, digest)
+                    async with asyncio.timeout(self._options.timeout):
+                        failure = await self._refusal(target)
+                        if failure is not None:
+                            return Observation(final_url=current, failure=failure), 0, ""
+                    await budget.take()
+                    async with asyncio.timeout(self._options.timeout):
+                        outcome = await self._fetch(target, digest)
+                except TimeoutError:
+                    return Observation(final_url=current, failure=InconclusiveReason.TIMEOUT), 0, ""
                 except (aiohttp.ClientError, OSError) as error:
                     return Observation(final_url=current, failure=_failure_of(error)), 0, ""
             if isinstance(outcome, str):

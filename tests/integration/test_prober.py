@@ -358,3 +358,20 @@ async def test_with_an_egress_proxy_the_check_goes_through_it_and_the_target_rul
     assert (live.outcome, live.http_status) == (CheckOutcome.LIVE, 200)
     assert (refused.outcome, refused.reason) == (CheckOutcome.INCONCLUSIVE, "refused_private_address")
     assert seen == ["GET platform.example/p/1"]
+
+
+async def test_the_timeout_bounds_each_fetch_not_the_wait_behind_the_hosts_other_checks() -> None:
+    async def slowish(_request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.5)  # a slow server: well within the timeout, one at a time
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{n}", slowish)
+    async with (
+        TestServer(app, host="127.0.0.1", port=0) as server,
+        Prober(_options(allow_private=True, timeout=2.0, per_host_concurrency=1)) as prober,
+    ):
+        urls = [f"http://127.0.0.1:{server.port}/{n}" for n in range(6)]  # 3 s in all, one host
+        checks = await asyncio.gather(*(prober.check(url, RULES, at=AT) for url in urls))
+
+    assert [(c.outcome, c.reason) for c in checks] == [(CheckOutcome.LIVE, "")] * 6
