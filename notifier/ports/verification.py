@@ -85,9 +85,14 @@ class VerificationStore(Protocol):
         unclaimed: ``notifier verify`` checks them now."""
         ...
 
-    async def record_rounds(self, updates: Sequence[VerifyUpdate]) -> None:
-        """Keep the checks and each request's new facts, all in one transaction; move each timer to
-        ``next_at`` (only where it still holds ``claimed_until``, when given)."""
+    async def record_rounds(
+        self, updates: Sequence[VerifyUpdate], followups: Sequence[Followup] = ()
+    ) -> list[int]:
+        """Keep the checks and each request's new facts and decide the follow-ups they owe, all in
+        one transaction (a false claim is never counted without its follow-up, nor the other way
+        round); move each timer to ``next_at`` (only where it still holds ``claimed_until``, when
+        given). Each follow-up's ``seq`` is ignored: the next number of its notice is given, and
+        the numbers are returned in order."""
         ...
 
     async def next_verify_due(self) -> datetime | None:

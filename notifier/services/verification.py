@@ -167,9 +167,9 @@ class VerificationService:
         self, claims: Sequence[VerifyClaim], now: datetime, *, force: bool = False
     ) -> list[RoundResult]:
         outcomes = await asyncio.gather(*(self._one(claim, now, force=force) for claim in claims))
+        # One follow-up per notice and kind: the URLs of all its requests found up in this round.
         owed: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
         results: list[RoundResult] = []
-        await self._store.record_rounds([update for update, _ in outcomes])
         for claim, (update, followup) in zip(claims, outcomes, strict=True):
             if update.checks:
                 results.append(RoundResult(claim.request_id, update.checks))
@@ -177,9 +177,26 @@ class VerificationService:
                 ids, urls = owed.setdefault((claim.notice_id, followup[0]), ([], []))
                 ids.append(claim.request_id)
                 urls.extend(followup[1])
-        for (notice_id, kind), (ids, urls) in owed.items():
-            seq = await self._store.add_followup(notice_id, kind=kind, request_ids=ids, urls=urls, at=now)
-            log.info("verify.followup_decided", notice_id=notice_id, kind=kind, seq=seq, urls=len(urls))
+        followups = [
+            Followup(
+                notice_id=notice_id,
+                seq=0,
+                kind=kind,
+                request_ids=tuple(ids),
+                urls=tuple(urls),
+                decided_at=now,
+            )
+            for (notice_id, kind), (ids, urls) in owed.items()
+        ]
+        numbers = await self._store.record_rounds([update for update, _ in outcomes], followups)
+        for decided, seq in zip(followups, numbers, strict=True):
+            log.info(
+                "verify.followup_decided",
+                notice_id=decided.notice_id,
+                kind=decided.kind,
+                seq=seq,
+                urls=len(decided.urls),
+            )
         return results
 
     async def _one(

@@ -88,15 +88,18 @@ class VerifySqlMixin:
         async with self._read("verify_targets") as conn:
             return [_claim(row, None) for row in await conn.execute(stmt)]
 
-    async def record_rounds(self, updates: Sequence[VerifyUpdate]) -> None:
-        if not updates:
-            return
+    async def record_rounds(
+        self, updates: Sequence[VerifyUpdate], followups: Sequence[Followup] = ()
+    ) -> list[int]:
+        if not updates and not followups:
+            return []
         rows = [_check_row(update_, check) for update_ in updates for check in update_.checks]
         async with self._write("record_rounds") as conn:
             for start in range(0, len(rows), _INSERT_CHUNK):
                 await conn.execute(url_checks.insert(), rows[start : start + _INSERT_CHUNK])
             for update_ in updates:
                 await _record_facts(conn, update_)
+            return [await _add_followup(conn, followup) for followup in followups]
 
     async def next_verify_due(self) -> datetime | None:
         stmt = select(func.min(requests.c.verify_due_at)).where(requests.c.verify_due_at.is_not(None))
@@ -113,24 +116,16 @@ class VerifySqlMixin:
         urls: Sequence[str],
         at: datetime,
     ) -> int:
+        followup = Followup(
+            notice_id=notice_id,
+            seq=0,
+            kind=kind,
+            request_ids=tuple(request_ids),
+            urls=tuple(urls),
+            decided_at=at,
+        )
         async with self._write("add_followup") as conn:
-            last = (
-                await conn.execute(
-                    select(func.max(verify_followups.c.seq)).where(verify_followups.c.notice_id == notice_id)
-                )
-            ).scalar()
-            seq = int(last or 0) + 1
-            await conn.execute(
-                verify_followups.insert().values(
-                    notice_id=notice_id,
-                    seq=seq,
-                    kind=kind,
-                    request_ids=json.dumps(list(request_ids)),
-                    urls=json.dumps(list(urls)),
-                    decided_at=as_utc(at),
-                )
-            )
-        return seq
+            return await _add_followup(conn, followup)
 
     async def followups(self, *, unsent_only: bool, limit: int = 100) -> list[Followup]:
         stmt = select(verify_followups).order_by(
@@ -231,6 +226,27 @@ class VerifySqlMixin:
                 )
                 for row in await conn.execute(stmt)
             ]
+
+
+async def _add_followup(conn: AsyncConnection, followup: Followup) -> int:
+    """Record a follow-up owed on its notice under the notice's next number."""
+    last = (
+        await conn.execute(
+            select(func.max(verify_followups.c.seq)).where(verify_followups.c.notice_id == followup.notice_id)
+        )
+    ).scalar()
+    seq = int(last or 0) + 1
+    await conn.execute(
+        verify_followups.insert().values(
+            notice_id=followup.notice_id,
+            seq=seq,
+            kind=followup.kind,
+            request_ids=json.dumps(list(followup.request_ids)),
+            urls=json.dumps(list(followup.urls)),
+            decided_at=as_utc(followup.decided_at),
+        )
+    )
+    return seq
 
 
 async def _record_facts(conn: AsyncConnection, update_: VerifyUpdate) -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from notifier.clock import SimulatedClock
 from notifier.domain.models import RequestState
 from notifier.domain.verification import CheckOutcome, UrlCheck
-from notifier.ports import Store, VerifyUpdate
+from notifier.ports import Followup, Store, VerifyUpdate
 from tests.unit.test_verification_service import Platform, claim_removed, delivered_notice
 
 LEASE = timedelta(minutes=5)
@@ -110,6 +110,10 @@ async def test_followups_are_numbered_per_notice_and_marked_sent_once(store: Sto
     two = await store.add_followup("TD-x-1", kind="reappeared", request_ids=["r2"], urls=["u2"], at=at)
     other = await store.add_followup("TD-y-1", kind="contradicted", request_ids=["r3"], urls=["u3"], at=at)
     assert (one, two, other) == (1, 2, 1)
+    with_round = Followup(
+        notice_id="TD-x-1", seq=0, kind="contradicted", request_ids=("r4",), urls=("u4",), decided_at=at
+    )
+    assert await store.record_rounds([], [with_round]) == [3]
     assert await store.renoticed("r2")
     assert not await store.renoticed("r1")
 
@@ -117,6 +121,6 @@ async def test_followups_are_numbered_per_notice_and_marked_sent_once(store: Sto
     await store.mark_followup_sent("TD-x-1", 1, at=at + timedelta(hours=1), message_ref="<again>")
 
     unsent = await store.followups(unsent_only=True)
-    assert [(f.notice_id, f.seq) for f in unsent] == [("TD-x-1", 2), ("TD-y-1", 1)]
+    assert [(f.notice_id, f.seq) for f in unsent] == [("TD-x-1", 2), ("TD-x-1", 3), ("TD-y-1", 1)]
     [sent] = [f for f in await store.followups(unsent_only=False) if f.sent_at is not None]
     assert (sent.sent_at, sent.message_ref, sent.urls) == (at, "<first>", ("u1",))
