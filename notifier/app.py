@@ -8,25 +8,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import cast
 
-import aiohttp
 import structlog
 
 from notifier.acks.imap import ImapReader
 from notifier.acks.inbound_smtp import InboundSmtp
-from notifier.channels.api import ApiChannel
-from notifier.channels.email import EmailChannel, OperationsMailer, SmtpTransport
-from notifier.channels.manual import ManualChannel
-from notifier.channels.rendering import Renderer
+from notifier.channels.prober import Prober, prober_options
 from notifier.clock import Clock, SystemClock
-from notifier.domain.notices import Authority
-from notifier.domain.sla import SlaBounds
-from notifier.domain.validation import Vocabulary
 from notifier.errors import ConfigError
-from notifier.intake.amqp import AmqpQueue
-from notifier.intake.local import LocalQueue
 from notifier.intake.service import IntakeService
 from notifier.metrics import Metrics
-from notifier.ports import Channel, IntakeQueue, Store
+from notifier.ports import IntakeQueue, Store
 from notifier.runtime.ack_queue import AckQueueConsumer
 from notifier.runtime.console.app import ConsoleBackend
 from notifier.runtime.console.setup import console_app, console_deps
@@ -34,192 +25,24 @@ from notifier.runtime.http import HttpServer, build_http_app
 from notifier.runtime.supervisor import Supervisor
 from notifier.services.acks import AckService, FallbackRule
 from notifier.services.alerts import OperationsAlerts
-from notifier.services.dispatcher import Dispatcher, Route
+from notifier.services.dispatcher import Dispatcher
 from notifier.services.monitoring import OpenItemsMonitor
 from notifier.services.sla import SlaMonitor
-from notifier.settings import PlatformSettings, Settings, mask_url, sqlite_path
-from notifier.store import create_store, open_existing_store
+from notifier.services.verification import VerificationService, verify_rules, verify_schedules
+from notifier.services.verify_followups import ChannelFollowups
+from notifier.settings import Settings, mask_url
 from notifier.store.runlock import acquire_run_lock
+from notifier.wiring import (
+    Channels,
+    authority,
+    callback_secrets,
+    create_queue,
+    open_store,
+    sla_bounds,
+    vocabulary,
+)
 
 log = structlog.get_logger("notifier.app")
-
-
-def vocabulary(settings: Settings) -> Vocabulary:
-    return Vocabulary(platforms=frozenset(settings.platforms), categories=frozenset(settings.categories))
-
-
-def create_queue(settings: Settings) -> IntakeQueue:
-    url = settings.queue.resolved_url
-    path = sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return LocalQueue(path)
-    return AmqpQueue(
-        url,
-        prefetch=settings.queue.prefetch,
-        delivery_limit=settings.queue.delivery_limit,
-        queues=[settings.queue.requests, settings.queue.acks],
-    )
-
-
-async def open_store(settings: Settings, *, existing: bool = False) -> Store:
-    """The store, migrated to this version (the daemon); with ``existing``, only a store notifier
-    made and migrated before (the commands that read or edit it): a mistyped path or URL is refused
-    naming ``store.url``, never created empty."""
-    url = settings.store.resolved_url
-    path = sqlite_path(url)
-    if existing:
-        if path is not None and not path.is_file():
-            raise ConfigError(
-                f"store.url: {path} does not exist (nothing has run with this configuration yet: "
-                "check the path, or start `notifier run` once)"
-            )
-        return await open_existing_store(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    return await create_store(url)
-
-
-def authority(settings: Settings) -> Authority:
-    a = settings.authority
-    return Authority(name=a.name, email=a.email, reply_to=a.reply_to, timezone=a.timezone)
-
-
-class Channels:
-    """The shared transports (one SMTP connection pool, one HTTP session, and the alerts' own SMTP
-    pool when configured) and the channels built on them."""
-
-    def __init__(self, settings: Settings, clock: Clock) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.renderer = Renderer(settings.templates.dir)
-        self.smtp = SmtpTransport(settings.smtp)
-        # Alerts over a relay of their own when [alerts] names one: an alert that the notice relay
-        # is failing must not depend on it. Alerts are few, so one connection is plenty.
-        self.alerts_smtp = SmtpTransport(settings.alerts, pool_size=1) if settings.alerts.host else None
-        self.session = aiohttp.ClientSession()
-
-    def channel(self, platform_id: str, platform: PlatformSettings, kind: str) -> Channel:
-        settings = self.settings
-        if kind == "email":
-            assert platform.email is not None  # settings validation guarantees it
-            return EmailChannel(
-                transport=self.smtp,
-                renderer=self.renderer,
-                authority=authority(settings),
-                from_addr=settings.smtp.from_,
-                to=platform.email.to,
-                cc=platform.email.cc,
-                envelope_from=settings.smtp.envelope_from,
-                reply_to=settings.authority.reply_to,
-                escalation_to=platform.escalation.email,
-                clock=self.clock,
-            )
-        if kind == "api":
-            assert platform.api is not None
-            token, secret = platform.api.token, platform.api.signing_secret
-            return ApiChannel(
-                session=self.session,
-                url=platform.api.url,
-                token=token.get_secret_value() if token else None,
-                signing_secret=secret.get_secret_value() if secret else None,
-                timeout=platform.api.timeout.total_seconds(),
-                callback_url=self.callback_url(platform_id),
-            )
-        return ManualChannel(outbox=settings.manual.outbox, renderer=self.renderer)
-
-    def callback_url(self, platform_id: str) -> str | None:
-        base = self.settings.http.public_url.rstrip("/")
-        return f"{base}/v1/callbacks/{platform_id}" if base else None
-
-    def routes(self) -> dict[str, Route]:
-        settings = self.settings
-        routes: dict[str, Route] = {}
-        for platform_id, platform in settings.platforms.items():
-            routes[platform_id] = Route(
-                platform=platform_id,
-                name=platform.name,
-                language=platform.language,
-                primary=self.channel(platform_id, platform, platform.channel),
-                fallback=self.channel(platform_id, platform, platform.fallback)
-                if platform.fallback
-                else None,
-                max_items=platform.batch.max_items,
-                max_wait=platform.batch.max_wait,
-                rate_per_minute=platform.rate_per_minute,
-                ack_within=platform.sla.ack_within or settings.sla.ack_within,
-                removal_within=platform.sla.removal_within or settings.sla.removal_within,
-                callback_url=self.callback_url(platform_id) if platform.api is not None else None,
-            )
-        return routes
-
-    def escalations(self) -> dict[str, Channel]:
-        """For platforms not reached by email, an email channel to their escalation contacts (an
-        email platform's own channel already sends escalations there, in the notice's thread)."""
-        settings = self.settings
-        channels: dict[str, Channel] = {}
-        for platform_id, platform in settings.platforms.items():
-            if platform.channel == "email" or not platform.escalation.email:
-                continue
-            channels[platform_id] = EmailChannel(
-                transport=self.smtp,
-                renderer=self.renderer,
-                authority=authority(settings),
-                from_addr=settings.smtp.from_,
-                to=platform.escalation.email,
-                cc=platform.email.to if platform.email is not None else (),
-                envelope_from=settings.smtp.envelope_from,
-                reply_to=settings.authority.reply_to,
-                escalation_to=platform.escalation.email,
-                clock=self.clock,
-            )
-        return channels
-
-    def operations(self) -> OperationsMailer | None:
-        to = self.settings.authority.operations_email
-        if not to:
-            return None
-        domain = self.settings.authority.email.rpartition("@")[2]
-        return OperationsMailer(
-            transport=self.alerts_smtp or self.smtp,
-            from_addr=self.settings.alerts.from_ or self.settings.smtp.from_,
-            to=to,
-            domain=domain,
-            clock=self.clock,
-            # Its own VERP tag: a bounce of an alert is told apart from one of a notice.
-            envelope_from=self.settings.smtp.envelope_from,
-        )
-
-    async def close(self) -> None:
-        await self.smtp.close()
-        if self.alerts_smtp is not None:
-            await self.alerts_smtp.close()
-        await self.session.close()
-
-
-def sla_bounds(settings: Settings) -> dict[str, SlaBounds]:
-    """Each platform's bounds: its own where it sets them, else the [sla] defaults."""
-    sla = settings.sla
-    return {
-        platform_id: SlaBounds(
-            ack_within=platform.sla.ack_within or sla.ack_within,
-            removal_within=platform.sla.removal_within or sla.removal_within,
-            remind_at=platform.sla.remind_at or sla.remind_at,
-            file_within=platform.sla.file_within or sla.file_within,
-        )
-        for platform_id, platform in settings.platforms.items()
-    }
-
-
-def callback_secrets(settings: Settings) -> dict[str, str | None]:
-    """Per platform, the secret its callbacks are signed with: its own, else the shared one."""
-    shared = settings.http.callback_secret
-    secrets: dict[str, str | None] = {}
-    for platform_id, platform in settings.platforms.items():
-        own = platform.api.signing_secret if platform.api is not None else None
-        chosen = own or shared
-        secrets[platform_id] = chosen.get_secret_value() if chosen is not None else None
-    return secrets
 
 
 def ack_service(
@@ -372,6 +195,25 @@ class Daemon:
         self.dispatcher.on_delivered = self.sla.delivered
         self.supervisor.spawn("ack-queue", ack_consumer.run)
         self.supervisor.spawn("sla", self.sla.run)
+        if settings.verify.enabled:
+            prober = Prober(prober_options(settings.verify, settings.authority.name))
+            self._resources.push_async_callback(prober.close)
+            self.verification = VerificationService(
+                store=store,
+                checker=prober,
+                rules=verify_rules(settings),
+                schedules=verify_schedules(settings),
+                clock=self.clock,
+                metrics=self.metrics,
+                renotice=settings.verify.renotice,
+                send_followup=ChannelFollowups(
+                    store=store,
+                    routes=routes,
+                    authority=authority(settings),
+                    category_labels=settings.categories,
+                ),
+            )
+            self.supervisor.spawn("verify", self.verification.run)
         if settings.inbound_smtp.listen:
             self.inbound_smtp = InboundSmtp(settings=settings.inbound_smtp, sink=self.acks)
             async with _listening("inbound_smtp.listen", settings.inbound_smtp.listen):
@@ -422,4 +264,15 @@ async def run_daemon(settings: Settings, *, clock: Clock | None = None) -> int:
         daemon.supervisor.remove_signal_handlers()
 
 
-__all__ = ["Daemon", "create_queue", "open_store", "run_daemon", "vocabulary"]
+__all__ = [
+    "Channels",
+    "Daemon",
+    "ack_service",
+    "authority",
+    "callback_secrets",
+    "create_queue",
+    "open_store",
+    "run_daemon",
+    "sla_bounds",
+    "vocabulary",
+]

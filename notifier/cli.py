@@ -20,6 +20,7 @@ from notifier.cli_demo import register as register_demo
 from notifier.cli_report import register as register_report
 from notifier.cli_submit import submit_files
 from notifier.cli_user import register as register_user
+from notifier.cli_verify import register as register_verify
 from notifier.clock import SystemClock
 from notifier.domain.acks import AckStatus
 from notifier.domain.models import format_timestamp
@@ -297,6 +298,7 @@ register_report(app)
 register_check(app)
 register_demo(app)
 register_user(app)
+register_verify(app)
 
 
 def main() -> None:

@@ -171,6 +171,22 @@ class Metrics:
             ["platform", "kind"],
             registry=self.registry,
         )
+        self.checks = Counter(
+            "notifier_checks",
+            "Checks of a request's URL (SPEC §13), by platform and outcome (removed, live, inconclusive).",
+            ["platform", "outcome"],
+            registry=self.registry,
+        )
+        self.false_claims = Counter(
+            "notifier_false_claims",
+            "Claims of removal contradicted by a check that found the content live.",
+            registry=self.registry,
+        )
+        self.reappeared = Counter(
+            "notifier_reappeared",
+            "Content found live again after a verified removal.",
+            registry=self.registry,
+        )
         self.sla_sends = Counter(
             "notifier_sla_sends",
             "Reminder and escalation sends, by platform, kind and outcome (sent, failed).",

@@ -38,13 +38,18 @@ class MessageKind(enum.StrEnum):
     NOTICE = "notice"
     REMINDER = "reminder"
     ESCALATION = "escalation"
+    # After checks (SPEC §13): the URLs still up after a claim of removal, or up again after a
+    # verified removal. Always numbered: ``followup-1``, ``followup-2``, …
+    FOLLOWUP = "followup"
 
 
 def message_tag(kind: MessageKind, follow_up: int = 1) -> str:
     """The part of a message's ids after the notice id (see :attr:`NoticeContent.message_tag`)."""
     if follow_up < 1:
         raise ValueError("follow_up counts from 1")
-    return MessageKind(kind).value if follow_up == 1 else f"{MessageKind(kind).value}-{follow_up}"
+    if follow_up == 1 and kind is not MessageKind.FOLLOWUP:
+        return MessageKind(kind).value
+    return f"{MessageKind(kind).value}-{follow_up}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

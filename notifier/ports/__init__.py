@@ -4,8 +4,9 @@ Each port has a real adapter and an in-memory fake; both pass the same contract 
 (``tests/contract/``), so a unit test on the fake says something true about the real thing.
 
 One module per use case: ``intake`` (queues and the store's intake side), ``dispatch`` (channels,
-batching and sending), ``acks`` (inbound mail, acknowledgements, receipts, bounces), ``sla`` and
-``monitoring``, ``console``. :class:`Store` is all the store's sides together. Import from ``notifier.ports``.
+batching and sending), ``acks`` (inbound mail, acknowledgements, receipts, bounces), ``sla``,
+``monitoring``, ``console`` and ``verification``. :class:`Store` is all the store's sides together.
+Import from ``notifier.ports``.
 """
 
 from __future__ import annotations
@@ -28,14 +29,24 @@ from notifier.ports.dispatch import Channel, NoticeStore
 from notifier.ports.intake import Delivery, Incoming, IntakeQueue, IntakeStore, StatusCounts
 from notifier.ports.monitoring import MonitoringStore, OpenItems
 from notifier.ports.sla import SlaClaim, SlaDecision, SlaReschedule, SlaStore
+from notifier.ports.verification import (
+    Checker,
+    Followup,
+    RequestVerification,
+    VerificationStore,
+    VerifyClaim,
+    VerifyUpdate,
+)
 
 __all__ = [
     "AckRecord",
     "AckStore",
     "Channel",
+    "Checker",
     "ConsoleStore",
     "Cutoffs",
     "Delivery",
+    "Followup",
     "Incoming",
     "IntakeQueue",
     "IntakeStore",
@@ -44,6 +55,7 @@ __all__ = [
     "NoticeStore",
     "OpenItems",
     "PlatformFigures",
+    "RequestVerification",
     "Role",
     "SearchHit",
     "Session",
@@ -55,8 +67,21 @@ __all__ = [
     "Store",
     "User",
     "UserStore",
+    "VerificationStore",
+    "VerifyClaim",
+    "VerifyUpdate",
 ]
 
 
-class Store(IntakeStore, NoticeStore, AckStore, SlaStore, MonitoringStore, UserStore, ConsoleStore, Protocol):
-    """Durable state of notifier: what the SQL store and its in-memory fake both implement."""
+class Store(
+    IntakeStore,
+    NoticeStore,
+    AckStore,
+    SlaStore,
+    MonitoringStore,
+    UserStore,
+    ConsoleStore,
+    VerificationStore,
+    Protocol,
+):
+    """Durable state of notifier: everything the SQL store implements, on SQLite and PostgreSQL."""

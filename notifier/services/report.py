@@ -30,10 +30,16 @@ from notifier.domain.report import (
     platform_documents,
     tally,
 )
+from notifier.domain.verification import (
+    VERIFY_REPORT_KEYS,
+    VerificationRow,
+    empty_verification_figures,
+    verification_figures,
+)
 from notifier.settings import Settings
 
 FORMATS = ("table", "json", "csv", "html")
-_DISTRIBUTIONS = ("time_to_delivery_s", "time_to_ack_s", "time_to_removal_s")
+_DISTRIBUTIONS = ("time_to_delivery_s", "time_to_ack_s", "time_to_removal_s", "time_to_verified_removal_s")
 
 
 class ReportStore(Protocol):
@@ -62,6 +68,15 @@ class FiguresStore(ReportStore, Protocol):
         """The figures of the platforms of ``bounds`` over the requests the window selects (as
         :func:`notifier.domain.report.in_window` does); a platform with none may be left out."""
         ...
+
+
+@runtime_checkable
+class VerificationReportStore(Protocol):
+    """A report store that keeps checks (SPEC §13): its requests as verification counts them."""
+
+    async def verification_rows(
+        self, *, since: datetime | None, until: datetime | None, platforms: Sequence[str] | None
+    ) -> list[VerificationRow]: ...
 
 
 def platform_bounds(settings: Settings, platforms: Sequence[str] | None = None) -> dict[str, Bounds]:
@@ -94,11 +109,19 @@ async def build_report(
         rows = await store.report_rows(since=since, until=until, platforms=list(bounds))
         figures = tally(rows, bounds=bounds, now=now, since=since, until=until)
     letters = await store.dead_letter_counts(since, until)
+    documents = platform_documents(figures, bounds=bounds, dead_letters=letters)
+    # §13's figures after §8's, for every platform (zeros where the store keeps no checks).
+    verified: dict[str, dict[str, Any]] = {}
+    if isinstance(store, VerificationReportStore):
+        checked = await store.verification_rows(since=since, until=until, platforms=list(bounds))
+        verified = verification_figures(checked)
+    for document in documents:
+        document.update(verified.get(document["platform"], empty_verification_figures()))
     return {
         "generated_at": format_timestamp(now),
         "since": None if since is None else format_timestamp(since),
         "until": None if until is None else format_timestamp(until),
-        "platforms": platform_documents(figures, bounds=bounds, dead_letters=letters),
+        "platforms": documents,
     }
 
 
@@ -112,7 +135,7 @@ def render_json(report: Mapping[str, Any]) -> str:
 def csv_header() -> list[str]:
     """§8's keys with each distribution flattened: ``time_to_ack_s_p50``, ``…_p90``, ``…_max``."""
     header: list[str] = []
-    for key in REPORT_KEYS:
+    for key in (*REPORT_KEYS, *VERIFY_REPORT_KEYS):
         if key in _DISTRIBUTIONS:
             header.extend(f"{key}_{p}" for p in PERCENTILES)
         else:
@@ -122,8 +145,8 @@ def csv_header() -> list[str]:
 
 def _flat(figures: Mapping[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {}
-    for key in REPORT_KEYS:
-        value = figures[key]
+    for key in (*REPORT_KEYS, *VERIFY_REPORT_KEYS):
+        value = figures.get(key)
         if key in _DISTRIBUTIONS:
             for p in PERCENTILES:
                 row[f"{key}_{p}"] = None if value is None else value[p]
@@ -180,6 +203,8 @@ def render_table(report: Mapping[str, Any], console: Console) -> None:
         ("to removal p50/p90/max", None),
         ("breaches ack / removal / undelivered", 14),
         ("oldest open / undelivered", 13),
+        ("verified / false claims / reappeared", 12),
+        ("to verified p50/p90/max", 12),
     ):
         table.add_column(heading, justify="right", max_width=width)
     for f in report["platforms"]:
@@ -196,6 +221,8 @@ def render_table(report: Mapping[str, Any], console: Console) -> None:
             _spread(f["time_to_removal_s"]),
             f"{f['ack_breaches']}/{f['removal_breaches']}/{f['undelivered_breaches']}",
             f"{_human(f['oldest_open_s'])}/{_human(f['oldest_undelivered_s'])}",
+            f"{f.get('verified_removed', 0)}/{f.get('false_claims', 0)}/{f.get('reappeared', 0)}",
+            _spread(f.get("time_to_verified_removal_s")),
         )
     console.print(table)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from notifier.domain.models import NoticeState, RequestState, StoredRequest, format_timestamp
@@ -95,8 +96,32 @@ async def lookup(store: Store, ids: Sequence[str]) -> dict[str, Any]:
     requests = await store.get_requests(ids)
     notices = await store.get_notices(ids)
     found = {r.request.request_id for r in requests} | {n.notice_id for n in notices}
+    views = []
+    for stored in requests:
+        view = request_view(stored)
+        view.update(await verification_view(store, stored.request.request_id))
+        views.append(view)
     return {
-        "requests": [request_view(r) for r in requests],
+        "requests": views,
         "notices": [notice_view(n) for n in notices],
         "unknown": [i for i in ids if i not in found],
     }
+
+
+async def verification_view(store: Store, request_id: str) -> dict[str, Any]:
+    """What the checks found (SPEC §13): verified removal, re-appearance, false claims, the newest
+    checks and the earlier requests of the same URL or evidence on the platform."""
+    found = await store.request_verification(request_id)
+    if found is None:
+        return {}
+    return {
+        "verified_removed_at": _at(found.verified_removed_at),
+        "reappeared_at": _at(found.reappeared_at),
+        "false_claims": found.false_claims,
+        "checks": [check.as_dict() for check in found.checks],
+        "linked_requests": found.linked_requests,
+    }
+
+
+def _at(moment: datetime | None) -> str | None:
+    return format_timestamp(moment) if moment is not None else None

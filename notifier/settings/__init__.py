@@ -31,6 +31,7 @@ from notifier.settings.platforms import (
     PlatformEmailSettings,
     PlatformSettings,
     PlatformSlaSettings,
+    PlatformVerifySettings,
 )
 from notifier.settings.sections import (
     AuthoritySettings,
@@ -42,6 +43,7 @@ from notifier.settings.sections import (
     SlaSettings,
     StoreSettings,
     TemplatesSettings,
+    VerifySettings,
 )
 
 __all__ = [
@@ -64,6 +66,7 @@ __all__ = [
     "PlatformEmailSettings",
     "PlatformSettings",
     "PlatformSlaSettings",
+    "PlatformVerifySettings",
     "QueueSettings",
     "RelaySettings",
     "RuntimeSettings",
@@ -72,6 +75,7 @@ __all__ = [
     "SmtpSettings",
     "StoreSettings",
     "TemplatesSettings",
+    "VerifySettings",
     "env_overrides",
     "is_loopback",
     "load_settings",

@@ -27,6 +27,7 @@ from notifier.settings.sections import (
     SlaSettings,
     StoreSettings,
     TemplatesSettings,
+    VerifySettings,
 )
 
 DEFAULT_CONFIG = Path("config/notifier.toml")
@@ -55,6 +56,7 @@ class Settings(Section):
     templates: TemplatesSettings = Field(default_factory=TemplatesSettings, validate_default=True)
     runtime: RuntimeSettings = RuntimeSettings()
     sla: SlaSettings = SlaSettings()
+    verify: VerifySettings = Field(default_factory=VerifySettings, validate_default=True)
     platforms: dict[str, PlatformSettings]
     config_path: Path = Field(default=Path(), exclude=True)
 

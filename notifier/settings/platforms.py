@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Annotated, Literal
 
@@ -15,6 +16,27 @@ class PlatformSlaSettings(Section):
     removal_within: Duration | None = None
     remind_at: Annotated[float, Field(gt=0, lt=1)] | None = None
     file_within: PositiveDuration | None = None
+
+
+class PlatformVerifySettings(Section):
+    """What means "removed" on this platform (SPEC §13): statuses, markers in the bytes read of a
+    2xx answer (regexes), and final URLs after redirects (regexes)."""
+
+    removed_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=lambda: [404, 410, 451]
+    )
+    removed_markers: list[str] = Field(default_factory=list)
+    removed_redirect: list[str] = Field(default_factory=list)
+
+    @field_validator("removed_markers", "removed_redirect")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"'{pattern[:80]}' is not a regular expression: {error}") from None
+        return value
 
 
 class PlatformEmailSettings(Section):
@@ -88,6 +110,7 @@ class PlatformSettings(Section):
     batch: BatchSettings = BatchSettings()
     sla: PlatformSlaSettings = PlatformSlaSettings()
     escalation: EscalationSettings = EscalationSettings()
+    verify: PlatformVerifySettings = PlatformVerifySettings()
 
     @model_validator(mode="after")
     def _channels(self) -> PlatformSettings:

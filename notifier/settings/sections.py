@@ -189,3 +189,35 @@ class ConsoleSettings(Section):
     @property
     def port(self) -> int:
         return split_listen(self.listen)[1] if self.listen else 0
+
+
+class VerifySettings(Section):
+    """How notifier checks that content is gone (SPEC §13)."""
+
+    enabled: bool = True
+    # Private, loopback, link-local and multicast addresses are refused unless this is set (tests,
+    # the sandbox): checked on the resolved address and again on every redirect.
+    allow_private: bool = False
+    # The variable holding an egress proxy URL for the checks; empty: direct.
+    proxy_env: str = ""
+    user_agent: str = ""
+    max_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
+    timeout: PositiveDuration = timedelta(seconds=20)
+    per_host_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
+    per_host_per_minute: Annotated[int, Field(ge=1, le=100_000)] = 600
+    max_redirects: Annotated[int, Field(ge=0, le=20)] = 5
+    recheck_after: list[PositiveDuration] = Field(
+        default_factory=lambda: [timedelta(days=1), timedelta(days=7), timedelta(days=30)]
+    )
+    renotice: bool = True
+    _proxy: SecretStr | None = PrivateAttr(default=None)
+
+    @property
+    def proxy(self) -> str:
+        """The egress proxy URL, or empty for direct connections."""
+        return self._proxy.get_secret_value() if self._proxy else ""
+
+    @model_validator(mode="after")
+    def _proxy_url(self, info: ValidationInfo) -> VerifySettings:
+        self._proxy = env_secret(info, "verify.proxy_env", self.proxy_env, required=bool(self.proxy_env))
+        return self

@@ -267,6 +267,8 @@ async def _move_requests(conn: AsyncConnection, notice_id: str, group: Sequence[
         values["acknowledged_at"] = _first(requests.c.acknowledged_at, as_utc(change.acknowledged_at))
     if change.resolved_at is not None:
         values["resolved_at"] = _first(requests.c.resolved_at, as_utc(change.resolved_at))
+    if change.after is RequestState.REMOVED and change.resolved_at is not None:
+        values["verify_due_at"] = as_utc(change.resolved_at)  # check the claim now (SPEC §13)
     request_ids = sorted({c.request_id for c in group})
     for start in range(0, len(request_ids), _CHUNK):
         chunk = request_ids[start : start + _CHUNK]

@@ -82,7 +82,9 @@ async def requests_delivered(conn: AsyncConnection, notice_id: str, at: datetime
     await conn.execute(
         update(requests)
         .where(requests.c.notice_id == notice_id, requests.c.state.in_(DELIVERABLE))
-        .values(state=RequestState.DELIVERED.value, delivered_at=at)
+        # The check timer starts at delivery: the verification service moves it on to the
+        # reminder point (SPEC §13).
+        .values(state=RequestState.DELIVERED.value, delivered_at=at, verify_due_at=at)
     )
 
 

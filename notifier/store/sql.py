@@ -49,6 +49,7 @@ from notifier.store.report_sql import ReportSqlMixin
 from notifier.store.sla_sql import SlaSqlMixin
 from notifier.store.tables import dead_letters, notices, request_conflicts, requests
 from notifier.store.users_sql import UserSqlMixin
+from notifier.store.verify_sql import VerifySqlMixin
 
 # Rows per INSERT and ids per IN (…): well under SQLite's and asyncpg's limits on bound parameters.
 # Inserts are executed as "executemany" of one cached statement, which SQLAlchemy sends as multi-row
@@ -68,6 +69,7 @@ class SqlStore(
     OpenItemsSqlMixin,
     UserSqlMixin,
     ConsoleSqlMixin,
+    VerifySqlMixin,
 ):
     """:class:`notifier.ports.Store` (intake, notices, acknowledgements) on SQLite or PostgreSQL.
 

@@ -326,3 +326,68 @@ user_sessions = Table(
 Index(None, notices.c.platform, notices.c.state, notices.c.delivered_at)
 Index(None, notices.c.receipt_at)
 Index(None, acks.c.received_at)
+
+# -- verification of removals (SPEC §13) ---------------------------------------------------------
+# Added to ``requests`` by migration 0020: ``verified_removed_at`` (the first round of checks that
+# saw every URL gone), ``reappeared_at`` (the last time content was found live again after that),
+# ``false_claims`` (claims of removal a check contradicted), ``verify_due_at`` (the request's
+# check timer, business time, in a partial index like ``notices.sla_due_at``), ``verify_checked_at``
+# (the last round), ``verify_base`` (since when the current phase runs), ``verify_last`` (the
+# last definitive round: ``removed`` or ``live``) and ``contradicted_at`` (the last false claim).
+for _column in (
+    Column("verified_removed_at", UTCDateTime, nullable=True),
+    Column("reappeared_at", UTCDateTime, nullable=True),
+    Column("false_claims", Integer, nullable=False, server_default="0"),
+    Column("verify_due_at", UTCDateTime, nullable=True),
+    Column("verify_checked_at", UTCDateTime, nullable=True),
+    Column("verify_base", UTCDateTime, nullable=True),
+    Column("verify_last", String(16), nullable=True),
+    Column("contradicted_at", UTCDateTime, nullable=True),
+):
+    requests.append_column(_column)
+
+VERIFY_TIMED = requests.c.verify_due_at.is_not(None)
+Index(
+    "ix_requests_verify_due_at",
+    requests.c.verify_due_at,
+    postgresql_where=VERIFY_TIMED,
+    sqlite_where=VERIFY_TIMED,
+)
+
+# One check of one URL: what was observed, never the body (there is no column for it).
+url_checks = Table(
+    "url_checks",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("request_id", String(128), nullable=False),
+    Column("platform", String(32), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("http_status", Integer, nullable=True),
+    Column("final_url", Text, nullable=False),
+    Column("content_type", String(200), nullable=False),
+    Column("bytes_read", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("rule", Text, nullable=False),
+    Index(None, "request_id", "at"),
+    Index(None, "platform", "outcome"),
+)
+
+# Messages owed about a notice after checks: a follow-up listing the URLs still up after a claim
+# of removal (``contradicted``), or a new notice for content back after a verified removal
+# (``reappeared``). Numbered per notice (``<notice_id>.followup-N``); decided once, sent at least once.
+verify_followups = Table(
+    "verify_followups",
+    metadata,
+    Column("notice_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("request_ids", Text, nullable=False),  # JSON list
+    Column("urls", Text, nullable=False),  # JSON list: only the URLs found live
+    Column("decided_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Column("message_ref", Text, nullable=True),
+    Index(None, "sent_at"),
+)

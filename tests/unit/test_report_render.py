@@ -12,6 +12,7 @@ from typing import Any
 
 from notifier.domain.models import RequestState
 from notifier.domain.report import REPORT_KEYS, Bounds, ReportRow
+from notifier.domain.verification import VERIFY_REPORT_KEYS
 from notifier.services.report import build_report, csv_header, render, render_csv, render_html, render_json
 
 NOW = datetime(2024, 9, 10, 12, 0, tzinfo=UTC)
@@ -91,7 +92,7 @@ async def test_json_document_has_the_specified_keys_and_rfc3339_times() -> None:
     assert document["until"] is None
     assert [p["platform"] for p in document["platforms"]] == list(BOUNDS)
     for figures in document["platforms"]:
-        assert list(figures) == SPEC_KEYS
+        assert list(figures) == SPEC_KEYS + list(VERIFY_REPORT_KEYS)  # §8's, then §13's
     telegram = document["platforms"][0]
     assert telegram["time_to_removal_s"] == {"p50": 7200, "p90": 144000, "max": 144000}
     assert (telegram["removal_breaches"], telegram["dead_letters"]) == (1, 1)
@@ -110,7 +111,8 @@ async def test_csv_has_one_row_per_platform_with_flattened_percentiles() -> None
     assert header == csv_header()
     assert "time_to_removal_s_p90" in header
     assert "time_to_removal_s" not in header
-    assert len(header) == len(SPEC_KEYS) - 3 + 3 * 3
+    # §8's keys with 3 distributions flattened, then §13's with 1.
+    assert len(header) == len(SPEC_KEYS) - 3 + 3 * 3 + len(VERIFY_REPORT_KEYS) - 1 + 3
     telegram, _, quiet = rows
     assert (telegram["time_to_removal_s_p50"], telegram["time_to_removal_s_max"]) == ("7200", "144000")
     assert (quiet["requests"], quiet["time_to_ack_s_p50"], quiet["oldest_open_s"]) == ("0", "", "")

@@ -7,7 +7,7 @@ today's receipts and acknowledgements and each platform's deadlines from index r
 long the history.
 
 Revision ID: 0030
-Revises: 0007
+Revises: 0020
 Create Date: 2024-10-01
 """
 
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0030"
-down_revision: str | None = "0007"
+down_revision: str | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
