@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from notifier.domain.deadlines import DeadlineProfile
 from notifier.domain.models import NoticeState, TakedownRequest
 from notifier.domain.sla import SlaKind
 
@@ -79,6 +80,7 @@ class Notice:
     attempts: tuple[Attempt, ...] = ()
     last_error: str | None = None
     primary_channel: str = ""  # the channel it was formed for ("" when not known: ``channel``)
+    deadline: str | None = None  # the deadline profile of its requests; None: the platform's bounds
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,6 +125,9 @@ class NoticeContent:
     ack_within: timedelta | None = None
     removal_within: timedelta | None = None
     from_filing: bool = False
+    # The deadline profile of its requests (one per notice), with its label; None: the platform's
+    # own bounds. Every request of the notice is owed ``ack_by`` and ``remove_by``.
+    deadline: DeadlineProfile | None = None
 
     @property
     def message_tag(self) -> str:

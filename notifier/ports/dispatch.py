@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from notifier.domain.batching import Pending
+from notifier.domain.batching import Pending, PendingGroup
 from notifier.domain.models import TakedownRequest
 from notifier.domain.notices import Attempt, Notice, NoticeContent, SendResult
 
@@ -35,11 +35,24 @@ class NoticeStore(Protocol):
         """Count, oldest ``ingested_at`` and urgent count of the platform's ``pending`` requests."""
         ...
 
+    async def pending_groups(self, platform: str) -> list[PendingGroup]:
+        """The platform's ``pending`` requests per deadline profile (None first: the platform's
+        bounds), each with its count, oldest ``ingested_at`` and urgent count."""
+        ...
+
     async def form_notice(
-        self, platform: str, *, max_items: int, channel: str, now: datetime, deliver_by: datetime
+        self,
+        platform: str,
+        *,
+        max_items: int,
+        channel: str,
+        now: datetime,
+        deliver_by: datetime,
+        deadline: str | None = None,
     ) -> Notice | None:
-        """Atomically turn up to ``max_items`` pending requests (urgent first, then oldest) into a
-        notice: allocate the platform's next sequence number, insert the notice (``queued``,
+        """Atomically turn up to ``max_items`` pending requests of the deadline profile ``deadline``
+        (None: those judged by the platform's bounds; urgent first, then oldest) into a notice of
+        that profile: allocate the platform's next sequence number, insert the notice (``queued``,
         ``next_attempt_at = now``), move the requests to ``batched`` with its id. Every request
         ends in exactly one notice, also with several processes (SKIP LOCKED on PostgreSQL,
         BEGIN IMMEDIATE on SQLite). None when nothing is pending."""

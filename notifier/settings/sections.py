@@ -158,3 +158,20 @@ class SlaSettings(Section):
     deliver_within: Duration = timedelta(hours=6)
     # A portal notice rendered and not filed by staff for longer than this: an undelivered breach.
     file_within: PositiveDuration = timedelta(hours=2)
+
+
+class DeadlineSettings(Section):
+    """``[deadlines.<profile>]``: the bounds a legal basis sets (SPEC §14)."""
+
+    label: str
+    ack_within: PositiveDuration
+    removal_within: PositiveDuration
+    remind_at: Annotated[float, Field(gt=0, lt=1)] = 0.66
+    urgent: bool = False
+
+
+class CategorySettings(Section):
+    """``[categories.<id>]`` as a table: its label in notices, and optionally its deadline profile."""
+
+    label: str
+    deadline: str | None = None

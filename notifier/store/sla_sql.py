@@ -79,6 +79,7 @@ class SlaSqlMixin:
                 notices.c.delivered_at,
                 notices.c.acknowledged_at,
                 notices.c.rendered_at,
+                notices.c.deadline,
             )
         )
         async with self._write("claim_sla_due") as conn:
@@ -108,6 +109,7 @@ class SlaSqlMixin:
                 channel=row.channel,
                 state=NoticeState(row.state),
                 claimed_until=claimed_until,
+                deadline=row.deadline,
                 facts=SlaFacts(
                     delivered_at=row.delivered_at,
                     acknowledged_at=row.acknowledged_at,

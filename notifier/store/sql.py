@@ -114,12 +114,13 @@ class SqlStore(NoticeSqlMixin, RateSqlMixin, AckSqlMixin, ReportSqlMixin, SlaSql
         self, conn: AsyncConnection, first_copies: Sequence[Item], *, now: datetime
     ) -> set[str]:
         """Insert every request id not stored yet; the ids actually inserted."""
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "request_id": item.request_id,
                 "platform": item.incoming.request.platform,
                 "state": RequestState.PENDING.value,
                 "priority": item.incoming.request.priority.value,
+                "deadline": item.incoming.request.deadline,
                 "content_hash": item.content_hash,
                 "body": item.body,
                 "source": item.incoming.source,

@@ -97,6 +97,8 @@ requests = Table(
     # Where the request stands in its notice (0, 1, …): the order it was batched in, which is the
     # order the notice lists it.
     Column("notice_position", Integer, nullable=True),
+    # The deadline profile it is judged by (SPEC §14); NULL: the platform's own bounds.
+    Column("deadline", String(64), nullable=True),
     # Batching reads "the platform's pending requests, urgent first, then oldest" straight off this
     # index; its (platform, state) prefix also serves the counts per platform and state.
     Index(None, "platform", "state", "priority", "ingested_at", "request_id"),
@@ -191,6 +193,8 @@ notices = Table(
     # than the first decision still owed (earlier only costs a look); NULL when nothing is left to
     # decide. Set by a delivery or a rendering, cleared by a bounce, moved on by the monitor.
     Column("sla_due_at", UTCDateTime, nullable=True),
+    # The deadline profile of its requests (a notice holds one); NULL: the platform's own bounds.
+    Column("deadline", String(64), nullable=True),
     Index(None, "platform", "state"),
     # Claiming: due queued/retrying notices, and sending ones whose lease has run out.
     Index(None, "state", "next_attempt_at"),

@@ -1,0 +1,255 @@
+"""Deadline profiles on the simulated clock and a SQLite store (SPEC §14): a notice holds one
+profile's requests, leaves within its profile's share of the bound, and is reminded and breached on
+that profile's bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from dataclasses import replace
+from datetime import timedelta
+
+from notifier.clock import SimulatedClock
+from notifier.domain.acks import Ack, AckItem, AckStatus, ItemStatus, plan_ack
+from notifier.domain.deadlines import DeadlineProfile
+from notifier.domain.notices import Authority, MessageKind
+from notifier.domain.sla import SlaBounds, SlaKind
+from notifier.domain.validation import Vocabulary, parse_request
+from notifier.metrics import Metrics
+from notifier.ports import Incoming
+from notifier.services.dispatcher import Dispatcher, Route
+from notifier.services.sla import SlaMonitor
+from notifier.store import SqlStore
+from tests.unit.test_sla_monitor import ScriptedChannel
+
+AUTHORITY = Authority(
+    name="Authority", email="takedown@authority.example", reply_to=None, timezone="Asia/Seoul"
+)
+TICK = timedelta(microseconds=1)
+PLATFORM_BOUND = timedelta(hours=36)
+PROFILES = {
+    "tco_removal_order": DeadlineProfile(
+        name="tco_removal_order",
+        label="Regulation (EU) 2021/784, Art. 3(3): one hour",
+        ack_within=timedelta(hours=1),
+        removal_within=timedelta(hours=1),
+        urgent=True,
+    ),
+    "kcsc_36h": DeadlineProfile(
+        name="kcsc_36h",
+        label="KCSC: 36 hours",
+        ack_within=timedelta(hours=36),
+        removal_within=timedelta(hours=36),
+    ),
+    "take_it_down": DeadlineProfile(
+        name="take_it_down",
+        label="TAKE IT DOWN Act: 48 hours",
+        ack_within=timedelta(hours=48),
+        removal_within=timedelta(hours=48),
+    ),
+}
+VOCABULARY = Vocabulary(
+    platforms={"telegram"},
+    categories={"terrorist_content", "deepfake_sexual_abuse"},
+    deadlines=set(PROFILES),
+    category_deadlines={"terrorist_content": "tco_removal_order"},
+)
+
+
+class World:
+    """A dispatcher and an SLA monitor of one platform, sharing a scripted email channel."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.clock = SimulatedClock()
+        self.start = self.clock.now()
+        self.channel = ScriptedChannel("email", self.clock)
+        route = Route(
+            platform="telegram",
+            name="Telegram",
+            language="en",
+            primary=self.channel,
+            fallback=None,
+            max_items=50,
+            max_wait=timedelta(minutes=10),
+            rate_per_minute=0,
+            ack_within=PLATFORM_BOUND,
+            removal_within=PLATFORM_BOUND,
+            profiles=PROFILES,
+        )
+        self.dispatcher = Dispatcher(
+            store=store,
+            routes={"telegram": route},
+            authority=AUTHORITY,
+            category_labels={},
+            clock=self.clock,
+            metrics=Metrics(),
+            deliver_within=timedelta(hours=6),
+            alerts=None,
+            in_call_wait=0.001,
+            rng=random.Random(1),
+        )
+        self.monitor = SlaMonitor(
+            store=store,
+            routes={"telegram": route},
+            bounds={"telegram": SlaBounds(ack_within=PLATFORM_BOUND, removal_within=PLATFORM_BOUND)},
+            profile_bounds={
+                ("telegram", name): SlaBounds(
+                    ack_within=p.ack_within, removal_within=p.removal_within, remind_at=p.remind_at
+                )
+                for name, p in PROFILES.items()
+            },
+            authority=AUTHORITY,
+            category_labels={},
+            clock=self.clock,
+            metrics=Metrics(),
+            poll_interval=60.0,
+            send_backoff=0.0,
+        )
+
+    async def submit(self, request_id: str, **fields: str) -> None:
+        body = {
+            "request_id": request_id,
+            "platform": "telegram",
+            "urls": [f"https://t.me/c/{request_id}"],
+            "category": "deepfake_sexual_abuse",
+            **fields,
+        }
+        request = parse_request(json.dumps(body), VOCABULARY)
+        await self.store.ingest([Incoming(request=request, source="test")], [], now=self.clock.now())
+
+    async def dispatch(self) -> None:
+        await self.dispatcher.form_notices()
+        await self.dispatcher.send_due(asyncio.Event())
+        await self.dispatcher.drain()
+
+    async def at(self, elapsed: timedelta) -> None:
+        """Move business time to ``elapsed`` after the start; dispatch and judge there."""
+        await self.clock.advance(self.start + elapsed - self.clock.now())
+        await self.dispatch()
+        await self.monitor.round()
+
+    def sent(self, kind: MessageKind) -> list[tuple[str, timedelta]]:
+        """(notice id, when after the start) of every message of ``kind``."""
+        return [
+            (content.notice_id, at - self.start)
+            for (k, _, at), content in zip(self.channel.sent, self.channel.contents, strict=True)
+            if k is kind
+        ]
+
+    async def ack(self, notice_id: str, status: AckStatus) -> None:
+        ack = Ack(notice_id=notice_id, status=status, received_at=self.clock.now(), source="test")
+        context = await self.store.ack_context(notice_id)
+        assert context is not None
+        assert await self.store.apply_ack(ack, plan_ack(context[0].state, context[1], ack))
+
+
+async def test_a_one_hour_order_and_a_36_hour_request_leave_apart_the_order_at_once(store: SqlStore) -> None:
+    world = World(store)
+    await world.submit("order-1", category="terrorist_content")  # its category's profile: one hour
+    await world.submit("kcsc-1", deadline="kcsc_36h")
+    await world.at(timedelta(0))
+    [(order_notice, order_sent)] = world.sent(MessageKind.NOTICE)
+    assert order_sent == timedelta(0)  # urgent profile: no batching at all
+    [order] = world.channel.contents
+    assert [r.request_id for r in order.requests] == ["order-1"]
+    assert order.deadline is not None and order.deadline.name == "tco_removal_order"
+    assert order.ack_by == world.start + timedelta(hours=1)
+    assert order.remove_by == world.start + timedelta(hours=1)
+
+    await world.at(timedelta(minutes=10) - TICK)
+    assert len(world.sent(MessageKind.NOTICE)) == 1  # the 36-hour request waits for its batch
+    await world.at(timedelta(minutes=10))
+    notices = world.sent(MessageKind.NOTICE)
+    assert len(notices) == 2
+    kcsc_notice, kcsc_sent = notices[1]
+    assert kcsc_notice != order_notice and kcsc_sent == timedelta(minutes=10)
+    kcsc = world.channel.contents[1]
+    assert [r.request_id for r in kcsc.requests] == ["kcsc-1"]
+    assert kcsc.remove_by == world.start + timedelta(minutes=10, hours=36)
+
+    # Each is reminded and breached on its own bound.
+    for elapsed in (
+        timedelta(hours=0.66),
+        timedelta(hours=1) + TICK,
+        timedelta(minutes=10) + timedelta(hours=36 * 0.66),
+        timedelta(minutes=10, hours=36) + TICK,
+    ):
+        await world.at(elapsed)
+    assert world.sent(MessageKind.REMINDER) == [
+        (order_notice, timedelta(hours=0.66)),
+        (kcsc_notice, timedelta(minutes=10) + timedelta(hours=36 * 0.66)),
+    ]
+    assert world.sent(MessageKind.ESCALATION) == [
+        (order_notice, timedelta(hours=1) + TICK),
+        (kcsc_notice, timedelta(minutes=10, hours=36) + TICK),
+    ]
+    decisions = await store.sla_decisions([order_notice, kcsc_notice])
+    assert sorted((d.notice_id, d.kind) for d in decisions) == sorted(
+        (notice_id, kind)
+        for notice_id in (order_notice, kcsc_notice)
+        for kind in (SlaKind.REMINDER, SlaKind.ACK_BREACH, SlaKind.REMOVAL_BREACH)
+    )
+
+
+async def test_a_request_waits_in_a_batch_at_most_5_percent_of_its_profiles_bound(store: SqlStore) -> None:
+    world = World(store)
+    # 5 % of one hour is 3 minutes, sooner than the platform's 10-minute batch.
+    profiles = dict(PROFILES)
+    profiles["one_hour"] = DeadlineProfile(
+        name="one_hour", label="one hour", ack_within=timedelta(hours=1), removal_within=timedelta(hours=1)
+    )
+    route = world.dispatcher._routes["telegram"]
+    world.dispatcher._routes["telegram"] = replace(route, profiles=profiles)
+    vocabulary = Vocabulary(
+        platforms={"telegram"}, categories={"deepfake_sexual_abuse"}, deadlines=set(profiles)
+    )
+    request = parse_request(
+        json.dumps(
+            {
+                "request_id": "r-1",
+                "platform": "telegram",
+                "urls": ["https://t.me/c/1"],
+                "category": "deepfake_sexual_abuse",
+                "deadline": "one_hour",
+            }
+        ),
+        vocabulary,
+    )
+    await store.ingest([Incoming(request=request, source="test")], [], now=world.clock.now())
+    wake_at = await world.dispatcher.form_notices()
+    assert wake_at == world.start + timedelta(minutes=3)
+    await world.at(timedelta(minutes=3) - TICK)
+    assert world.sent(MessageKind.NOTICE) == []
+    await world.at(timedelta(minutes=3))
+    assert [sent for _, sent in world.sent(MessageKind.NOTICE)] == [timedelta(minutes=3)]
+
+
+async def test_a_48_hour_request_removed_at_47h59m_is_within_and_one_silent_past_48h_is_breached(
+    store: SqlStore,
+) -> None:
+    world = World(store)
+    await world.submit("within", deadline="take_it_down")
+    await world.submit("late", deadline="take_it_down")
+    await world.at(timedelta(minutes=10))  # 5 % of 48 h is more than the 10-minute batch
+    [(notice_id, _)] = world.sent(MessageKind.NOTICE)
+    await world.ack(notice_id, AckStatus.RECEIVED)
+    # Removed at 47 h 59 min after delivery: within.
+    await world.at(timedelta(minutes=10, hours=47, seconds=59 * 60))
+    ack = Ack(
+        notice_id=notice_id,
+        status=AckStatus.PARTIAL,
+        items=(AckItem(request_id="within", status=ItemStatus.REMOVED),),
+        received_at=world.clock.now(),
+        source="test",
+    )
+    context = await store.ack_context(notice_id)
+    assert context is not None
+    assert await store.apply_ack(ack, plan_ack(context[0].state, context[1], ack))
+    # Exactly 48 h after delivery: still within; 48 h 0 min 1 s: the other is breached.
+    await world.at(timedelta(minutes=10, hours=48))
+    assert await store.sla_decisions([notice_id]) == []
+    await world.at(timedelta(minutes=10, hours=48, seconds=1))
+    [decision] = await store.sla_decisions([notice_id])
+    assert decision.kind is SlaKind.REMOVAL_BREACH
