@@ -4,6 +4,7 @@ refused, and each refusal naming the key or field at fault."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -184,3 +185,31 @@ async def test_a_request_with_an_unknown_profile_is_dead_lettered_with_the_field
 def test_the_shipped_configuration_still_loads() -> None:
     settings = load_settings(REPO / "config" / "notifier.toml", {})
     assert settings.category_labels
+
+
+def test_the_laws_shipped_commented_out_are_valid_profiles(tmp_path: Path) -> None:
+    shipped = (REPO / "config" / "notifier.toml").read_text(encoding="utf-8")
+    start = shipped.index("# Deadline profiles")
+    block = shipped[start : shipped.index("# A platform may tighten", start)]
+    toml = "\n".join(
+        line.removeprefix("# ")
+        for line in block.splitlines()
+        if line.startswith("# [deadlines.") or re.match(r"# [a-z_]+ = ", line)
+    )
+    # Renamed where the base configuration has a profile of the same name.
+    toml = toml.replace("[deadlines.tco_removal_order]", "[deadlines.tco_shipped]")
+    profiles = load(
+        tmp_path, "\n" + toml.replace("[deadlines.take_it_down]", "[deadlines.take_it_down_shipped]")
+    )
+    hours = {name: p.removal_within / timedelta(hours=1) for name, p in profiles.deadlines.items()}
+    assert hours == {
+        "tco_removal_order": 1,
+        "take_it_down": 48,
+        "take_it_down_shipped": 48,
+        "tco_shipped": 1,
+        "netzdg_manifest": 24,
+        "netzdg_other": 168,
+        "esafety_removal_notice": 24,
+        "kcsc_36h": 36,
+    }
+    assert profiles.deadlines["tco_shipped"].urgent
