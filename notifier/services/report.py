@@ -13,6 +13,7 @@ import csv
 import io
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
 from typing import Any, Protocol, runtime_checkable
@@ -22,7 +23,9 @@ from rich.table import Table
 
 from notifier.domain.models import format_timestamp
 from notifier.domain.report import (
+    NO_PROFILE,
     PERCENTILES,
+    REMOVED_WITHIN,
     REPORT_KEYS,
     Bounds,
     PlatformFigures,
@@ -33,6 +36,7 @@ from notifier.domain.report import (
 from notifier.settings import Settings
 
 FORMATS = ("table", "json", "csv", "html")
+GROUPINGS = ("platform", "profile")
 _DISTRIBUTIONS = ("time_to_delivery_s", "time_to_ack_s", "time_to_removal_s")
 
 
@@ -78,6 +82,35 @@ def platform_bounds(settings: Settings, platforms: Sequence[str] | None = None) 
     return bounds
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProfileBounds:
+    """The deadline profiles a report judges requests by (SPEC §14): each profile's bounds on each
+    platform, and each profile's own bounds and label for its group of ``--by profile``."""
+
+    on_platform: Mapping[tuple[str, str], Bounds] = field(default_factory=dict)
+    groups: Mapping[str, Bounds] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def profile_bounds(settings: Settings) -> ProfileBounds:
+    """The configured profiles as the report uses them; the group of requests without one
+    (:data:`NO_PROFILE`) carries the ``[sla]`` defaults."""
+    on_platform = {
+        (platform, name): Bounds(ack_within=p.ack_within, removal_within=p.removal_within)
+        for platform in settings.platforms
+        for name, p in settings.platform_profiles(platform).items()
+    }
+    groups = {
+        name: Bounds(ack_within=p.ack_within, removal_within=p.removal_within)
+        for name, p in ((n, settings.profile(n)) for n in settings.deadlines)
+    }
+    groups[NO_PROFILE] = Bounds(
+        ack_within=settings.sla.ack_within, removal_within=settings.sla.removal_within
+    )
+    labels = {name: p.label for name, p in settings.deadlines.items()} | {NO_PROFILE: "platform bounds"}
+    return ProfileBounds(on_platform=on_platform, groups=groups, labels=labels)
+
+
 async def build_report(
     store: ReportStore,
     bounds: Mapping[str, Bounds],
@@ -85,21 +118,53 @@ async def build_report(
     now: datetime,
     since: datetime | None = None,
     until: datetime | None = None,
+    profiles: ProfileBounds | None = None,
+    by: str = "platform",
 ) -> dict[str, Any]:
     """``{"generated_at", "since", "until", "platforms": [...]}``; every platform of ``bounds``
-    appears, zeros and nulls when it has nothing in the window."""
-    if isinstance(store, FiguresStore):
+    appears, zeros and nulls when it has nothing in the window. ``by="profile"``: ``"profiles"``
+    instead, one group per deadline profile (and one for requests without one). Each request is
+    judged by its own profile's bounds: a store computing figures itself knows only the platforms'
+    bounds, so with profiles the rows are tallied here."""
+    if by not in GROUPINGS:
+        raise ValueError(f"unknown grouping {by!r} (use {', '.join(GROUPINGS)})")
+    profiles = profiles or ProfileBounds()
+    if isinstance(store, FiguresStore) and not profiles.on_platform and by == "platform":
         figures = await store.report_figures(bounds=bounds, now=now, since=since, until=until)
     else:
         rows = await store.report_rows(since=since, until=until, platforms=list(bounds))
-        figures = tally(rows, bounds=bounds, now=now, since=since, until=until)
+        groups = profiles.groups if by == "profile" else None
+        figures = tally(
+            rows,
+            bounds=bounds,
+            now=now,
+            since=since,
+            until=until,
+            profiles=profiles.on_platform,
+            groups=groups,
+        )
     letters = await store.dead_letter_counts(since, until)
-    return {
+    document: dict[str, Any] = {
         "generated_at": format_timestamp(now),
         "since": None if since is None else format_timestamp(since),
         "until": None if until is None else format_timestamp(until),
-        "platforms": platform_documents(figures, bounds=bounds, dead_letters=letters),
     }
+    if by == "platform":
+        document["platforms"] = platform_documents(figures, bounds=bounds, dead_letters=letters)
+        return document
+    document["profiles"] = [
+        {"profile": group["platform"] or None, "label": profiles.labels.get(group["platform"], "")}
+        | {key: value for key, value in group.items() if key != "platform"}
+        for group in platform_documents(figures, bounds=profiles.groups)
+    ]
+    return document
+
+
+def groups_of(report: Mapping[str, Any]) -> tuple[str, list[Mapping[str, Any]]]:
+    """(the key that names each group, the groups) of a report by platform or by profile."""
+    if "profiles" in report:
+        return "profile", list(report["profiles"])
+    return "platform", list(report["platforms"])
 
 
 # -- rendering --------------------------------------------------------------------------------------
@@ -109,36 +174,47 @@ def render_json(report: Mapping[str, Any]) -> str:
     return json.dumps(report, ensure_ascii=False, indent=2) + "\n"
 
 
-def csv_header() -> list[str]:
-    """§8's keys with each distribution flattened: ``time_to_ack_s_p50``, ``…_p90``, ``…_max``."""
+def _keys(by: str) -> list[str]:
+    return ["profile", "label", *REPORT_KEYS[1:]] if by == "profile" else list(REPORT_KEYS)
+
+
+def csv_header(by: str = "platform") -> list[str]:
+    """§8's keys with each distribution flattened: ``time_to_ack_s_p50``, ``…_p90``, ``…_max``,
+    and ``removed_within`` as ``removed_within_1h`` … ``removed_within_7d``."""
     header: list[str] = []
-    for key in REPORT_KEYS:
+    for key in _keys(by):
         if key in _DISTRIBUTIONS:
             header.extend(f"{key}_{p}" for p in PERCENTILES)
+        elif key == "removed_within":
+            header.extend(f"{key}_{name}" for name, _ in REMOVED_WITHIN)
         else:
             header.append(key)
     return header
 
 
-def _flat(figures: Mapping[str, Any]) -> dict[str, Any]:
+def _flat(figures: Mapping[str, Any], by: str = "platform") -> dict[str, Any]:
     row: dict[str, Any] = {}
-    for key in REPORT_KEYS:
+    for key in _keys(by):
         value = figures[key]
         if key in _DISTRIBUTIONS:
             for p in PERCENTILES:
                 row[f"{key}_{p}"] = None if value is None else value[p]
+        elif key == "removed_within":
+            for name, _ in REMOVED_WITHIN:
+                row[f"{key}_{name}"] = value[name]
         else:
             row[key] = value
     return row
 
 
 def render_csv(report: Mapping[str, Any]) -> str:
-    """One row per platform; an empty cell where the JSON has ``null``."""
+    """One row per platform (or profile); an empty cell where the JSON has ``null``."""
+    by, groups = groups_of(report)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=csv_header(), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=csv_header(by), lineterminator="\n")
     writer.writeheader()
-    for figures in report["platforms"]:
-        writer.writerow({k: "" if v is None else v for k, v in _flat(figures).items()})
+    for figures in groups:
+        writer.writerow({k: "" if v is None else v for k, v in _flat(figures, by).items()})
     return buffer.getvalue()
 
 
@@ -160,12 +236,18 @@ def _spread(distribution: Mapping[str, int] | None) -> str:
     return " / ".join(_human(distribution[p]) for p in PERCENTILES)
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
 def render_table(report: Mapping[str, Any], console: Console) -> None:
-    """For people: one line per platform, times in hours or days, percentiles as p50 / p90 / max;
-    what is still undelivered beside what is open, so an unfiled portal notice shows."""
+    """For people: one line per platform (or profile), times in hours or days, percentiles as
+    p50 / p90 / max; what is still undelivered beside what is open, so an unfiled portal notice
+    shows; the share removed within its bound and the removals within 1 h / 24 h / 48 h / 7 d."""
+    by, groups = groups_of(report)
     window = f"{report['since'] or 'the beginning'} → {report['until'] or report['generated_at']}"
     table = Table(title=f"Compliance report, {window}", title_justify="left")
-    table.add_column("platform")
+    table.add_column(by)
     # The undelivered beside the open, the breaches and the oldest: headings wrapped over lines
     # (``max_width``) so that three more figures make the table no wider.
     for heading, width in (
@@ -180,11 +262,14 @@ def render_table(report: Mapping[str, Any], console: Console) -> None:
         ("to removal p50/p90/max", None),
         ("breaches ack / removal / undelivered", 14),
         ("oldest open / undelivered", 13),
+        ("within bound", 7),
+        ("removed ≤1h/24h/48h/7d", 12),
     ):
         table.add_column(heading, justify="right", max_width=width)
-    for f in report["platforms"]:
+    for f in groups:
+        within = f["removed_within"]
         table.add_row(
-            f["platform"],
+            f["label"] if by == "profile" else f["platform"],
             str(f["requests"]),
             f"{f['delivered']}/{f['notices']}",
             str(f["removed"]),
@@ -196,6 +281,8 @@ def render_table(report: Mapping[str, Any], console: Console) -> None:
             _spread(f["time_to_removal_s"]),
             f"{f['ack_breaches']}/{f['removal_breaches']}/{f['undelivered_breaches']}",
             f"{_human(f['oldest_open_s'])}/{_human(f['oldest_undelivered_s'])}",
+            _share(f["within_bound"]),
+            "/".join(str(within[name]) for name, _ in REMOVED_WITHIN),
         )
     console.print(table)
 
@@ -278,12 +365,14 @@ def _cell(value: Any) -> str:
 
 def render_html(report: Mapping[str, Any]) -> str:
     """A self-contained page: inline CSS and SVG, nothing fetched from the network."""
-    platforms = report["platforms"]
-    header = csv_header()
+    by, groups = groups_of(report)
+    # By profile, the chart names each group by its profile's label.
+    platforms = groups if by == "platform" else [{**g, "platform": g["label"]} for g in groups]
+    header = csv_header(by)
     head = "".join(f"<th>{escape(column)}</th>" for column in header)
     body = []
-    for figures in platforms:
-        flat = _flat(figures)
+    for figures in groups:
+        flat = _flat(figures, by)
         cells = []
         for column in header:
             breach = column.endswith("_breaches") and flat[column]

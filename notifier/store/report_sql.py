@@ -44,6 +44,7 @@ from notifier.domain.models import RequestState
 from notifier.domain.report import (
     ANSWERED,
     OPEN,
+    REMOVED_WITHIN,
     RESOLVED,
     UNDELIVERED,
     Bounds,
@@ -192,6 +193,13 @@ def figures_statement(
             _count(ack_breach).label("ack_breaches"),
             _count(removal_breach).label("removal_breaches"),
             _count(unfiled.c.notice_id.is_not(None)).label("undelivered_breaches"),
+            _count(to_removal <= bound.c.removal_within).label("removed_in_bound"),
+            *(
+                _count(to_removal <= bindparam(f"within_{name}", within, type_=INTERVAL())).label(
+                    f"removed_within_{name}"
+                )
+                for name, within in REMOVED_WITHIN
+            ),
             func.min(delivered).filter(unacknowledged).label("oldest_open"),
             func.min(r.ingested_at).filter(state.in_(undelivered)).label("oldest_undelivered"),
         )
@@ -254,6 +262,8 @@ def _figures(row: Row[Any], now: datetime) -> PlatformFigures:
         oldest_undelivered_s=None
         if row.oldest_undelivered is None
         else seconds(now - row.oldest_undelivered),
+        removed_in_bound=row.removed_in_bound,
+        removed_within=tuple(getattr(row, f"removed_within_{name}") for name, _ in REMOVED_WITHIN),
     )
 
 
@@ -303,6 +313,7 @@ class ReportSqlMixin:
                 c.resolved_at,
                 c.notice_id,
                 unfiled.c.notice_id.is_not(None).label("undelivered_breach"),
+                c.deadline,
             )
             .select_from(requests.outerjoin(unfiled, unfiled.c.notice_id == c.notice_id))
             .where(window(since, until))
@@ -324,6 +335,7 @@ class ReportSqlMixin:
                         resolved_at=row.resolved_at,
                         notice_id=row.notice_id,
                         undelivered_breach=bool(row.undelivered_breach),
+                        deadline=row.deadline,
                     )
                     for row in chunk
                 )
