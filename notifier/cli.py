@@ -17,6 +17,7 @@ from rich.table import Table
 from notifier import __version__
 from notifier.app import ack_service, open_store, run_daemon
 from notifier.channels.rendering import Renderer
+from notifier.cli_deadlines import register as register_deadlines
 from notifier.cli_demo import register as register_demo
 from notifier.cli_report import register as register_report
 from notifier.cli_submit import submit_files
@@ -240,6 +241,7 @@ class ManualStatus(StrEnum):
     received = "received"
     removed = "removed"
     rejected = "rejected"
+    clarification_requested = "clarification_requested"
 
 
 @app.command()
@@ -378,6 +380,7 @@ def check_config(config: ConfigOption = None) -> None:
 
 register_report(app)
 register_demo(app)
+register_deadlines(app)
 
 
 def main() -> None:

@@ -80,6 +80,8 @@ def api_payload(content: NoticeContent, *, callback_url: str | None) -> dict[str
     if content.kind is not MessageKind.NOTICE:
         payload["kind"] = content.kind.value
         payload["regarding"] = content.notice_id
+    if content.kind is MessageKind.CLARIFICATION:
+        payload["clarification"] = content.note
     if content.kind is MessageKind.ESCALATION and content.breaches:
         payload["breaches"] = [kind.value for kind in content.breaches]
     return payload

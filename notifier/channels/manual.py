@@ -174,7 +174,9 @@ class ManualChannel:
         )
 
     def _follow_up(self, content: NoticeContent) -> str:
-        what = "Reminder" if content.kind is MessageKind.REMINDER else "Escalation"
+        what = {MessageKind.REMINDER: "Reminder", MessageKind.CLARIFICATION: "Clarification"}.get(
+            content.kind, "Escalation"
+        )
         return "\n".join(
             [
                 f"{what} about notice {content.notice_id} to {content.platform_name}, to be sent by hand",

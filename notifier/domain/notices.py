@@ -39,6 +39,9 @@ class MessageKind(enum.StrEnum):
     NOTICE = "notice"
     REMINDER = "reminder"
     ESCALATION = "escalation"
+    # The authority's answer to a clarification the platform asked for (SPEC §14): the removal
+    # deadline runs again in full from it.
+    CLARIFICATION = "clarification"
 
 
 def message_tag(kind: MessageKind, follow_up: int = 1) -> str:
@@ -81,6 +84,8 @@ class Notice:
     last_error: str | None = None
     primary_channel: str = ""  # the channel it was formed for ("" when not known: ``channel``)
     deadline: str | None = None  # the deadline profile of its requests; None: the platform's bounds
+    clarification_requested_at: datetime | None = None  # the platform asked for a clarification
+    clarified_at: datetime | None = None  # the authority answered it: the removal clock restarted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +133,8 @@ class NoticeContent:
     # The deadline profile of its requests (one per notice), with its label; None: the platform's
     # own bounds. Every request of the notice is owed ``ack_by`` and ``remove_by``.
     deadline: DeadlineProfile | None = None
+    # A clarification's answer, written by staff: sent to the platform, never logged.
+    note: str | None = None
 
     @property
     def message_tag(self) -> str:

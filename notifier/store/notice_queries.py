@@ -128,6 +128,8 @@ def _notice(row: Row[Any], request_ids: list[str], attempts: list[Attempt]) -> N
         channel=row.channel,
         primary_channel=row.primary_channel,
         deadline=row.deadline,
+        clarification_requested_at=row.clarification_requested_at,
+        clarified_at=row.clarified_at,
         state=NoticeState(row.state),
         created_at=row.created_at,
         request_ids=tuple(request_ids),

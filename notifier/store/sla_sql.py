@@ -80,6 +80,8 @@ class SlaSqlMixin:
                 notices.c.acknowledged_at,
                 notices.c.rendered_at,
                 notices.c.deadline,
+                notices.c.clarification_requested_at,
+                notices.c.clarified_at,
             )
         )
         async with self._write("claim_sla_due") as conn:
@@ -116,6 +118,8 @@ class SlaSqlMixin:
                     open_requests=open_requests.get(row.notice_id, 0),
                     decided=frozenset(kinds.get(row.notice_id, ())),
                     rendered_at=row.rendered_at,
+                    clarification_requested_at=row.clarification_requested_at,
+                    clarified_at=row.clarified_at,
                 ),
             )
             for row in rows

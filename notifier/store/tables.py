@@ -195,6 +195,10 @@ notices = Table(
     Column("sla_due_at", UTCDateTime, nullable=True),
     # The deadline profile of its requests (a notice holds one); NULL: the platform's own bounds.
     Column("deadline", String(64), nullable=True),
+    # Clarification (SPEC §14): asked by the platform (the removal clock stops), answered by the
+    # authority (it runs again for the full bound from then).
+    Column("clarification_requested_at", UTCDateTime, nullable=True),
+    Column("clarified_at", UTCDateTime, nullable=True),
     Index(None, "platform", "state"),
     # Claiming: due queued/retrying notices, and sending ones whose lease has run out.
     Index(None, "state", "next_attempt_at"),
@@ -252,7 +256,7 @@ acks = Table(
     Column("id", AutoId, primary_key=True, autoincrement=True),
     Column("notice_id", String(64), nullable=False, index=True),
     Column("source", Text, nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", String(32), nullable=False),
     # JSON list of {"request_id", "status"}; empty when the acknowledgement covers every request.
     Column("items", Text, nullable=False),
     Column("ticket", Text, nullable=True),

@@ -8,16 +8,18 @@ import asyncio
 import json
 import random
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from notifier.clock import SimulatedClock
-from notifier.domain.acks import Ack, AckItem, AckStatus, ItemStatus, plan_ack
+from notifier.domain.acks import Ack, AckItem, AckStatus, ItemStatus, parse_ack, plan_ack
 from notifier.domain.deadlines import DeadlineProfile
+from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.notices import Authority, MessageKind
 from notifier.domain.sla import SlaBounds, SlaKind
 from notifier.domain.validation import Vocabulary, parse_request
 from notifier.metrics import Metrics
 from notifier.ports import Incoming
+from notifier.services.clarify import send_clarification
 from notifier.services.dispatcher import Dispatcher, Route
 from notifier.services.sla import SlaMonitor
 from notifier.store import SqlStore
@@ -253,3 +255,73 @@ async def test_a_48_hour_request_removed_at_47h59m_is_within_and_one_silent_past
     await world.at(timedelta(minutes=10, hours=48, seconds=1))
     [decision] = await store.sla_decisions([notice_id])
     assert decision.kind is SlaKind.REMOVAL_BREACH
+
+
+async def test_a_clarification_asked_at_minute_40_and_answered_at_hour_5_moves_the_breach_to_hour_6(
+    store: SqlStore,
+) -> None:
+    world = World(store)
+    await world.submit("order-1", category="terrorist_content")
+    await world.at(timedelta(0))
+    [(notice_id, _)] = world.sent(MessageKind.NOTICE)
+    await world.at(timedelta(minutes=40))
+    await world.ack(notice_id, AckStatus.CLARIFICATION_REQUESTED)
+    # The removal clock stands still: the one-hour bound passes with no breach.
+    await world.at(timedelta(hours=1) + TICK)
+    await world.at(timedelta(hours=4))
+    assert world.sent(MessageKind.ESCALATION) == []
+    # Only the reminder, due at 0.66 h, before the question.
+    assert {d.kind for d in await store.sla_decisions([notice_id])} == {SlaKind.REMINDER}
+
+    await world.at(timedelta(hours=5))
+    done = await send_clarification(
+        store,
+        world.dispatcher._routes,
+        notice_id=notice_id,
+        note="The URLs are the mirrors listed in the order's annex.",
+        now=world.clock.now(),
+        authority=AUTHORITY,
+        labels={},
+    )
+    assert done.first
+    [(answer_id, answered_after)] = world.sent(MessageKind.CLARIFICATION)
+    assert (answer_id, answered_after) == (notice_id, timedelta(hours=5))
+    answer = world.channel.contents[-1]
+    assert answer.remove_by == world.start + timedelta(hours=6)  # the full bound from the answer
+    assert answer.note is not None and "annex" in answer.note
+
+    # Answering again re-sends the same answer and moves nothing.
+    await world.at(timedelta(hours=5, minutes=30))
+    again = await send_clarification(
+        store,
+        world.dispatcher._routes,
+        notice_id=notice_id,
+        note="The URLs are the mirrors listed in the order's annex.",
+        now=world.clock.now(),
+        authority=AUTHORITY,
+        labels={},
+    )
+    assert not again.first and again.remove_by == world.start + timedelta(hours=6)
+
+    await world.at(timedelta(hours=6))
+    assert world.sent(MessageKind.ESCALATION) == []  # exactly the bound from the answer: within
+    await world.at(timedelta(hours=6) + TICK)
+    assert world.sent(MessageKind.ESCALATION) == [(notice_id, timedelta(hours=6) + TICK)]
+    assert {d.kind for d in await store.sla_decisions([notice_id])} == {
+        SlaKind.REMINDER,
+        SlaKind.REMOVAL_BREACH,
+    }
+
+
+def test_a_callback_or_queue_message_may_ask_for_clarification() -> None:
+    body = b'{"notice_id": "TD-telegram-20260302-000001", "status": "clarification_requested"}'
+    ack = parse_ack(body, source="callback:telegram", received_at=datetime(2026, 3, 2, tzinfo=UTC))
+    assert ack.status is AckStatus.CLARIFICATION_REQUESTED
+    plan = plan_ack(NoticeState.DELIVERED, {"r-1": RequestState.DELIVERED}, ack)
+    assert plan.clarification_requested_at == ack.received_at
+    assert plan.notice_after is NoticeState.ACKNOWLEDGED  # a question is an answer to the notice
+    assert [(c.request_id, c.after) for c in plan.changes] == [("r-1", RequestState.ACKNOWLEDGED)]
+    # A resolved notice has nothing left to clarify.
+    assert (
+        plan_ack(NoticeState.RESOLVED, {"r-1": RequestState.REMOVED}, ack).clarification_requested_at is None
+    )
