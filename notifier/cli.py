@@ -141,7 +141,7 @@ def status(
         store = await open_store(settings)
         try:
             if ids:
-                return await lookup(store, ids)
+                return await lookup(store, ids, now=SystemClock().now())
             return await overview(store, list(settings.platforms))
         finally:
             await store.close()

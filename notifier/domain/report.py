@@ -29,7 +29,9 @@ out. The rules, in one place:
   (SPEC §14), else its platform's. ``within_bound`` is the share (0 to 1, 4 decimals) of removed
   requests removed within their removal bound (``null`` when none was removed);
   ``removed_within`` counts removed requests by time to removal, cumulatively: within 1 h, 24 h,
-  48 h and 7 d, the buckets regulators publish.
+  48 h and 7 d, the buckets regulators publish. A clarification (SPEC §14) stops the removal clock:
+  while asked and unanswered a request is not breached; answered, its bound runs again from the
+  answer. ``paused_s`` sums, over the group's requests, how long their clocks stood still.
 * The window selects requests by delivery time (``since <= delivered_at < until``). A request never
   delivered (pending, batched, failed before any delivery) has no delivery time and is selected by
   its intake time instead, so that failures inside the window are not lost from the report.
@@ -75,6 +77,7 @@ REPORT_KEYS = (
     "oldest_undelivered_s",
     "within_bound",
     "removed_within",
+    "paused_s",
 )
 
 # The buckets of ``removed_within``: removed within this long of delivery (cumulative).
@@ -107,6 +110,8 @@ class ReportRow:
     notice_id: str | None
     undelivered_breach: bool = False  # its notice was decided unfiled past ``sla.file_within``
     deadline: str | None = None  # its deadline profile; None: its platform's bounds
+    clarification_requested_at: datetime | None = None  # its notice's clarification, asked
+    clarified_at: datetime | None = None  # and answered
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,6 +179,7 @@ class PlatformFigures:
     oldest_undelivered_s: int | None = None
     removed_in_bound: int = 0  # removed requests removed within their own removal bound
     removed_within: tuple[int, ...] = (0,) * len(REMOVED_WITHIN)  # per bucket of REMOVED_WITHIN
+    paused_s: int = 0  # how long clarifications stopped the removal clocks, summed over requests
 
 
 def spread(p50: timedelta, p90: timedelta, longest: timedelta) -> Distribution:
@@ -212,6 +218,7 @@ class PlatformTally:
     to_removal: list[int] = field(default_factory=list)
     removed_in_bound: int = 0
     removed_within: list[int] = field(default_factory=lambda: [0] * len(REMOVED_WITHIN))
+    paused: int = 0
 
     def add(self, row: ReportRow, bounds: Bounds | None = None) -> None:
         """Count ``row``, judged by ``bounds`` (its own: its profile's), else the group's."""
@@ -260,16 +267,25 @@ class PlatformTally:
                 self.oldest_open = age
 
     def _removal(self, row: ReportRow, delivered: datetime, bounds: Bounds) -> None:
+        # The removal clock: from delivery, or from a clarification's answer; None while one is
+        # asked and unanswered (it stands still).
+        start: datetime | None = delivered
+        asked, answered = row.clarification_requested_at, row.clarified_at
+        if asked is not None:
+            stopped = answered is None or answered < asked
+            start = None if stopped else answered
+            self.paused += seconds((self.now if stopped or answered is None else answered) - asked)
         if row.state in RESOLVED and row.resolved_at is not None:
             waited = row.resolved_at - delivered
+            on_clock = row.resolved_at - start if start is not None else timedelta(0)
             if row.state is RequestState.REMOVED:
                 self.to_removal.append(seconds(waited))
-                self.removed_in_bound += waited <= bounds.removal_within
+                self.removed_in_bound += on_clock <= bounds.removal_within
                 for index, (_, within) in enumerate(REMOVED_WITHIN):
                     self.removed_within[index] += waited <= within
-            self.removal_breaches += waited > bounds.removal_within
-        elif row.state in OPEN:
-            self.removal_breaches += self.now - delivered > bounds.removal_within
+            self.removal_breaches += on_clock > bounds.removal_within
+        elif row.state in OPEN and start is not None:
+            self.removal_breaches += self.now - start > bounds.removal_within
 
     def figures(self) -> PlatformFigures:
         return PlatformFigures(
@@ -294,6 +310,7 @@ class PlatformTally:
             else seconds(self.oldest_undelivered),
             removed_in_bound=self.removed_in_bound,
             removed_within=tuple(self.removed_within),
+            paused_s=self.paused,
         )
 
 
@@ -359,6 +376,7 @@ def platform_document(
         "removed_within": {
             name: n for (name, _), n in zip(REMOVED_WITHIN, figures.removed_within, strict=True)
         },
+        "paused_s": figures.paused_s,
     }
 
 

@@ -57,7 +57,7 @@ from notifier.domain.report import (
 )
 from notifier.domain.sla import SlaKind
 from notifier.store.ingest import as_utc
-from notifier.store.tables import UTCDateTime, dead_letters, requests, sla_decisions
+from notifier.store.tables import UTCDateTime, dead_letters, notices, requests, sla_decisions
 
 _CHUNK = 10_000
 
@@ -165,14 +165,22 @@ def figures_statement(
     answered_at = func.coalesce(r.acknowledged_at, case((state.in_(resolved), r.resolved_at)))
     to_delivery = _interval(delivered - r.ingested_at)
     to_ack = _interval(answered_at - delivered)
-    to_decision = _interval(case((state.in_(resolved), r.resolved_at - delivered)))
     to_removal = _interval(case((state == removed, r.resolved_at - delivered)))
     age = _interval(at - delivered)
     acknowledged = and_(delivered.is_not(None), or_(state.in_(answered), r.acknowledged_at.is_not(None)))
     ack_breach = or_(to_ack > bound.c.ack_within, and_(unacknowledged, age > bound.c.ack_within))
+    # The removal clock (SPEC §14): from delivery, or from a clarification's answer; stopped while
+    # one is asked and unanswered (then a decision is within, and an open request not breached).
+    asked, clarified = notices.c.clarification_requested_at, notices.c.clarified_at
+    stopped = and_(asked.is_not(None), or_(clarified.is_(None), clarified < asked))
+    start = case((and_(asked.is_not(None), clarified >= asked), clarified), else_=delivered)
+    on_clock = _interval(case((stopped, literal_column("interval '0'")), else_=r.resolved_at - start))
+    to_decision = _interval(case((state.in_(resolved), on_clock)))
     removal_breach = or_(
-        to_decision > bound.c.removal_within, and_(state.in_(is_open), age > bound.c.removal_within)
+        to_decision > bound.c.removal_within,
+        and_(state.in_(is_open), ~stopped, _interval(at - start) > bound.c.removal_within),
     )
+    paused_for = _interval(case((stopped, at), else_=clarified) - asked)
 
     per_request = (
         select(
@@ -193,7 +201,10 @@ def figures_statement(
             _count(ack_breach).label("ack_breaches"),
             _count(removal_breach).label("removal_breaches"),
             _count(unfiled.c.notice_id.is_not(None)).label("undelivered_breaches"),
-            _count(to_removal <= bound.c.removal_within).label("removed_in_bound"),
+            _count(and_(state == removed, on_clock <= bound.c.removal_within)).label("removed_in_bound"),
+            func.coalesce(
+                func.sum(func.floor(func.extract("epoch", paused_for))).filter(asked.is_not(None)), 0
+            ).label("paused_s"),
             *(
                 _count(to_removal <= bindparam(f"within_{name}", within, type_=INTERVAL())).label(
                     f"removed_within_{name}"
@@ -204,9 +215,9 @@ def figures_statement(
             func.min(r.ingested_at).filter(state.in_(undelivered)).label("oldest_undelivered"),
         )
         .select_from(
-            requests.join(bound, bound.c.platform == r.platform).outerjoin(
-                unfiled, unfiled.c.notice_id == r.notice_id
-            )
+            requests.join(bound, bound.c.platform == r.platform)
+            .outerjoin(unfiled, unfiled.c.notice_id == r.notice_id)
+            .outerjoin(notices, notices.c.notice_id == r.notice_id)
         )
         .where(window(since, until))
         .group_by(r.platform)
@@ -263,6 +274,7 @@ def _figures(row: Row[Any], now: datetime) -> PlatformFigures:
         if row.oldest_undelivered is None
         else seconds(now - row.oldest_undelivered),
         removed_in_bound=row.removed_in_bound,
+        paused_s=int(row.paused_s),
         removed_within=tuple(getattr(row, f"removed_within_{name}") for name, _ in REMOVED_WITHIN),
     )
 
@@ -314,8 +326,14 @@ class ReportSqlMixin:
                 c.notice_id,
                 unfiled.c.notice_id.is_not(None).label("undelivered_breach"),
                 c.deadline,
+                notices.c.clarification_requested_at,
+                notices.c.clarified_at,
             )
-            .select_from(requests.outerjoin(unfiled, unfiled.c.notice_id == c.notice_id))
+            .select_from(
+                requests.outerjoin(unfiled, unfiled.c.notice_id == c.notice_id).outerjoin(
+                    notices, notices.c.notice_id == c.notice_id
+                )
+            )
             .where(window(since, until))
         )
         if platforms is not None:
@@ -336,6 +354,8 @@ class ReportSqlMixin:
                         notice_id=row.notice_id,
                         undelivered_breach=bool(row.undelivered_breach),
                         deadline=row.deadline,
+                        clarification_requested_at=row.clarification_requested_at,
+                        clarified_at=row.clarified_at,
                     )
                     for row in chunk
                 )

@@ -15,13 +15,16 @@ from notifier.domain.acks import Ack, AckItem, AckStatus, ItemStatus, parse_ack,
 from notifier.domain.deadlines import DeadlineProfile
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.notices import Authority, MessageKind
+from notifier.domain.report import Bounds
 from notifier.domain.sla import SlaBounds, SlaKind
 from notifier.domain.validation import Vocabulary, parse_request
 from notifier.metrics import Metrics
 from notifier.ports import Incoming
 from notifier.services.clarify import send_clarification
 from notifier.services.dispatcher import Dispatcher, Route
+from notifier.services.report import ProfileBounds, build_report
 from notifier.services.sla import SlaMonitor
+from notifier.services.status import lookup
 from notifier.store import SqlStore
 from tests.unit.test_sla_monitor import ScriptedChannel
 
@@ -311,6 +314,19 @@ async def test_a_clarification_asked_at_minute_40_and_answered_at_hour_5_moves_t
         SlaKind.REMINDER,
         SlaKind.REMOVAL_BREACH,
     }
+    # notifier status --json: the request's profile and the 4 h 20 min its clock stood still.
+    [view] = (await lookup(store, ["order-1"], now=world.clock.now()))["requests"]
+    assert (view["deadline"], view["paused_s"]) == ("tco_removal_order", 4 * 3600 + 20 * 60)
+    # The report: 4 h 20 min paused, and the open order breached on the clock restarted at hour 5.
+    one_hour = Bounds(ack_within=timedelta(hours=1), removal_within=timedelta(hours=1))
+    report = await build_report(
+        store,
+        {"telegram": Bounds(ack_within=PLATFORM_BOUND, removal_within=PLATFORM_BOUND)},
+        now=world.clock.now(),
+        profiles=ProfileBounds(on_platform={("telegram", "tco_removal_order"): one_hour}),
+    )
+    [telegram] = report["platforms"]
+    assert (telegram["paused_s"], telegram["removal_breaches"]) == (4 * 3600 + 20 * 60, 1)
 
 
 def test_a_callback_or_queue_message_may_ask_for_clarification() -> None:

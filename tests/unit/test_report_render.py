@@ -46,6 +46,7 @@ SPEC_KEYS = [
     "oldest_undelivered_s",
     "within_bound",
     "removed_within",
+    "paused_s",
 ]
 
 
