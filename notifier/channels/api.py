@@ -82,6 +82,8 @@ def api_payload(content: NoticeContent, *, callback_url: str | None) -> dict[str
         payload["regarding"] = content.notice_id
     if content.kind is MessageKind.CLARIFICATION:
         payload["clarification"] = content.note
+    if content.kind is MessageKind.WITHDRAWAL:
+        payload["withdrawal_reason"] = content.note
     if content.kind is MessageKind.ESCALATION and content.breaches:
         payload["breaches"] = [kind.value for kind in content.breaches]
     return payload

@@ -62,6 +62,8 @@ def template_context(content: NoticeContent) -> dict[str, Any]:
         "from_filing": content.from_filing,
         "deadline_label": owed.label,
         "clarification": paragraph(content.note) if content.note else None,
+        # A withdrawal's reason (the same staff note), for its own templates.
+        "reason": paragraph(content.note) if content.note else None,
         "callback_url": one_line(content.callback_url) if content.callback_url else None,
         "good_faith_statement": GOOD_FAITH_STATEMENT,
         "items": items,

@@ -42,6 +42,8 @@ class MessageKind(enum.StrEnum):
     # The authority's answer to a clarification the platform asked for (SPEC §14): the removal
     # deadline runs again in full from it.
     CLARIFICATION = "clarification"
+    # Requests of the notice withdrawn by the authority (SPEC §14): nothing is asked of them any more.
+    WITHDRAWAL = "withdrawal"
 
 
 def message_tag(kind: MessageKind, follow_up: int = 1) -> str:

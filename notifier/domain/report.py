@@ -32,6 +32,7 @@ out. The rules, in one place:
   48 h and 7 d, the buckets regulators publish. A clarification (SPEC §14) stops the removal clock:
   while asked and unanswered a request is not breached; answered, its bound runs again from the
   answer. ``paused_s`` sums, over the group's requests, how long their clocks stood still.
+  A withdrawn request (SPEC §14) counts only in ``withdrawn``: in no other figure.
 * The window selects requests by delivery time (``since <= delivered_at < until``). A request never
   delivered (pending, batched, failed before any delivery) has no delivery time and is selected by
   its intake time instead, so that failures inside the window are not lost from the report.
@@ -78,6 +79,7 @@ REPORT_KEYS = (
     "within_bound",
     "removed_within",
     "paused_s",
+    "withdrawn",
 )
 
 # The buckets of ``removed_within``: removed within this long of delivery (cumulative).
@@ -180,6 +182,7 @@ class PlatformFigures:
     removed_in_bound: int = 0  # removed requests removed within their own removal bound
     removed_within: tuple[int, ...] = (0,) * len(REMOVED_WITHIN)  # per bucket of REMOVED_WITHIN
     paused_s: int = 0  # how long clarifications stopped the removal clocks, summed over requests
+    withdrawn: int = 0  # withdrawn requests, counted apart from every other figure
 
 
 def spread(p50: timedelta, p90: timedelta, longest: timedelta) -> Distribution:
@@ -219,10 +222,14 @@ class PlatformTally:
     removed_in_bound: int = 0
     removed_within: list[int] = field(default_factory=lambda: [0] * len(REMOVED_WITHIN))
     paused: int = 0
+    withdrawn: int = 0
 
     def add(self, row: ReportRow, bounds: Bounds | None = None) -> None:
         """Count ``row``, judged by ``bounds`` (its own: its profile's), else the group's."""
         own = bounds or self.bounds
+        if row.state is RequestState.WITHDRAWN:
+            self.withdrawn += 1
+            return
         self.requests += 1
         state = row.state
         if state is RequestState.FAILED:
@@ -267,8 +274,7 @@ class PlatformTally:
                 self.oldest_open = age
 
     def _removal(self, row: ReportRow, delivered: datetime, bounds: Bounds) -> None:
-        # The removal clock: from delivery, or from a clarification's answer; None while one is
-        # asked and unanswered (it stands still).
+        # The removal clock: from delivery or a clarification's answer; None while one is unanswered.
         start: datetime | None = delivered
         asked, answered = row.clarification_requested_at, row.clarified_at
         if asked is not None:
@@ -311,6 +317,7 @@ class PlatformTally:
             removed_in_bound=self.removed_in_bound,
             removed_within=tuple(self.removed_within),
             paused_s=self.paused,
+            withdrawn=self.withdrawn,
         )
 
 
@@ -326,11 +333,9 @@ def tally(
 ) -> dict[str, PlatformFigures]:
     """The figures of every platform of ``bounds``, in its order: the reference implementation.
 
-    Rows of platforms not in ``bounds`` are left out: the caller decides which platforms are
-    reported and with which bounds. Rows outside the window are skipped, so a caller may pass more
-    than the window (the store already narrows it). Each row is judged by its profile's bounds on
-    its platform (``profiles``, by (platform, profile)), else its platform's. With ``groups`` (by
-    profile name, :data:`NO_PROFILE` for requests without one), the figures are per profile instead.
+    Rows of platforms not in ``bounds`` are left out, and rows outside the window skipped (a caller
+    may pass more). Each row is judged by its profile's bounds on its platform (``profiles``), else
+    its platform's. With ``groups`` (by profile, :data:`NO_PROFILE` for none): per profile instead.
     """
     own = profiles or {}
     by_profile = groups is not None
@@ -377,6 +382,7 @@ def platform_document(
             name: n for (name, _), n in zip(REMOVED_WITHIN, figures.removed_within, strict=True)
         },
         "paused_s": figures.paused_s,
+        "withdrawn": figures.withdrawn,
     }
 
 

@@ -9,6 +9,7 @@ from typing import Protocol
 from notifier.domain.batching import Pending, PendingGroup
 from notifier.domain.models import TakedownRequest
 from notifier.domain.notices import Attempt, Notice, NoticeContent, SendResult
+from notifier.domain.withdrawal import WithdrawalStep
 
 
 class Channel(Protocol):
@@ -56,6 +57,15 @@ class NoticeStore(Protocol):
         ``next_attempt_at = now``), move the requests to ``batched`` with its id. Every request
         ends in exactly one notice, also with several processes (SKIP LOCKED on PostgreSQL,
         BEGIN IMMEDIATE on SQLite). None when nothing is pending."""
+        ...
+
+    async def withdraw(
+        self, request_ids: Sequence[str], *, at: datetime, reason: str
+    ) -> list[WithdrawalStep]:
+        """Withdraw each request (SPEC §14) as :func:`notifier.domain.withdrawal.plan_withdrawal`
+        says, each a compare-and-set on its state: an unsent one leaves its notice (a notice left
+        empty is settled and never sent), a sent one becomes ``withdrawn`` in it (a notice with none
+        left open is resolved). The steps taken and refused; unknown ids left out."""
         ...
 
     async def claim_due(self, *, owner: str, now: datetime, lease: timedelta, limit: int) -> list[Notice]:

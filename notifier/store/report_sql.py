@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -219,13 +220,18 @@ def figures_statement(
             .outerjoin(unfiled, unfiled.c.notice_id == r.notice_id)
             .outerjoin(notices, notices.c.notice_id == r.notice_id)
         )
-        .where(window(since, until))
+        .where(window(since, until), state != RequestState.WITHDRAWN.value)
         .group_by(r.platform)
         .subquery("per_request")
     )
     per_notice_rows = (
         select(r.platform, func.bool_or(delivered.is_not(None)).label("reached"))
-        .where(window(since, until), r.platform.in_(list(bounds)), r.notice_id.is_not(None))
+        .where(
+            window(since, until),
+            r.platform.in_(list(bounds)),
+            r.notice_id.is_not(None),
+            state != RequestState.WITHDRAWN.value,
+        )
         .group_by(r.platform, r.notice_id)
         .subquery("per_notice_rows")
     )
@@ -306,9 +312,22 @@ class ReportSqlMixin:
             rows = await self.report_rows(since=since, until=until, platforms=list(bounds))
             return tally(rows, bounds=bounds, now=now)
         statement = figures_statement(bounds, now=now, since=since, until=until)
+        withdrawn = (
+            select(requests.c.platform, func.count())
+            .where(
+                window(since, until),
+                requests.c.platform.in_(list(bounds)),
+                requests.c.state == RequestState.WITHDRAWN.value,
+            )
+            .group_by(requests.c.platform)
+        )
         async with self._read("report_figures") as conn:
             result = await conn.execute(statement)
-            return {row.platform: _figures(row, now) for row in result}
+            figures = {row.platform: _figures(row, now) for row in result}
+            # Withdrawn requests are counted apart (SPEC §14), out of every other figure.
+            for platform, count in await conn.execute(withdrawn):
+                figures[platform] = replace(figures.get(platform, PlatformFigures()), withdrawn=count)
+            return figures
 
     async def report_rows(
         self, *, since: datetime | None, until: datetime | None, platforms: Sequence[str] | None

@@ -46,6 +46,7 @@ from notifier.store.rate_sql import RateSqlMixin
 from notifier.store.report_sql import ReportSqlMixin
 from notifier.store.sla_sql import SlaSqlMixin
 from notifier.store.tables import dead_letters, notices, request_conflicts, requests
+from notifier.store.withdraw_sql import WithdrawSqlMixin
 
 # Rows per INSERT and ids per IN (…): well under SQLite's and asyncpg's limits on bound parameters.
 # Inserts are executed as "executemany" of one cached statement, which SQLAlchemy sends as multi-row
@@ -56,7 +57,15 @@ _CHUNK = 500
 _T = TypeVar("_T")
 
 
-class SqlStore(NoticeSqlMixin, RateSqlMixin, AckSqlMixin, ReportSqlMixin, SlaSqlMixin, OpenItemsSqlMixin):
+class SqlStore(
+    NoticeSqlMixin,
+    RateSqlMixin,
+    AckSqlMixin,
+    ReportSqlMixin,
+    SlaSqlMixin,
+    OpenItemsSqlMixin,
+    WithdrawSqlMixin,
+):
     """:class:`notifier.ports.Store` (intake, notices, acknowledgements) on SQLite or PostgreSQL.
 
     Build it with ``await create_store(url)``, which also applies the migrations; or construct it

@@ -99,6 +99,8 @@ requests = Table(
     Column("notice_position", Integer, nullable=True),
     # The deadline profile it is judged by (SPEC §14); NULL: the platform's own bounds.
     Column("deadline", String(64), nullable=True),
+    # Why staff withdrew it (``withdrawn``): sent to the platform, never logged.
+    Column("withdrawal_reason", Text, nullable=True),
     # Batching reads "the platform's pending requests, urgent first, then oldest" straight off this
     # index; its (platform, state) prefix also serves the counts per platform and state.
     Index(None, "platform", "state", "priority", "ingested_at", "request_id"),

@@ -18,6 +18,7 @@ from notifier.domain.notices import Authority, MessageKind
 from notifier.domain.report import Bounds
 from notifier.domain.sla import SlaBounds, SlaKind
 from notifier.domain.validation import Vocabulary, parse_request
+from notifier.domain.withdrawal import WithdrawalKind
 from notifier.metrics import Metrics
 from notifier.ports import Incoming
 from notifier.services.clarify import send_clarification
@@ -25,6 +26,7 @@ from notifier.services.dispatcher import Dispatcher, Route
 from notifier.services.report import ProfileBounds, build_report
 from notifier.services.sla import SlaMonitor
 from notifier.services.status import lookup
+from notifier.services.withdraw import withdraw_requests
 from notifier.store import SqlStore
 from tests.unit.test_sla_monitor import ScriptedChannel
 
@@ -341,3 +343,70 @@ def test_a_callback_or_queue_message_may_ask_for_clarification() -> None:
     assert (
         plan_ack(NoticeState.RESOLVED, {"r-1": RequestState.REMOVED}, ack).clarification_requested_at is None
     )
+
+
+async def test_withdrawal_before_sending_never_leaves_and_after_sending_gets_one_withdrawal_notice(
+    store: SqlStore,
+) -> None:
+    world = World(store)
+    await world.submit("sent-1", deadline="kcsc_36h")
+    await world.submit("sent-2", deadline="kcsc_36h")
+    await world.at(timedelta(minutes=10))
+    [(notice_id, _)] = world.sent(MessageKind.NOTICE)
+    await world.submit("pending-1", deadline="kcsc_36h")  # waits for its batch
+    await world.submit("batched-1")
+    batch = await store.form_notice(
+        "telegram", max_items=50, channel="email", now=world.clock.now(), deliver_by=world.clock.now()
+    )
+    assert batch is not None and batch.request_ids == ("batched-1",)
+
+    withdrawn = await withdraw_requests(
+        store,
+        world.dispatcher._routes,
+        request_ids=["pending-1", "batched-1", "sent-1", "nobody"],
+        reason="Decided in error: the account is the victim's own.",
+        now=world.clock.now(),
+        authority=AUTHORITY,
+        labels={},
+    )
+    assert [(s.request_id, s.kind) for s in withdrawn.steps] == [
+        ("pending-1", WithdrawalKind.UNSENT),
+        ("batched-1", WithdrawalKind.UNSENT),
+        ("sent-1", WithdrawalKind.SENT),
+    ]
+    assert withdrawn.notified == [notice_id]
+    [(withdrawal_of, _)] = world.sent(MessageKind.WITHDRAWAL)
+    letter = world.channel.contents[-1]
+    assert withdrawal_of == notice_id and [r.request_id for r in letter.requests] == ["sent-1"]
+    assert letter.note is not None and "victim" in letter.note
+
+    # Withdrawn again: refused, and no second withdrawal notice.
+    again = await withdraw_requests(
+        store,
+        world.dispatcher._routes,
+        request_ids=["sent-1"],
+        reason="again",
+        now=world.clock.now(),
+        authority=AUTHORITY,
+        labels={},
+    )
+    assert [s.refusal for s in again.steps] == ["it is already withdrawn"]
+    assert len(world.sent(MessageKind.WITHDRAWAL)) == 1
+
+    # The unsent ones never leave: no notice holds them, the emptied batch is settled.
+    await world.at(timedelta(hours=2))
+    assert [n for n, _ in world.sent(MessageKind.NOTICE)] == [notice_id]
+    [settled] = await store.get_notices([batch.notice_id])
+    assert settled.state is NoticeState.RESOLVED
+    states = {s.request.request_id: s.state for s in await store.get_requests(["pending-1", "batched-1"])}
+    assert states == {"pending-1": RequestState.WITHDRAWN, "batched-1": RequestState.WITHDRAWN}
+
+    # Shown apart in the report, and out of the bound figures: sent-2 alone is open and breached.
+    await world.at(timedelta(minutes=10, hours=36) + TICK)
+    report = await build_report(
+        store,
+        {"telegram": Bounds(ack_within=PLATFORM_BOUND, removal_within=PLATFORM_BOUND)},
+        now=world.clock.now(),
+    )
+    [telegram] = report["platforms"]
+    assert (telegram["withdrawn"], telegram["requests"], telegram["removal_breaches"]) == (3, 1, 1)

@@ -47,6 +47,7 @@ SPEC_KEYS = [
     "within_bound",
     "removed_within",
     "paused_s",
+    "withdrawn",
 ]
 
 

@@ -5,7 +5,7 @@ else its category's); ``notices.deadline`` the profile of the requests a notice 
 notice). NULL in both: the platform's own bounds, as every request before this revision.
 ``notices.clarification_requested_at`` and ``clarified_at`` keep a clarification asked and answered
 (the removal clock stops, then runs again for the full bound); ``acks.status`` widens to hold
-``clarification_requested``.
+``clarification_requested``. ``requests.withdrawal_reason`` keeps why staff withdrew a request.
 
 Revision ID: 0010
 Revises: 0007
@@ -29,6 +29,7 @@ def upgrade() -> None:
     # Nullable columns: SQLite adds them in place.
     with op.batch_alter_table("requests") as batch:
         batch.add_column(sa.Column("deadline", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("withdrawal_reason", sa.Text(), nullable=True))
     with op.batch_alter_table("notices") as batch:
         batch.add_column(sa.Column("deadline", sa.String(64), nullable=True))
         batch.add_column(sa.Column("clarification_requested_at", sa.DateTime(timezone=True), nullable=True))
@@ -50,4 +51,5 @@ def downgrade() -> None:
         batch.drop_column("clarification_requested_at")
         batch.drop_column("deadline")
     with op.batch_alter_table("requests") as batch:
+        batch.drop_column("withdrawal_reason")
         batch.drop_column("deadline")
