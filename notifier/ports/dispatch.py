@@ -80,7 +80,7 @@ class NoticeStore(Protocol):
         ...
 
     async def notice_requests(self, notice_id: str) -> list[TakedownRequest]:
-        """The requests of a notice, in the order they were batched."""
+        """The requests of a notice, in the order they were batched; withdrawn ones left out."""
         ...
 
     async def record_delivery(

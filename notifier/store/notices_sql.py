@@ -174,9 +174,11 @@ class NoticeSqlMixin:
         return value
 
     async def notice_requests(self, notice_id: str) -> list[TakedownRequest]:
+        # A request withdrawn after delivery stays in its notice but is asked of the platform no
+        # more: reminders, escalations and re-sends leave it out (SPEC §14).
         stmt = (
             select(requests.c.body)
-            .where(requests.c.notice_id == notice_id)
+            .where(requests.c.notice_id == notice_id, requests.c.state != RequestState.WITHDRAWN.value)
             .order_by(requests.c.notice_position, requests.c.request_id)
         )
         async with self._read("notice_requests") as conn:

@@ -401,8 +401,11 @@ async def test_withdrawal_before_sending_never_leaves_and_after_sending_gets_one
     states = {s.request.request_id: s.state for s in await store.get_requests(["pending-1", "batched-1"])}
     assert states == {"pending-1": RequestState.WITHDRAWN, "batched-1": RequestState.WITHDRAWN}
 
-    # Shown apart in the report, and out of the bound figures: sent-2 alone is open and breached.
+    # Shown apart in the report, and out of the bound figures: sent-2 alone is open and breached,
+    # and the escalation asks only for it.
     await world.at(timedelta(minutes=10, hours=36) + TICK)
+    escalation = [c for c in world.channel.contents if c.kind is MessageKind.ESCALATION]
+    assert [[r.request_id for r in c.requests] for c in escalation] == [["sent-2"]]
     report = await build_report(
         store,
         {"telegram": Bounds(ack_within=PLATFORM_BOUND, removal_within=PLATFORM_BOUND)},
