@@ -7,12 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import Awaitable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from notifier.clock import SimulatedClock
 from notifier.domain.acks import Ack, AckItem, AckStatus, ItemStatus, parse_ack, plan_ack
 from notifier.domain.deadlines import DeadlineProfile
+from notifier.domain.errors import InvalidRequest
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.notices import Authority, MessageKind
 from notifier.domain.report import Bounds
@@ -21,8 +25,10 @@ from notifier.domain.validation import Vocabulary, parse_request
 from notifier.domain.withdrawal import WithdrawalKind
 from notifier.metrics import Metrics
 from notifier.ports import Incoming
+from notifier.services.acks import AckOutcome, AckResult, AckService, FallbackRule
 from notifier.services.clarify import send_clarification
 from notifier.services.dispatcher import Dispatcher, Route
+from notifier.services.operator import record_ack
 from notifier.services.report import ProfileBounds, build_report
 from notifier.services.sla import SlaMonitor
 from notifier.services.status import lookup
@@ -413,3 +419,38 @@ async def test_withdrawal_before_sending_never_leaves_and_after_sending_gets_one
     )
     [telegram] = report["platforms"]
     assert (telegram["withdrawn"], telegram["requests"], telegram["removal_breaches"]) == (3, 1, 1)
+
+
+async def test_staff_record_a_clarification_asked_by_phone_for_the_whole_notice(store: SqlStore) -> None:
+    world = World(store)
+    await world.submit("order-1", category="terrorist_content")
+    await world.at(timedelta(0))
+    [(notice_id, _)] = world.sent(MessageKind.NOTICE)
+    acks = AckService(
+        store=store,
+        clock=world.clock,
+        metrics=Metrics(),
+        fallbacks={"telegram": FallbackRule(primary="email", fallback=None)},
+        deliver_within=timedelta(hours=6),
+    )
+    asked_at = world.clock.now() + timedelta(minutes=40)
+    await world.clock.advance(timedelta(minutes=40))
+
+    def by_phone(request_ids: list[str]) -> Awaitable[AckResult]:
+        return record_ack(
+            acks,
+            store,
+            notice_id,
+            status=AckStatus.CLARIFICATION_REQUESTED,
+            request_ids=request_ids,
+            ticket=None,
+            at=asked_at,
+            now=world.clock.now(),
+            note=None,
+        )
+
+    with pytest.raises(InvalidRequest):
+        await by_phone(["order-1"])
+    assert (await by_phone([])).outcome is AckOutcome.APPLIED
+    [notice] = await store.get_notices([notice_id])
+    assert notice.clarification_requested_at == asked_at
