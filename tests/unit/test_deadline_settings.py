@@ -3,11 +3,12 @@ refused, and each refusal naming the key or field at fault."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,13 +16,15 @@ import pytest
 from notifier.app import profile_bounds, vocabulary
 from notifier.clock import SimulatedClock
 from notifier.domain.errors import InvalidRequest
+from notifier.domain.models import RequestState, TakedownRequest
 from notifier.domain.validation import parse_request
 from notifier.errors import ConfigError
 from notifier.intake.memory import MemoryQueue
 from notifier.intake.service import IntakeService
 from notifier.metrics import Metrics
+from notifier.ports import Incoming
 from notifier.settings import Settings, load_settings
-from notifier.store import SqlStore
+from notifier.store import SqlStore, create_store
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = """
@@ -213,3 +216,50 @@ def test_the_laws_shipped_commented_out_are_valid_profiles(tmp_path: Path) -> No
         "kcsc_36h": 36,
     }
     assert profiles.deadlines["tco_shipped"].urgent
+
+
+async def test_notifier_withdraw_takes_an_unsent_request_out_and_names_an_unknown_one(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/store.db"
+    extra = f'\n[store]\nurl = "{url}"\n[templates]\ndir = "{REPO}/config/templates"\n'
+    path = write(tmp_path, extra)
+    store = await create_store(url)
+    try:
+        request = TakedownRequest(
+            request_id="r-1",
+            platform="telegram",
+            urls=("https://t.me/c/1",),
+            category="deepfake_sexual_abuse",
+        )
+        await store.ingest([Incoming(request=request, source="test")], [], now=datetime.now(UTC))
+    finally:
+        await store.close()
+    reason = tmp_path / "why.txt"
+    reason.write_text("Decided in error.", encoding="utf-8")
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "notifier",
+            "withdraw",
+            "r-1",
+            "r-9",
+            "--reason-file",
+            str(reason),
+            "-c",
+            str(path),
+        ],
+        capture_output=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr.decode()
+    assert "r-1: withdrawn (unsent)" in result.stdout.decode()
+    assert "r-9: unknown request" in result.stderr.decode()
+    store = await create_store(url)
+    try:
+        [stored] = await store.get_requests(["r-1"])
+        assert stored.state is RequestState.WITHDRAWN
+    finally:
+        await store.close()
