@@ -502,7 +502,7 @@ def sample_message(settings: Settings, bodies: Sequence[bytes]) -> tuple[bytes, 
         remove_by=now + settings.sla.removal_within,
         authority=app.authority(settings),
         requests=tuple(requests),
-        category_labels=dict(settings.categories),
+        category_labels=settings.category_labels,
     )
     message = build_notice_email(
         content,

@@ -38,6 +38,7 @@ from notifier.wiring import (
     callback_secrets,
     create_queue,
     open_store,
+    profile_bounds,
     sla_bounds,
     vocabulary,
 )
@@ -123,7 +124,7 @@ class Daemon:
             store=store,
             routes=routes,
             authority=authority(settings),
-            category_labels=settings.categories,
+            category_labels=settings.category_labels,
             clock=self.clock,
             metrics=self.metrics,
             deliver_within=settings.sla.deliver_within,
@@ -186,11 +187,12 @@ class Daemon:
             routes=routes,
             bounds=sla_bounds(settings),
             authority=authority(settings),
-            category_labels=settings.categories,
+            category_labels=settings.category_labels,
             clock=self.clock,
             metrics=self.metrics,
             escalations=channels.escalations(),
             alerts=channels.operations(),
+            profile_bounds=profile_bounds(settings),
         )
         self.dispatcher.on_delivered = self.sla.delivered
         self.supervisor.spawn("ack-queue", ack_consumer.run)
@@ -210,7 +212,7 @@ class Daemon:
                     store=store,
                     routes=routes,
                     authority=authority(settings),
-                    category_labels=settings.categories,
+                    category_labels=settings.category_labels,
                 ),
             )
             self.supervisor.spawn("verify", self.verification.run)
@@ -272,6 +274,7 @@ __all__ = [
     "callback_secrets",
     "create_queue",
     "open_store",
+    "profile_bounds",
     "run_daemon",
     "sla_bounds",
     "vocabulary",

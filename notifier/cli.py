@@ -16,6 +16,7 @@ from notifier import __version__
 from notifier.app import ack_service, open_store, run_daemon
 from notifier.cli_args import ConfigOption, config_first, err, fail, out, settings_from
 from notifier.cli_check import register as register_check
+from notifier.cli_deadlines import register as register_deadlines
 from notifier.cli_demo import register as register_demo
 from notifier.cli_report import register as register_report
 from notifier.cli_submit import submit_files
@@ -113,7 +114,7 @@ def status(
         store = await open_store(settings, existing=True)
         try:
             if ids:
-                return await lookup(store, ids)
+                return await lookup(store, ids, now=SystemClock().now())
             return await overview(store, list(settings.platforms))
         finally:
             await store.close()
@@ -213,6 +214,7 @@ class ManualStatus(StrEnum):
     received = "received"
     removed = "removed"
     rejected = "rejected"
+    clarification_requested = "clarification_requested"
 
 
 @app.command()
@@ -299,6 +301,7 @@ register_check(app)
 register_demo(app)
 register_user(app)
 register_verify(app)
+register_deadlines(app)
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ def register(app: typer.Typer) -> None:
             f"authority: {authority.name} <{authority.email}>",
             f"  time zone {authority.timezone}; operations: {', '.join(authority.operations_email) or '-'}",
             f"categories: {', '.join(settings.categories)}",
+            f"deadline profiles: {', '.join(settings.deadlines) or '-'}",
             f"store: {mask_url(settings.store.resolved_url)}",
             f"queue: {mask_url(queue.resolved_url)}  requests={queue.requests}  acks={queue.acks}",
             f"http: {http.listen or 'off'}  intake token: {'set' if http.intake_token else 'none'}",

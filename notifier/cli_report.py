@@ -22,11 +22,23 @@ from notifier.clock import SystemClock
 from notifier.domain.durations import parse_duration
 from notifier.errors import ConfigError, NotifierError
 from notifier.logging import configure_logging
-from notifier.services.report import ReportStore, build_report, platform_bounds, render, render_table
+from notifier.services.report import (
+    ReportStore,
+    build_report,
+    platform_bounds,
+    profile_bounds,
+    render,
+    render_table,
+)
 from notifier.settings import Settings, load_settings
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class ReportGrouping(StrEnum):
+    platform = "platform"
+    profile = "profile"
 
 
 class ReportFormat(StrEnum):
@@ -95,6 +107,7 @@ def run_report(
     platforms: list[str] | None,
     fmt: ReportFormat,
     output: Path | None,
+    by: ReportGrouping = ReportGrouping.platform,
 ) -> None:
     now = SystemClock().now()
     start, end = _window(settings, since, until, now)
@@ -107,7 +120,15 @@ def run_report(
         store: Any = await open_store(settings, existing=True)
         try:
             reporting: ReportStore = store
-            return await build_report(reporting, bounds, now=now, since=start, until=end)
+            return await build_report(
+                reporting,
+                bounds,
+                now=now,
+                since=start,
+                until=end,
+                profiles=profile_bounds(settings),
+                by=by.value,
+            )
         finally:
             await store.close()
 
@@ -148,6 +169,9 @@ def register(app: typer.Typer) -> None:
             list[str] | None, typer.Option("--platform", help="Only this platform (repeatable).")
         ] = None,
         fmt: Annotated[ReportFormat, typer.Option("--format", help="Output format.")] = ReportFormat.table,
+        by: Annotated[
+            ReportGrouping, typer.Option("--by", help="One group per platform or per deadline profile.")
+        ] = ReportGrouping.platform,
         output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to FILE.")] = None,
         config: Annotated[
             Path | None,
@@ -173,7 +197,7 @@ def register(app: typer.Typer) -> None:
             err.print(f"notifier: {error}", markup=False)
             raise typer.Exit(2) from None
         try:
-            run_report(settings, since=since, until=until, platforms=platform, fmt=fmt, output=output)
+            run_report(settings, since=since, until=until, platforms=platform, fmt=fmt, output=output, by=by)
         except _Exit as failure:
             err.print(str(failure), markup=False)
             raise typer.Exit(failure.code) from None

@@ -55,7 +55,7 @@ async def verify_ids(settings: Settings, ids: list[str]) -> list[RoundResult]:
                 store=store,
                 routes=channels.routes(),
                 authority=authority(settings),
-                category_labels=settings.categories,
+                category_labels=settings.category_labels,
             ),
         )
         if ids:

@@ -23,7 +23,12 @@ from notifier.store import create_store, open_existing_store
 
 
 def vocabulary(settings: Settings) -> Vocabulary:
-    return Vocabulary(platforms=frozenset(settings.platforms), categories=frozenset(settings.categories))
+    return Vocabulary(
+        platforms=frozenset(settings.platforms),
+        categories=frozenset(settings.categories),
+        deadlines=frozenset(settings.deadlines),
+        category_deadlines=settings.category_deadlines,
+    )
 
 
 def create_queue(settings: Settings) -> IntakeQueue:
@@ -128,6 +133,7 @@ class Channels:
                 ack_within=platform.sla.ack_within or settings.sla.ack_within,
                 removal_within=platform.sla.removal_within or settings.sla.removal_within,
                 callback_url=self.callback_url(platform_id) if platform.api is not None else None,
+                profiles=settings.platform_profiles(platform_id),
             )
         return routes
 
@@ -186,6 +192,22 @@ def sla_bounds(settings: Settings) -> dict[str, SlaBounds]:
             file_within=platform.sla.file_within or sla.file_within,
         )
         for platform_id, platform in settings.platforms.items()
+    }
+
+
+def profile_bounds(settings: Settings) -> dict[tuple[str, str], SlaBounds]:
+    """Each deadline profile's bounds on each platform (its overrides applied); ``file_within`` is
+    the platform's, since filing a portal notice is the authority's own clock."""
+    platform_bounds = sla_bounds(settings)
+    return {
+        (platform_id, name): SlaBounds(
+            ack_within=profile.ack_within,
+            removal_within=profile.removal_within,
+            remind_at=profile.remind_at,
+            file_within=platform_bounds[platform_id].file_within,
+        )
+        for platform_id in settings.platforms
+        for name, profile in settings.platform_profiles(platform_id).items()
     }
 
 

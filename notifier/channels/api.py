@@ -47,6 +47,8 @@ log = get_logger(__name__)
 def api_payload(content: NoticeContent, *, callback_url: str | None) -> dict[str, Any]:
     """The JSON body of SPEC §6.2. A reminder or escalation carries the same notice, marked with
     ``kind`` and ``regarding`` (the notice id it follows up on)."""
+    profile = content.deadline
+    deadline = {"profile": profile.name, "label": profile.label} if profile is not None else None
     payload: dict[str, Any] = {
         "notice_id": content.notice_id,
         "platform": content.platform,
@@ -66,6 +68,11 @@ def api_payload(content: NoticeContent, *, callback_url: str | None) -> dict[str
                 "evidence": [evidence.as_dict() for evidence in request.evidence],
                 "case_ref": request.case_ref,
                 "territorial_scope": list(request.territorial_scope),
+                # Each request's own deadlines and the profile that sets them (SPEC §14): a notice
+                # holds one profile, so they are the notice's.
+                "ack_by": format_timestamp(content.ack_by),
+                "remove_by": format_timestamp(content.remove_by),
+                "deadline": deadline,
             }
             for request in content.requests
         ],
@@ -73,6 +80,10 @@ def api_payload(content: NoticeContent, *, callback_url: str | None) -> dict[str
     if content.kind is not MessageKind.NOTICE:
         payload["kind"] = content.kind.value
         payload["regarding"] = content.notice_id
+    if content.kind is MessageKind.CLARIFICATION:
+        payload["clarification"] = content.note
+    if content.kind is MessageKind.WITHDRAWAL:
+        payload["withdrawal_reason"] = content.note
     if content.kind is MessageKind.ESCALATION and content.breaches:
         payload["breaches"] = [kind.value for kind in content.breaches]
     return payload

@@ -174,9 +174,12 @@ class ManualChannel:
         )
 
     def _follow_up(self, content: NoticeContent) -> str:
-        what = {MessageKind.REMINDER: "Reminder", MessageKind.FOLLOWUP: "Follow-up"}.get(
-            content.kind, "Escalation"
-        )
+        what = {
+            MessageKind.REMINDER: "Reminder",
+            MessageKind.FOLLOWUP: "Follow-up",
+            MessageKind.CLARIFICATION: "Clarification",
+            MessageKind.WITHDRAWAL: "Withdrawal",
+        }.get(content.kind, "Escalation")
         return "\n".join(
             [
                 f"{what} about notice {content.notice_id} to {content.platform_name}, to be sent by hand",

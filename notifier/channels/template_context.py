@@ -23,8 +23,15 @@ def template_context(content: NoticeContent) -> dict[str, Any]:
     zone = ZoneInfo(content.authority.timezone)
     labels = content.category_labels
     times: dict[datetime, str] = {}  # requests decided together share their decided_at
+    # A notice holds requests of one deadline profile: each is owed the notice's deadlines, which
+    # every item states with the profile's label (SPEC §14).
+    owed = _Owed(
+        ack_by=deadline_text(content.ack_by, zone),
+        remove_by=deadline_text(content.remove_by, zone),
+        label=one_line(content.deadline.label) if content.deadline is not None else None,
+    )
     items = [
-        _item_context(number, request, labels, zone, times)
+        _item_context(number, request, labels=labels, zone=zone, times=times, owed=owed)
         for number, request in enumerate(content.requests, start=1)
     ]
     authority = content.authority
@@ -53,6 +60,10 @@ def template_context(content: NoticeContent) -> dict[str, Any]:
         "ack_within": within_text(content.ack_within, content.language),
         "removal_within": within_text(content.removal_within, content.language),
         "from_filing": content.from_filing,
+        "deadline_label": owed.label,
+        "clarification": paragraph(content.note) if content.note else None,
+        # A withdrawal's reason (the same staff note), for its own templates.
+        "reason": paragraph(content.note) if content.note else None,
         "callback_url": one_line(content.callback_url) if content.callback_url else None,
         "good_faith_statement": GOOD_FAITH_STATEMENT,
         "items": items,
@@ -94,6 +105,13 @@ class _EvidenceView:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class _Owed:
+    ack_by: str
+    remove_by: str
+    label: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _ItemView:
     number: int
     request_id: str
@@ -108,10 +126,19 @@ class _ItemView:
     decided_at: str | None
     decided_at_iso: str | None
     evidence: list[_EvidenceView]
+    ack_by: str
+    remove_by: str
+    deadline_label: str | None  # the profile's label; None: the platform's own bounds
 
 
 def _item_context(
-    number: int, request: TakedownRequest, labels: dict[str, str], zone: tzinfo, times: dict[datetime, str]
+    number: int,
+    request: TakedownRequest,
+    *,
+    labels: dict[str, str],
+    zone: tzinfo,
+    times: dict[datetime, str],
+    owed: _Owed,
 ) -> _ItemView:
     decided = request.decided_at
     decided_text = None
@@ -140,4 +167,7 @@ def _item_context(
             )
             for e in request.evidence
         ],
+        ack_by=owed.ack_by,
+        remove_by=owed.remove_by,
+        deadline_label=owed.label,
     )

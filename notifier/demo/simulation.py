@@ -31,7 +31,7 @@ from notifier.intake.local import LocalQueue
 from notifier.sandbox.platforms import Sandbox
 from notifier.sandbox.staff import Inbound
 from notifier.services.operator import record_submitted
-from notifier.services.report import build_report, platform_bounds
+from notifier.services.report import build_report, platform_bounds, profile_bounds
 from notifier.settings import Settings, load_settings
 
 SETTLE_TIMEOUT_S = 120.0
@@ -258,4 +258,5 @@ class Demo:
             now=self.clock.now(),
             since=None,
             until=None,
+            profiles=profile_bounds(self.settings),
         )

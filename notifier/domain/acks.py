@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -27,6 +27,9 @@ class AckStatus(enum.StrEnum):
     REMOVED = "removed"
     REJECTED = "rejected"
     PARTIAL = "partial"
+    # The platform asks the authority to clarify the notice (SPEC §14): an answer to the notice, so
+    # it acknowledges it, and the removal clock stands still until the authority answers.
+    CLARIFICATION_REQUESTED = "clarification_requested"
 
 
 class ItemStatus(enum.StrEnum):
@@ -77,7 +80,7 @@ class _ItemIn(BaseModel):
 class _AckIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     notice_id: str
-    status: Literal["received", "removed", "rejected", "partial"]
+    status: Literal["received", "removed", "rejected", "partial", "clarification_requested"]
     items: Annotated[list[_ItemIn], Field(max_length=10_000)] | None = None
     ticket: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     at: datetime | None = None
@@ -175,10 +178,16 @@ class AckPlan:
     changes: tuple[RequestChange, ...]
     unknown_items: tuple[str, ...] = ()  # request ids the notice does not contain
     ignored: tuple[str, ...] = field(default=())  # why parts of the ack change nothing (logged)
+    # A clarification asked: the removal clock of the notice's requests stops from this moment.
+    clarification_requested_at: datetime | None = None
 
     @property
     def changes_anything(self) -> bool:
-        return bool(self.changes) or self.notice_before != self.notice_after
+        return (
+            bool(self.changes)
+            or self.notice_before != self.notice_after
+            or self.clarification_requested_at is not None
+        )
 
 
 def _item_statuses(ack: Ack, request_ids: list[str]) -> dict[str, ItemStatus]:
@@ -192,6 +201,15 @@ def _item_statuses(ack: Ack, request_ids: list[str]) -> dict[str, ItemStatus]:
 
 def plan_ack(notice_state: NoticeState, requests: Mapping[str, RequestState], ack: Ack) -> AckPlan:
     """What ``ack`` changes for a notice in ``notice_state`` whose requests are in ``requests``."""
+    if ack.status is AckStatus.CLARIFICATION_REQUESTED:
+        # An answer about the notice (its requests are acknowledged, as by "received"), which
+        # also stops the removal clock while the notice is still open.
+        plan = plan_ack(notice_state, requests, replace(ack, status=AckStatus.RECEIVED, items=()))
+        if notice_state not in ACKNOWLEDGEABLE_NOTICE_STATES or plan.notice_after is NoticeState.RESOLVED:
+            return plan
+        return replace(
+            plan, notice_after=NoticeState.ACKNOWLEDGED, clarification_requested_at=ack.received_at
+        )
     ignored: list[str] = []
     if notice_state not in ACKNOWLEDGEABLE_NOTICE_STATES:
         reason = (

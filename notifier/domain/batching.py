@@ -20,6 +20,15 @@ class Pending:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingGroup:
+    """One platform's pending requests of one deadline profile (None: the platform's bounds):
+    they form notices of their own (SPEC §14)."""
+
+    deadline: str | None
+    pending: Pending
+
+
+@dataclass(frozen=True, slots=True)
 class BatchDecision:
     close: bool  # form a notice now
     reason: str  # "full", "waited", "urgent" or "" when not closing

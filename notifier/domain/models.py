@@ -84,10 +84,13 @@ class TakedownRequest:
     evidence: tuple[Evidence, ...] = ()
     case_ref: str | None = None
     territorial_scope: tuple[str, ...] = ()
+    # The deadline profile it is judged by (SPEC §14); None: the platform's own bounds.
+    deadline: str | None = None
 
     def canonical(self) -> dict[str, Any]:
-        """The request after validation and defaults, as plain JSON values in a fixed shape."""
-        return {
+        """The request after validation and defaults, as plain JSON values in a fixed shape.
+        ``deadline`` appears only when set, so a request without one keeps the shape it always had."""
+        shape: dict[str, Any] = {
             "request_id": self.request_id,
             "platform": self.platform,
             "urls": list(self.urls),
@@ -100,6 +103,9 @@ class TakedownRequest:
             "case_ref": self.case_ref,
             "territorial_scope": list(self.territorial_scope),
         }
+        if self.deadline is not None:
+            shape["deadline"] = self.deadline
+        return shape
 
     def canonical_json(self) -> str:
         return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -124,6 +130,7 @@ class TakedownRequest:
             evidence=tuple(Evidence(**e) for e in data.get("evidence") or ()),
             case_ref=data.get("case_ref"),
             territorial_scope=tuple(data.get("territorial_scope") or ()),
+            deadline=data.get("deadline"),
         )
 
 

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from notifier.domain.deadlines import DeadlineProfile
 from notifier.domain.models import NoticeState, TakedownRequest
 from notifier.domain.sla import SlaKind
 
@@ -41,6 +42,11 @@ class MessageKind(enum.StrEnum):
     # After checks (SPEC §13): the URLs still up after a claim of removal, or up again after a
     # verified removal. Always numbered: ``followup-1``, ``followup-2``, …
     FOLLOWUP = "followup"
+    # The authority's answer to a clarification the platform asked for (SPEC §14): the removal
+    # deadline runs again in full from it.
+    CLARIFICATION = "clarification"
+    # Requests of the notice withdrawn by the authority (SPEC §14): nothing is asked of them any more.
+    WITHDRAWAL = "withdrawal"
 
 
 def message_tag(kind: MessageKind, follow_up: int = 1) -> str:
@@ -84,6 +90,9 @@ class Notice:
     attempts: tuple[Attempt, ...] = ()
     last_error: str | None = None
     primary_channel: str = ""  # the channel it was formed for ("" when not known: ``channel``)
+    deadline: str | None = None  # the deadline profile of its requests; None: the platform's bounds
+    clarification_requested_at: datetime | None = None  # the platform asked for a clarification
+    clarified_at: datetime | None = None  # the authority answered it: the removal clock restarted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +137,11 @@ class NoticeContent:
     ack_within: timedelta | None = None
     removal_within: timedelta | None = None
     from_filing: bool = False
+    # The deadline profile of its requests (one per notice), with its label; None: the platform's
+    # own bounds. Every request of the notice is owed ``ack_by`` and ``remove_by``.
+    deadline: DeadlineProfile | None = None
+    # A clarification's answer, written by staff: sent to the platform, never logged.
+    note: str | None = None
 
     @property
     def message_tag(self) -> str:

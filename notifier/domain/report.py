@@ -25,6 +25,14 @@ out. The rules, in one place:
   ``undelivered_breaches`` counts the requests of notices the SLA monitor decided were left unfiled
   past ``sla.file_within`` (an ``undelivered_breach`` decision): a decision, not a reading of the
   clock, so it stays after the notice is filed.
+* Each request is judged by its own bounds: its deadline profile's as its platform applies them
+  (SPEC §14), else its platform's. ``within_bound`` is the share (0 to 1, 4 decimals) of removed
+  requests removed within their removal bound (``null`` when none was removed);
+  ``removed_within`` counts removed requests by time to removal, cumulatively: within 1 h, 24 h,
+  48 h and 7 d, the buckets regulators publish. A clarification (SPEC §14) stops the removal clock:
+  while asked and unanswered a request is not breached; answered, its bound runs again from the
+  answer. ``paused_s`` sums, over the group's requests, how long their clocks stood still.
+  A withdrawn request (SPEC §14) counts only in ``withdrawn``: in no other figure.
 * The window selects requests by delivery time (``since <= delivered_at < until``). A request never
   delivered (pending, batched, failed before any delivery) has no delivery time and is selected by
   its intake time instead, so that failures inside the window are not lost from the report.
@@ -68,7 +76,21 @@ REPORT_KEYS = (
     "undelivered_breaches",
     "oldest_open_s",
     "oldest_undelivered_s",
+    "within_bound",
+    "removed_within",
+    "paused_s",
+    "withdrawn",
 )
+
+# The buckets of ``removed_within``: removed within this long of delivery (cumulative).
+REMOVED_WITHIN = (
+    ("1h", timedelta(hours=1)),
+    ("24h", timedelta(hours=24)),
+    ("48h", timedelta(hours=48)),
+    ("7d", timedelta(days=7)),
+)
+# The group of ``--by profile`` that holds requests judged by their platform's own bounds.
+NO_PROFILE = ""
 
 # The states the rules above name (a store computing the figures in SQL uses the same sets).
 ANSWERED = frozenset({RequestState.ACKNOWLEDGED, RequestState.REMOVED, RequestState.REJECTED})
@@ -89,6 +111,9 @@ class ReportRow:
     resolved_at: datetime | None
     notice_id: str | None
     undelivered_breach: bool = False  # its notice was decided unfiled past ``sla.file_within``
+    deadline: str | None = None  # its deadline profile; None: its platform's bounds
+    clarification_requested_at: datetime | None = None  # its notice's clarification, asked
+    clarified_at: datetime | None = None  # and answered
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,6 +179,10 @@ class PlatformFigures:
     time_to_removal_s: Distribution | None = None
     oldest_open_s: int | None = None
     oldest_undelivered_s: int | None = None
+    removed_in_bound: int = 0  # removed requests removed within their own removal bound
+    removed_within: tuple[int, ...] = (0,) * len(REMOVED_WITHIN)  # per bucket of REMOVED_WITHIN
+    paused_s: int = 0  # how long clarifications stopped the removal clocks, summed over requests
+    withdrawn: int = 0  # withdrawn requests, counted apart from every other figure
 
 
 def spread(p50: timedelta, p90: timedelta, longest: timedelta) -> Distribution:
@@ -190,8 +219,17 @@ class PlatformTally:
     to_delivery: list[int] = field(default_factory=list)
     to_ack: list[int] = field(default_factory=list)
     to_removal: list[int] = field(default_factory=list)
+    removed_in_bound: int = 0
+    removed_within: list[int] = field(default_factory=lambda: [0] * len(REMOVED_WITHIN))
+    paused: int = 0
+    withdrawn: int = 0
 
-    def add(self, row: ReportRow) -> None:
+    def add(self, row: ReportRow, bounds: Bounds | None = None) -> None:
+        """Count ``row``, judged by ``bounds`` (its own: its profile's), else the group's."""
+        own = bounds or self.bounds
+        if row.state is RequestState.WITHDRAWN:
+            self.withdrawn += 1
+            return
         self.requests += 1
         state = row.state
         if state is RequestState.FAILED:
@@ -217,32 +255,43 @@ class PlatformTally:
         if row.notice_id is not None:
             self.delivered_notices.add(row.notice_id)
         self.to_delivery.append(seconds(delivered - row.ingested_at))
-        self._ack(row, delivered)
-        self._removal(row, delivered)
+        self._ack(row, delivered, own)
+        self._removal(row, delivered, own)
 
-    def _ack(self, row: ReportRow, delivered: datetime) -> None:
+    def _ack(self, row: ReportRow, delivered: datetime, bounds: Bounds) -> None:
         answered_at = row.acknowledged_at or (row.resolved_at if row.state in RESOLVED else None)
         if row.state in ANSWERED or answered_at is not None:
             self.acknowledged += 1
             if answered_at is not None:
                 waited = answered_at - delivered
                 self.to_ack.append(seconds(waited))
-                self.ack_breaches += waited > self.bounds.ack_within
+                self.ack_breaches += waited > bounds.ack_within
             return
         if row.state is RequestState.DELIVERED:
             age = self.now - delivered
-            self.ack_breaches += age > self.bounds.ack_within
+            self.ack_breaches += age > bounds.ack_within
             if self.oldest_open is None or age > self.oldest_open:
                 self.oldest_open = age
 
-    def _removal(self, row: ReportRow, delivered: datetime) -> None:
+    def _removal(self, row: ReportRow, delivered: datetime, bounds: Bounds) -> None:
+        # The removal clock: from delivery or a clarification's answer; None while one is unanswered.
+        start: datetime | None = delivered
+        asked, answered = row.clarification_requested_at, row.clarified_at
+        if asked is not None:
+            stopped = answered is None or answered < asked
+            start = None if stopped else answered
+            self.paused += seconds((self.now if stopped or answered is None else answered) - asked)
         if row.state in RESOLVED and row.resolved_at is not None:
             waited = row.resolved_at - delivered
+            on_clock = row.resolved_at - start if start is not None else timedelta(0)
             if row.state is RequestState.REMOVED:
                 self.to_removal.append(seconds(waited))
-            self.removal_breaches += waited > self.bounds.removal_within
-        elif row.state in OPEN:
-            self.removal_breaches += self.now - delivered > self.bounds.removal_within
+                self.removed_in_bound += on_clock <= bounds.removal_within
+                for index, (_, within) in enumerate(REMOVED_WITHIN):
+                    self.removed_within[index] += waited <= within
+            self.removal_breaches += on_clock > bounds.removal_within
+        elif row.state in OPEN and start is not None:
+            self.removal_breaches += self.now - start > bounds.removal_within
 
     def figures(self) -> PlatformFigures:
         return PlatformFigures(
@@ -265,6 +314,10 @@ class PlatformTally:
             oldest_undelivered_s=None
             if self.oldest_undelivered is None
             else seconds(self.oldest_undelivered),
+            removed_in_bound=self.removed_in_bound,
+            removed_within=tuple(self.removed_within),
+            paused_s=self.paused,
+            withdrawn=self.withdrawn,
         )
 
 
@@ -275,19 +328,27 @@ def tally(
     now: datetime,
     since: datetime | None = None,
     until: datetime | None = None,
+    profiles: Mapping[tuple[str, str], Bounds] | None = None,
+    groups: Mapping[str, Bounds] | None = None,
 ) -> dict[str, PlatformFigures]:
     """The figures of every platform of ``bounds``, in its order: the reference implementation.
 
-    Rows of platforms not in ``bounds`` are left out: the caller decides which platforms are
-    reported and with which bounds. Rows outside the window are skipped, so a caller may pass more
-    than the window (the store already narrows it).
+    Rows of platforms not in ``bounds`` are left out, and rows outside the window skipped (a caller
+    may pass more). Each row is judged by its profile's bounds on its platform (``profiles``), else
+    its platform's. With ``groups`` (by profile, :data:`NO_PROFILE` for none): per profile instead.
     """
-    tallies = {name: PlatformTally(bound, now) for name, bound in bounds.items()}
+    own = profiles or {}
+    by_profile = groups is not None
+    tallies = {name: PlatformTally(bound, now) for name, bound in (groups or bounds).items()}
     for row in rows:
-        platform = tallies.get(row.platform)
-        if platform is not None and in_window(row, since, until):
-            platform.add(row)
-    return {name: platform.figures() for name, platform in tallies.items()}
+        if row.platform not in bounds or not in_window(row, since, until):
+            continue
+        group = tallies.get((row.deadline or NO_PROFILE) if by_profile else row.platform)
+        if group is None:
+            continue
+        judged = own.get((row.platform, row.deadline)) if row.deadline is not None else None
+        group.add(row, judged or bounds[row.platform])
+    return {name: group.figures() for name, group in tallies.items()}
 
 
 def platform_document(
@@ -316,6 +377,12 @@ def platform_document(
         "undelivered_breaches": figures.undelivered_breaches,
         "oldest_open_s": figures.oldest_open_s,
         "oldest_undelivered_s": figures.oldest_undelivered_s,
+        "within_bound": round(figures.removed_in_bound / figures.removed, 4) if figures.removed else None,
+        "removed_within": {
+            name: n for (name, _), n in zip(REMOVED_WITHIN, figures.removed_within, strict=True)
+        },
+        "paused_s": figures.paused_s,
+        "withdrawn": figures.withdrawn,
     }
 
 

@@ -72,6 +72,11 @@ class SlaFacts:
     open_requests: int  # requests neither removed nor rejected (nor withdrawn or failed)
     decided: Collection[SlaKind] = ()
     rendered_at: datetime | None = None  # when a portal notice began to wait for staff to file it
+    # Clarification (SPEC §14): the platform asked at ``clarification_requested_at``; until the
+    # authority answers, the removal clock stands still. Answered at ``clarified_at``, it runs again
+    # for the full bound from that moment (TCO Regulation Art. 3(8)).
+    clarification_requested_at: datetime | None = None
+    clarified_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,6 +93,26 @@ class SlaDue:
 class SlaOutlook:
     due: tuple[SlaDue, ...]
     next_at: datetime | None  # the earliest time a decision not due yet will be due
+
+
+def removal_clock(facts: SlaFacts) -> datetime | None:
+    """When the removal clock (last) started: delivery, or the answer to a clarification; None
+    while a clarification is asked and not answered (the clock stands still)."""
+    asked, answered = facts.clarification_requested_at, facts.clarified_at
+    if asked is not None and (answered is None or answered < asked):
+        return None
+    return answered if answered is not None else facts.delivered_at
+
+
+def paused(facts: SlaFacts, *, now: datetime) -> timedelta:
+    """How long the removal clock stood still: from the clarification asked to its answer (or to
+    ``now`` while unanswered); nothing when none was asked."""
+    asked = facts.clarification_requested_at
+    if asked is None:
+        return timedelta(0)
+    answered = facts.clarified_at
+    end = answered if answered is not None and answered >= asked else now
+    return max(timedelta(0), end - asked)
 
 
 def reminder_at(delivered_at: datetime, bounds: SlaBounds) -> datetime:
@@ -136,13 +161,17 @@ def outlook(facts: SlaFacts, bounds: SlaBounds, *, now: datetime) -> SlaOutlook:
             consider(SlaKind.REMINDER, at, elapsed, bounds.ack_within, now >= at)
         at = delivered_at + bounds.ack_within + _TICK
         consider(SlaKind.ACK_BREACH, at, elapsed, bounds.ack_within, ack_breach)
-    if facts.open_requests > 0:
-        at = delivered_at + bounds.removal_within + _TICK
+    started = removal_clock(facts)
+    if facts.open_requests > 0 and started is not None:
+        # A clarification answered restarts the clock for the full bound; one asked and not
+        # answered stops it (``started`` None: nothing falls due until the answer).
+        on_clock = now - started
+        at = started + bounds.removal_within + _TICK
         consider(
             SlaKind.REMOVAL_BREACH,
             at,
-            elapsed,
+            on_clock,
             bounds.removal_within,
-            breached(elapsed, bounds.removal_within),
+            breached(on_clock, bounds.removal_within),
         )
     return SlaOutlook(due=tuple(due), next_at=min(upcoming) if upcoming else None)

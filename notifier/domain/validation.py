@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from notifier.domain.deadlines import resolve_deadline
 from notifier.domain.errors import InvalidRequest
 from notifier.domain.models import Evidence, Priority, TakedownRequest
 
@@ -42,10 +43,13 @@ _ALLOWED_SCHEMES = {"http", "https"}
 
 @dataclass(frozen=True, slots=True)
 class Vocabulary:
-    """What the configuration accepts: platform ids and category ids."""
+    """What the configuration accepts: platform ids, category ids and deadline profiles, and the
+    profile each category implies (SPEC §14)."""
 
     platforms: Collection[str]
     categories: Collection[str]
+    deadlines: Collection[str] = ()
+    category_deadlines: Mapping[str, str] = field(default_factory=dict)
 
 
 def _err(kind: str, message: str, **ctx: Any) -> PydanticCustomError:
@@ -124,6 +128,7 @@ class RequestIn(BaseModel):
     evidence: Annotated[list[EvidenceIn], Field(max_length=MAX_URLS)] = []
     case_ref: Annotated[str, Field(max_length=128)] | None = None
     territorial_scope: Annotated[list[str], Field(max_length=300)] = []
+    deadline: str | None = None
 
     @field_validator("request_id")
     @classmethod
@@ -144,6 +149,17 @@ class RequestIn(BaseModel):
     def _category(cls, value: str, info: ValidationInfo) -> str:
         if value not in _vocabulary(info).categories:
             raise _err("unknown_category", "'{value}' is not a configured category", value=_shorten(value))
+        return value
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and value not in _vocabulary(info).deadlines:
+            raise _err(
+                "unknown_deadline",
+                "'{value}' is not a configured deadline profile",
+                value=_shorten(value),
+            )
         return value
 
     @field_validator("urls")
@@ -274,10 +290,13 @@ def parse_request(body: bytes | str, vocabulary: Vocabulary) -> TakedownRequest:
         raise InvalidRequest(_reason(error)) from None
     except (ValueError, OverflowError, RecursionError) as error:  # defensive: pydantic-core edge cases
         raise InvalidRequest(f"body could not be parsed ({type(error).__name__})") from None
-    return to_request(model)
+    return to_request(model, vocabulary)
 
 
-def to_request(model: RequestIn) -> TakedownRequest:
+def to_request(model: RequestIn, vocabulary: Vocabulary | None = None) -> TakedownRequest:
+    """The request a valid model describes, with its deadline profile resolved (its own, else its
+    category's): the profile is a default applied by validation, so it belongs to the content."""
+    category_deadlines = vocabulary.category_deadlines if vocabulary is not None else {}
     return TakedownRequest(
         request_id=model.request_id,
         platform=model.platform,
@@ -290,6 +309,7 @@ def to_request(model: RequestIn) -> TakedownRequest:
         evidence=tuple(Evidence(sha256=e.sha256, pdq=e.pdq) for e in model.evidence),
         case_ref=model.case_ref,
         territorial_scope=tuple(model.territorial_scope),
+        deadline=resolve_deadline(model.deadline, model.category, category_deadlines),
     )
 
 

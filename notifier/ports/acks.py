@@ -36,6 +36,13 @@ class AckStore(Protocol):
         notice's ticket when it has none, and records the acknowledgement in the history."""
         ...
 
+    async def record_clarification(self, notice_id: str, *, at: datetime) -> tuple[Notice, bool] | None:
+        """Record the authority's answer to a clarification asked about an open notice (SPEC §14):
+        ``clarified_at = at`` only while one is asked and unanswered (compare-and-set), its SLA
+        timer at ``at`` at the latest. (notice, True) when answered now, (notice, False) when
+        answered before, None when none is asked."""
+        ...
+
     async def record_ack_history(self, ack: Ack, *, outcome: str) -> None:
         """Keep an acknowledgement that changed nothing (late, repeated, unknown items), with why."""
         ...

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from notifier.domain.batching import Pending
+from notifier.domain.batching import Pending, PendingGroup
 from notifier.domain.models import TakedownRequest
 from notifier.domain.notices import Attempt, Notice, NoticeContent, SendResult
+from notifier.domain.withdrawal import WithdrawalStep
 
 
 class Channel(Protocol):
@@ -35,14 +36,36 @@ class NoticeStore(Protocol):
         """Count, oldest ``ingested_at`` and urgent count of the platform's ``pending`` requests."""
         ...
 
+    async def pending_groups(self, platform: str) -> list[PendingGroup]:
+        """The platform's ``pending`` requests per deadline profile (None first: the platform's
+        bounds), each with its count, oldest ``ingested_at`` and urgent count."""
+        ...
+
     async def form_notice(
-        self, platform: str, *, max_items: int, channel: str, now: datetime, deliver_by: datetime
+        self,
+        platform: str,
+        *,
+        max_items: int,
+        channel: str,
+        now: datetime,
+        deliver_by: datetime,
+        deadline: str | None = None,
     ) -> Notice | None:
-        """Atomically turn up to ``max_items`` pending requests (urgent first, then oldest) into a
-        notice: allocate the platform's next sequence number, insert the notice (``queued``,
+        """Atomically turn up to ``max_items`` pending requests of the deadline profile ``deadline``
+        (None: those judged by the platform's bounds; urgent first, then oldest) into a notice of
+        that profile: allocate the platform's next sequence number, insert the notice (``queued``,
         ``next_attempt_at = now``), move the requests to ``batched`` with its id. Every request
         ends in exactly one notice, also with several processes (SKIP LOCKED on PostgreSQL,
         BEGIN IMMEDIATE on SQLite). None when nothing is pending."""
+        ...
+
+    async def withdraw(
+        self, request_ids: Sequence[str], *, at: datetime, reason: str
+    ) -> list[WithdrawalStep]:
+        """Withdraw each request (SPEC §14) as :func:`notifier.domain.withdrawal.plan_withdrawal`
+        says, each a compare-and-set on its state: an unsent one leaves its notice (a notice left
+        empty is settled and never sent), a sent one becomes ``withdrawn`` in it (a notice with none
+        left open is resolved). The steps taken and refused; unknown ids left out."""
         ...
 
     async def claim_due(self, *, owner: str, now: datetime, lease: timedelta, limit: int) -> list[Notice]:
@@ -57,7 +80,7 @@ class NoticeStore(Protocol):
         ...
 
     async def notice_requests(self, notice_id: str) -> list[TakedownRequest]:
-        """The requests of a notice, in the order they were batched."""
+        """The requests of a notice, in the order they were batched; withdrawn ones left out."""
         ...
 
     async def record_delivery(

@@ -23,6 +23,9 @@ class SlaClaim:
     # The timer as the claim set it (a lease ahead): :meth:`SlaStore.reschedule_sla` moves it on
     # only if it still holds this value.
     claimed_until: datetime
+    # The deadline profile of its requests (SPEC §14): judged by that profile's bounds on its
+    # platform; None: by the platform's own.
+    deadline: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,6 +26,7 @@ import structlog
 
 from notifier.clock import Clock
 from notifier.domain.batching import decide
+from notifier.domain.deadlines import batch_wait
 from notifier.domain.notices import Attempt, Authority, MessageKind, Notice, NoticeContent
 from notifier.errors import StoreUnavailable
 from notifier.metrics import Metrics
@@ -186,35 +187,51 @@ class Dispatcher:
     # -- batching -------------------------------------------------------------------------------
 
     async def form_notices(self) -> datetime | None:
-        """Close every notice that is due now; return the earliest time one will be due."""
+        """Close every notice that is due now; return the earliest time one will be due.
+
+        A notice holds requests of one deadline profile (SPEC §14): each profile's pending requests
+        batch on their own, waiting at most 5 % of the profile's acknowledgement bound (an urgent
+        profile not at all)."""
         wake_at: datetime | None = None
         for route in self._routes.values():
-            while True:
-                now = self._clock.now()
-                summary = await self._store.pending_summary(route.platform)
-                decision = decide(summary, now=now, max_items=route.max_items, max_wait=route.max_wait)
-                if not decision.close:
-                    wake_at = earliest(wake_at, decision.wake_at)
-                    break
-                notice = await self._store.form_notice(
-                    route.platform,
-                    max_items=route.max_items,
-                    channel=route.primary.name,
-                    now=now,
-                    deliver_by=now + self._deliver_within,
-                )
-                if notice is None:
-                    break  # another process took them
-                self._metrics.notices.labels(platform=route.platform, reason=decision.reason).inc()
-                log.info(
-                    "notice.created",
-                    notice_id=notice.notice_id,
-                    platform=route.platform,
-                    channel=notice.channel,
-                    requests=len(notice.request_ids),
-                    reason=decision.reason,
-                )
+            for group in await self._store.pending_groups(route.platform):
+                wake_at = earliest(wake_at, await self._form(route, group.deadline))
         return wake_at
+
+    async def _form(self, route: Route, deadline: str | None) -> datetime | None:
+        """Close the notices of one platform and profile that are due; when the next one will be."""
+        profile = route.profile(deadline)
+        max_wait = batch_wait(route.max_wait, profile)
+        while True:
+            now = self._clock.now()
+            groups = {g.deadline: g.pending for g in await self._store.pending_groups(route.platform)}
+            summary = groups.get(deadline)
+            if summary is None:
+                return None
+            decision = decide(summary, now=now, max_items=route.max_items, max_wait=max_wait)
+            if not decision.close:
+                return decision.wake_at
+            notice = await self._store.form_notice(
+                route.platform,
+                max_items=route.max_items,
+                channel=route.primary.name,
+                now=now,
+                deliver_by=now + self._deliver_within,
+                deadline=deadline,
+            )
+            if notice is None:
+                return None  # another process took them
+            reason = "urgent" if profile is not None and profile.urgent else decision.reason
+            self._metrics.notices.labels(platform=route.platform, reason=reason).inc()
+            log.info(
+                "notice.created",
+                notice_id=notice.notice_id,
+                platform=route.platform,
+                channel=notice.channel,
+                requests=len(notice.request_ids),
+                reason=reason,
+                deadline=deadline,
+            )
 
     # -- sending --------------------------------------------------------------------------------
 

@@ -102,7 +102,10 @@ async def record_ack(
         raise InvalidRequest(
             f"--at {at.isoformat()} is before the notice's delivery ({notice.delivered_at.isoformat()})"
         )
-    item_status = ItemStatus(status.value) if status is not AckStatus.PARTIAL else None
+    if status is AckStatus.CLARIFICATION_REQUESTED and request_ids:
+        raise InvalidRequest("--status clarification_requested covers the whole notice; give no --request-id")
+    whole = status in (AckStatus.PARTIAL, AckStatus.CLARIFICATION_REQUESTED)
+    item_status = ItemStatus(status.value) if not whole else None
     if request_ids and item_status is None:
         raise InvalidRequest("--status partial is not for manual entries; give one status per call")
     items = tuple(AckItem(request_id=r, status=item_status) for r in request_ids if item_status is not None)

@@ -9,21 +9,14 @@ as JSON, CSV, a rich table or a self-contained HTML page.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from html import escape
 from typing import Any, Protocol, runtime_checkable
-
-from rich.console import Console
-from rich.table import Table
 
 from notifier.domain.models import format_timestamp
 from notifier.domain.report import (
-    PERCENTILES,
-    REPORT_KEYS,
+    NO_PROFILE,
     Bounds,
     PlatformFigures,
     ReportRow,
@@ -31,15 +24,23 @@ from notifier.domain.report import (
     tally,
 )
 from notifier.domain.verification import (
-    VERIFY_REPORT_KEYS,
     VerificationRow,
     empty_verification_figures,
     verification_figures,
 )
+from notifier.services.report_render import (
+    FORMATS,
+    csv_header,
+    groups_of,
+    render,
+    render_csv,
+    render_html,
+    render_json,
+    render_table,
+)
 from notifier.settings import Settings
 
-FORMATS = ("table", "json", "csv", "html")
-_DISTRIBUTIONS = ("time_to_delivery_s", "time_to_ack_s", "time_to_removal_s", "time_to_verified_removal_s")
+GROUPINGS = ("platform", "profile")
 
 
 class ReportStore(Protocol):
@@ -93,6 +94,35 @@ def platform_bounds(settings: Settings, platforms: Sequence[str] | None = None) 
     return bounds
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProfileBounds:
+    """The deadline profiles a report judges requests by (SPEC §14): each profile's bounds on each
+    platform, and each profile's own bounds and label for its group of ``--by profile``."""
+
+    on_platform: Mapping[tuple[str, str], Bounds] = field(default_factory=dict)
+    groups: Mapping[str, Bounds] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def profile_bounds(settings: Settings) -> ProfileBounds:
+    """The configured profiles as the report uses them; the group of requests without one
+    (:data:`NO_PROFILE`) carries the ``[sla]`` defaults."""
+    on_platform = {
+        (platform, name): Bounds(ack_within=p.ack_within, removal_within=p.removal_within)
+        for platform in settings.platforms
+        for name, p in settings.platform_profiles(platform).items()
+    }
+    groups = {
+        name: Bounds(ack_within=p.ack_within, removal_within=p.removal_within)
+        for name, p in ((n, settings.profile(n)) for n in settings.deadlines)
+    }
+    groups[NO_PROFILE] = Bounds(
+        ack_within=settings.sla.ack_within, removal_within=settings.sla.removal_within
+    )
+    labels = {name: p.label for name, p in settings.deadlines.items()} | {NO_PROFILE: "platform bounds"}
+    return ProfileBounds(on_platform=on_platform, groups=groups, labels=labels)
+
+
 async def build_report(
     store: ReportStore,
     bounds: Mapping[str, Bounds],
@@ -100,253 +130,71 @@ async def build_report(
     now: datetime,
     since: datetime | None = None,
     until: datetime | None = None,
+    profiles: ProfileBounds | None = None,
+    by: str = "platform",
 ) -> dict[str, Any]:
     """``{"generated_at", "since", "until", "platforms": [...]}``; every platform of ``bounds``
-    appears, zeros and nulls when it has nothing in the window."""
-    if isinstance(store, FiguresStore):
+    appears, zeros and nulls when it has nothing in the window. ``by="profile"``: ``"profiles"``
+    instead, one group per deadline profile (and one for requests without one). Each request is
+    judged by its own profile's bounds: a store computing figures itself knows only the platforms'
+    bounds, so with profiles the rows are tallied here."""
+    if by not in GROUPINGS:
+        raise ValueError(f"unknown grouping {by!r} (use {', '.join(GROUPINGS)})")
+    profiles = profiles or ProfileBounds()
+    if isinstance(store, FiguresStore) and not profiles.on_platform and by == "platform":
         figures = await store.report_figures(bounds=bounds, now=now, since=since, until=until)
     else:
         rows = await store.report_rows(since=since, until=until, platforms=list(bounds))
-        figures = tally(rows, bounds=bounds, now=now, since=since, until=until)
+        groups = profiles.groups if by == "profile" else None
+        figures = tally(
+            rows,
+            bounds=bounds,
+            now=now,
+            since=since,
+            until=until,
+            profiles=profiles.on_platform,
+            groups=groups,
+        )
     letters = await store.dead_letter_counts(since, until)
-    documents = platform_documents(figures, bounds=bounds, dead_letters=letters)
-    # §13's figures after §8's, for every platform (zeros where the store keeps no checks).
-    verified: dict[str, dict[str, Any]] = {}
-    if isinstance(store, VerificationReportStore):
-        checked = await store.verification_rows(since=since, until=until, platforms=list(bounds))
-        verified = verification_figures(checked)
-    for document in documents:
-        document.update(verified.get(document["platform"], empty_verification_figures()))
-    return {
+    document: dict[str, Any] = {
         "generated_at": format_timestamp(now),
         "since": None if since is None else format_timestamp(since),
         "until": None if until is None else format_timestamp(until),
-        "platforms": documents,
     }
-
-
-# -- rendering --------------------------------------------------------------------------------------
-
-
-def render_json(report: Mapping[str, Any]) -> str:
-    return json.dumps(report, ensure_ascii=False, indent=2) + "\n"
-
-
-def csv_header() -> list[str]:
-    """§8's keys with each distribution flattened: ``time_to_ack_s_p50``, ``…_p90``, ``…_max``."""
-    header: list[str] = []
-    for key in (*REPORT_KEYS, *VERIFY_REPORT_KEYS):
-        if key in _DISTRIBUTIONS:
-            header.extend(f"{key}_{p}" for p in PERCENTILES)
-        else:
-            header.append(key)
-    return header
-
-
-def _flat(figures: Mapping[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-    for key in (*REPORT_KEYS, *VERIFY_REPORT_KEYS):
-        value = figures.get(key)
-        if key in _DISTRIBUTIONS:
-            for p in PERCENTILES:
-                row[f"{key}_{p}"] = None if value is None else value[p]
-        else:
-            row[key] = value
-    return row
-
-
-def render_csv(report: Mapping[str, Any]) -> str:
-    """One row per platform; an empty cell where the JSON has ``null``."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=csv_header(), lineterminator="\n")
-    writer.writeheader()
-    for figures in report["platforms"]:
-        writer.writerow({k: "" if v is None else v for k, v in _flat(figures).items()})
-    return buffer.getvalue()
-
-
-def _human(value: int | None) -> str:
-    if value is None:
-        return "-"
-    if value >= 86400:
-        return f"{value / 86400:.1f} d"
-    if value >= 3600:
-        return f"{value / 3600:.1f} h"
-    if value >= 60:
-        return f"{value // 60} min"
-    return f"{value} s"
-
-
-def _spread(distribution: Mapping[str, int] | None) -> str:
-    if distribution is None:
-        return "-"
-    return " / ".join(_human(distribution[p]) for p in PERCENTILES)
-
-
-def render_table(report: Mapping[str, Any], console: Console) -> None:
-    """For people: one line per platform, times in hours or days, percentiles as p50 / p90 / max;
-    what is still undelivered beside what is open, so an unfiled portal notice shows."""
-    window = f"{report['since'] or 'the beginning'} → {report['until'] or report['generated_at']}"
-    table = Table(title=f"Compliance report, {window}", title_justify="left")
-    table.add_column("platform")
-    # The undelivered beside the open, the breaches and the oldest: headings wrapped over lines
-    # (``max_width``) so that three more figures make the table no wider.
-    for heading, width in (
-        ("requests", None),
-        ("delivered/notices", None),
-        ("removed", None),
-        ("rejected", None),
-        ("open / undelivered", 11),
-        ("failed", None),
-        ("dead letters", None),
-        ("to ack p50/p90/max", None),
-        ("to removal p50/p90/max", None),
-        ("breaches ack / removal / undelivered", 14),
-        ("oldest open / undelivered", 13),
-        ("verified / false claims / reappeared", 12),
-        ("to verified p50/p90/max", 12),
-    ):
-        table.add_column(heading, justify="right", max_width=width)
-    for f in report["platforms"]:
-        table.add_row(
-            f["platform"],
-            str(f["requests"]),
-            f"{f['delivered']}/{f['notices']}",
-            str(f["removed"]),
-            str(f["rejected"]),
-            f"{f['open']}/{f['undelivered']}",
-            str(f["failed"]),
-            str(f["dead_letters"]),
-            _spread(f["time_to_ack_s"]),
-            _spread(f["time_to_removal_s"]),
-            f"{f['ack_breaches']}/{f['removal_breaches']}/{f['undelivered_breaches']}",
-            f"{_human(f['oldest_open_s'])}/{_human(f['oldest_undelivered_s'])}",
-            f"{f.get('verified_removed', 0)}/{f.get('false_claims', 0)}/{f.get('reappeared', 0)}",
-            _spread(f.get("time_to_verified_removal_s")),
-        )
-    console.print(table)
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2rem; color: #1b1f24; }
-.figures { overflow-x: auto; max-width: 100%; }
-table { border-collapse: collapse; margin: 1rem 0; font-size: 0.85rem; }
-th, td { border: 1px solid #c9d1d9; padding: .3rem .6rem; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-.breach { color: #b42318; font-weight: 600; }
-svg text { font-size: 12px; fill: #1b1f24; }
-.p50 { fill: #9ecae1; } .p90 { fill: #4292c6; } .max { fill: #08519c; }
-.bound { stroke: #b42318; stroke-width: 2; stroke-dasharray: 4 3; }
-"""
-
-_BAR_HEIGHT, _ROW_GAP, _LABEL_WIDTH, _CHART_WIDTH = 12, 14, 140, 520
-
-
-def _svg_chart(platforms: Sequence[Mapping[str, Any]]) -> str:
-    """Time to removal (p50, p90, max, in hours) per platform as bars, with the bound as a line.
-
-    One ``<g class="platform" data-platform="…">`` per platform, so a test (or a reader's browser
-    tools) can find each platform's part of the chart.
-    """
-    hours = 3600
-    longest = max(
-        [f["removal_within"] for f in platforms]
-        + [f["time_to_removal_s"]["max"] for f in platforms if f["time_to_removal_s"] is not None]
-        + [1]
-    )
-    scale = _CHART_WIDTH / longest
-    row_height = 3 * _BAR_HEIGHT + _ROW_GAP
-    height = len(platforms) * row_height + 40
-    width = _LABEL_WIDTH + _CHART_WIDTH + 80
-    parts = [
-        f'<svg width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="Time to removal per platform">',
-        "<title>Time to removal per platform (hours) against its bound</title>",
+    if by == "platform":
+        documents = platform_documents(figures, bounds=bounds, dead_letters=letters)
+        # §13's figures after §8's, for every platform (zeros where the store keeps no checks).
+        verified: dict[str, dict[str, Any]] = {}
+        if isinstance(store, VerificationReportStore):
+            checked = await store.verification_rows(since=since, until=until, platforms=list(bounds))
+            verified = verification_figures(checked)
+        for group in documents:
+            group.update(verified.get(group["platform"], empty_verification_figures()))
+        document["platforms"] = documents
+        return document
+    document["profiles"] = [
+        {"profile": group["platform"] or None, "label": profiles.labels.get(group["platform"], "")}
+        | {key: value for key, value in group.items() if key != "platform"}
+        for group in platform_documents(figures, bounds=profiles.groups)
     ]
-    for index, f in enumerate(platforms):
-        top = 10 + index * row_height
-        name = escape(f["platform"])
-        parts.append(f'<g class="platform" data-platform="{name}" transform="translate(0,{top})">')
-        parts.append(f'<text x="0" y="{_BAR_HEIGHT * 2}">{name}</text>')
-        distribution = f["time_to_removal_s"]
-        for slot, p in enumerate(PERCENTILES):
-            y = slot * _BAR_HEIGHT
-            if distribution is None:
-                if slot == 1:
-                    parts.append(f'<text x="{_LABEL_WIDTH}" y="{y + _BAR_HEIGHT - 2}">no removals</text>')
-                continue
-            value = distribution[p]
-            bar = max(1.0, value * scale)
-            parts.append(
-                f'<rect class="{p}" x="{_LABEL_WIDTH}" y="{y}" width="{bar:.1f}" height="{_BAR_HEIGHT - 2}">'
-                f"<title>{name} {p}: {value / hours:.1f} h</title></rect>"
-            )
-            label_x = _LABEL_WIDTH + bar + 4
-            parts.append(
-                f'<text x="{label_x:.1f}" y="{y + _BAR_HEIGHT - 2}">{p} {value / hours:.1f} h</text>'
-            )
-        x = _LABEL_WIDTH + f["removal_within"] * scale
-        parts.append(
-            f'<line class="bound" x1="{x:.1f}" y1="-2" x2="{x:.1f}" y2="{3 * _BAR_HEIGHT}">'
-            f"<title>bound {f['removal_within'] / hours:g} h</title></line>"
-        )
-        parts.append(
-            f'<text class="bound-label" x="{x + 3:.1f}" y="{3 * _BAR_HEIGHT + 10}">'
-            f"bound {f['removal_within'] / hours:g} h</text>"
-        )
-        parts.append("</g>")
-    parts.append("</svg>")
-    return "".join(parts)
+    return document
 
 
-def _cell(value: Any) -> str:
-    return "–" if value is None else escape(str(value))
-
-
-def render_html(report: Mapping[str, Any]) -> str:
-    """A self-contained page: inline CSS and SVG, nothing fetched from the network."""
-    platforms = report["platforms"]
-    header = csv_header()
-    head = "".join(f"<th>{escape(column)}</th>" for column in header)
-    body = []
-    for figures in platforms:
-        flat = _flat(figures)
-        cells = []
-        for column in header:
-            breach = column.endswith("_breaches") and flat[column]
-            css = ' class="breach"' if breach else ""
-            cells.append(f"<td{css}>{_cell(flat[column])}</td>")
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    window = f"{report['since'] or 'the beginning'} to {report['until'] or report['generated_at']}"
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        "<title>notifier compliance report</title>"
-        f"<style>{_CSS}</style></head><body>"
-        "<h1>Compliance report</h1>"
-        f"<p>Requests delivered from {escape(window)}; generated {escape(report['generated_at'])}. "
-        "Times in seconds; percentiles are nearest-rank. "
-        "An open request past its bound counts as a breach.</p>"
-        "<h2>Time to removal against the bound</h2>"
-        f"<figure>{_svg_chart(platforms)}<figcaption>Bars: p50, p90 and max hours from delivery to "
-        "removal; dashed line: the platform's removal bound.</figcaption></figure>"
-        "<h2>Figures per platform</h2>"
-        f'<div class="figures"><table><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table></div>"
-        "</body></html>\n"
-    )
-
-
-def render(report: Mapping[str, Any], fmt: str) -> str:
-    """The report as text in ``fmt``; ``table`` as rich draws it, without colour (for a file)."""
-    if fmt == "json":
-        return render_json(report)
-    if fmt == "csv":
-        return render_csv(report)
-    if fmt == "html":
-        return render_html(report)
-    if fmt == "table":
-        console = Console(record=True, width=180, file=io.StringIO())
-        render_table(report, console)
-        return console.export_text()
-    raise ValueError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
+__all__ = [
+    "FORMATS",
+    "GROUPINGS",
+    "FiguresStore",
+    "ProfileBounds",
+    "ReportStore",
+    "VerificationReportStore",
+    "build_report",
+    "csv_header",
+    "groups_of",
+    "platform_bounds",
+    "profile_bounds",
+    "render",
+    "render_csv",
+    "render_html",
+    "render_json",
+    "render_table",
+]

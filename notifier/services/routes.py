@@ -6,9 +6,10 @@ import os
 import socket
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from notifier.domain.deadlines import DeadlineProfile
 from notifier.domain.delivery import Channels
 from notifier.domain.models import TakedownRequest
 from notifier.domain.notices import Authority, MessageKind, Notice, NoticeContent
@@ -31,6 +32,20 @@ class Route:
     ack_within: timedelta
     removal_within: timedelta
     callback_url: str | None = None
+    # The deadline profiles as they apply on this platform (its overrides applied), by name.
+    profiles: Mapping[str, DeadlineProfile] = field(default_factory=dict)
+
+    def profile(self, name: str | None) -> DeadlineProfile | None:
+        """The profile a notice or request names, as it applies here; None for the platform's own
+        bounds (or a profile no longer configured)."""
+        return self.profiles.get(name) if name is not None else None
+
+    def bounds(self, deadline: str | None) -> tuple[timedelta, timedelta]:
+        """(ack_within, removal_within) for requests of profile ``deadline``."""
+        profile = self.profile(deadline)
+        if profile is None:
+            return self.ack_within, self.removal_within
+        return profile.ack_within, profile.removal_within
 
     def channel(self, name: str) -> Channel:
         if name == self.primary.name:
@@ -65,21 +80,23 @@ def notice_content(
     its creation. A re-send restates them from its own moment, as a re-delivery restarts the clock.
     """
     base = sent_at or notice.delivered_at or notice.created_at
+    ack_within, removal_within = route.bounds(notice.deadline)
     return NoticeContent(
         notice_id=notice.notice_id,
         platform=route.platform,
         platform_name=route.name,
         language=route.language,
         created_at=notice.created_at,
-        ack_by=base + route.ack_within,
-        remove_by=base + route.removal_within,
+        ack_by=base + ack_within,
+        remove_by=base + removal_within,
         authority=authority,
         requests=tuple(requests),
         category_labels=dict(labels),
         callback_url=route.callback_url,
         kind=kind,
-        ack_within=route.ack_within,
-        removal_within=route.removal_within,
+        ack_within=ack_within,
+        removal_within=removal_within,
+        deadline=route.profile(notice.deadline),
     )
 
 

@@ -18,6 +18,10 @@ escalation, for a breach of the other bound after the first was sent, is ``<id>.
 new message, not a copy. A portal notice left unfiled past ``file_within`` is the authority's
 breach: its reminder goes to the operations staff, never to the platform.
 
+A notice holds requests of one deadline profile (SPEC §14) and is judged by that profile's bounds
+as its platform applies them (``profile_bounds``, by platform and profile); a notice without one,
+by its platform's (``bounds``). The timer design is the same for both.
+
 Between rounds the monitor sleeps on the business clock until the earliest timer, or until kicked,
 but never longer than ``poll_interval`` of real time, so timers set by other processes are seen.
 """
@@ -88,6 +92,7 @@ class SlaMonitor:
         metrics: Metrics,
         escalations: Mapping[str, Channel] | None = None,
         alerts: OperationsAlerts | None = None,
+        profile_bounds: Mapping[tuple[str, str], SlaBounds] | None = None,
         poll_interval: float = 1.0,
         batch: int = 500,
         send_backoff: float = 5.0,
@@ -104,6 +109,7 @@ class SlaMonitor:
         self._store = store
         self._routes = dict(routes)
         self._bounds = dict(bounds)
+        self._profile_bounds = dict(profile_bounds or {})
         self._authority = authority
         self._labels = dict(category_labels)
         self._clock = clock
@@ -137,13 +143,16 @@ class SlaMonitor:
         decision. Waiting, it looks now only if that comes before its wake-up; in a round, which
         may have read the timers before this one, the time is kept for the wait after it. A burst
         of deliveries costs no round each."""
-        bounds = self._bounds.get(platform)
-        if bounds is None:
-            return
+        # Which profile the notice had is not said: the earliest first decision of any of them
+        # (waking earlier only costs a look).
+        candidates = [b for (p, _), b in self._profile_bounds.items() if p == platform]
+        if platform in self._bounds:
+            candidates.append(self._bounds[platform])
         facts = SlaFacts(delivered_at=at, acknowledged_at=None, open_requests=1, decided=frozenset())
-        first = outlook(facts, bounds, now=at).next_at
-        if first is None:
+        firsts = [f for b in candidates if (f := outlook(facts, b, now=at).next_at) is not None]
+        if not firsts:
             return
+        first = min(firsts)
         if not self.idle:
             self._delivered_first = earliest(self._delivered_first, first)
         elif self.wake_at is None or first < self.wake_at:
@@ -190,7 +199,7 @@ class SlaMonitor:
 
     async def _decide(self, claim: SlaClaim, now: datetime) -> SlaReschedule:
         """Decide what is due on one claimed notice; where its timer goes next."""
-        bounds = self._bounds.get(claim.platform)
+        bounds = self.bounds_for(claim.platform, claim.deadline)
         if bounds is None:
             # Not judged here; perhaps by a process with a newer configuration.
             return SlaReschedule(
@@ -222,6 +231,13 @@ class SlaMonitor:
         return SlaReschedule(
             notice_id=claim.notice_id, claimed_until=claim.claimed_until, next_at=view.next_at
         )
+
+    def bounds_for(self, platform: str, deadline: str | None) -> SlaBounds | None:
+        """The bounds a notice of ``platform`` and profile ``deadline`` is judged by: the profile's
+        as the platform applies them, else the platform's (a profile no longer configured)."""
+        if deadline is not None and (platform, deadline) in self._profile_bounds:
+            return self._profile_bounds[(platform, deadline)]
+        return self._bounds.get(platform)
 
     # -- sending --------------------------------------------------------------------------------
 

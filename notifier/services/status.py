@@ -8,6 +8,7 @@ from typing import Any
 
 from notifier.domain.models import NoticeState, RequestState, StoredRequest, format_timestamp
 from notifier.domain.notices import Notice
+from notifier.domain.sla import SlaFacts, paused
 from notifier.ports import Store
 
 DEAD_LETTERS_LISTED = 100
@@ -43,7 +44,24 @@ async def overview(store: Store, platforms: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def request_view(stored: StoredRequest) -> dict[str, Any]:
+def paused_seconds(notice: Notice | None, now: datetime) -> int:
+    """How long the removal clock of a notice's requests stood still for a clarification (whole
+    seconds; up to ``now`` while it is unanswered)."""
+    if notice is None or notice.clarification_requested_at is None:
+        return 0
+    facts = SlaFacts(
+        delivered_at=notice.delivered_at,
+        acknowledged_at=notice.acknowledged_at,
+        open_requests=0,
+        clarification_requested_at=notice.clarification_requested_at,
+        clarified_at=notice.clarified_at,
+    )
+    return int(paused(facts, now=now).total_seconds())
+
+
+def request_view(stored: StoredRequest, notice: Notice | None, *, now: datetime) -> dict[str, Any]:
+    """One request; ``deadline`` is its deadline profile (None: its platform's bounds) and
+    ``paused_s`` how long a clarification stopped its removal clock (SPEC §14)."""
     request = stored.request
     return {
         "request_id": request.request_id,
@@ -57,6 +75,8 @@ def request_view(stored: StoredRequest) -> dict[str, Any]:
         "delivered_at": _ts(stored.delivered_at),
         "acknowledged_at": _ts(stored.acknowledged_at),
         "resolved_at": _ts(stored.resolved_at),
+        "deadline": request.deadline,
+        "paused_s": paused_seconds(notice, now),
     }
 
 
@@ -91,14 +111,15 @@ def notice_view(notice: Notice) -> dict[str, Any]:
     }
 
 
-async def lookup(store: Store, ids: Sequence[str]) -> dict[str, Any]:
+async def lookup(store: Store, ids: Sequence[str], *, now: datetime) -> dict[str, Any]:
     """Requests and notices by id; ids found nowhere are listed as unknown."""
     requests = await store.get_requests(ids)
     notices = await store.get_notices(ids)
     found = {r.request.request_id for r in requests} | {n.notice_id for n in notices}
+    theirs = {n.notice_id: n for n in await store.get_notices([r.notice_id for r in requests if r.notice_id])}
     views = []
     for stored in requests:
-        view = request_view(stored)
+        view = request_view(stored, theirs.get(stored.notice_id or ""), now=now)
         view.update(await verification_view(store, stored.request.request_id))
         views.append(view)
     return {

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from notifier.domain.deadlines import DeadlineProfile, looser_keys
+from notifier.domain.durations import format_duration
 from notifier.domain.validation import PLATFORM_ID_PATTERN
 from notifier.errors import ConfigError
 from notifier.settings.fields import Section, sqlite_path
@@ -19,7 +21,9 @@ from notifier.settings.mail import AlertsSettings, ImapSettings, InboundSmtpSett
 from notifier.settings.platforms import PlatformSettings
 from notifier.settings.sections import (
     AuthoritySettings,
+    CategorySettings,
     ConsoleSettings,
+    DeadlineSettings,
     HttpSettings,
     ManualSettings,
     QueueSettings,
@@ -37,7 +41,9 @@ _CATEGORY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 class Settings(Section):
     authority: AuthoritySettings
-    categories: dict[str, str]
+    # ``id = "label"`` or ``[categories.<id>]`` with ``label`` and ``deadline`` (SPEC §14).
+    categories: dict[str, str | CategorySettings]
+    deadlines: dict[str, DeadlineSettings] = Field(default_factory=dict)
     # Built at validation time (not import time) so the relative path meets the config's folder.
     store: StoreSettings = Field(
         default_factory=lambda: {"url": "sqlite:///var/notifier.db"}, validate_default=True
@@ -68,9 +74,78 @@ class Settings(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _deadlines(self) -> Settings:
+        for name, profile in self.deadlines.items():
+            if not _CATEGORY_PATTERN.match(name):
+                raise ValueError(f"deadlines.{name}: a profile id must match [a-z][a-z0-9_]*")
+            if profile.removal_within < profile.ack_within:
+                raise ValueError(
+                    f"deadlines.{name}.removal_within ({format_duration(profile.removal_within)}) is "
+                    f"shorter than deadlines.{name}.ack_within ({format_duration(profile.ack_within)})"
+                )
+        for category, entry in self.categories.items():
+            deadline = entry.deadline if isinstance(entry, CategorySettings) else None
+            if deadline is not None and deadline not in self.deadlines:
+                raise ValueError(
+                    f"categories.{category}.deadline: '{deadline}' is not a profile under [deadlines]"
+                )
+        for platform_id, platform in self.platforms.items():
+            for name, override in platform.deadlines.items():
+                key = f"platforms.{platform_id}.deadlines.{name}"
+                if name not in self.deadlines:
+                    raise ValueError(f"{key}: '{name}' is not a profile under [deadlines]")
+                looser = looser_keys(self.profile(name), override.ack_within, override.removal_within)
+                if looser and not override.loosen:
+                    raise ValueError(
+                        f"{key}.{looser[0]} is looser than deadlines.{name}.{looser[0]}; "
+                        f"set {key}.loosen = true if the law allows it"
+                    )
+                ack = override.ack_within or self.deadlines[name].ack_within
+                removal = override.removal_within or self.deadlines[name].removal_within
+                if removal < ack:
+                    raise ValueError(
+                        f"{key}.removal_within ({format_duration(removal)}) is shorter than "
+                        f"ack_within ({format_duration(ack)})"
+                    )
+        return self
+
+    @property
+    def category_labels(self) -> dict[str, str]:
+        """Each category's label in notices."""
+        return {
+            key: entry if isinstance(entry, str) else entry.label for key, entry in self.categories.items()
+        }
+
+    @property
+    def category_deadlines(self) -> dict[str, str]:
+        """The categories that name a deadline profile, with it."""
+        return {
+            key: entry.deadline
+            for key, entry in self.categories.items()
+            if isinstance(entry, CategorySettings) and entry.deadline is not None
+        }
+
+    def profile(self, name: str, platform: str | None = None) -> DeadlineProfile:
+        """Profile ``name`` as it applies on ``platform`` (its overrides), or as configured."""
+        base = self.deadlines[name]
+        override = self.platforms[platform].deadlines.get(name) if platform is not None else None
+        return DeadlineProfile(
+            name=name,
+            label=base.label,
+            ack_within=(override.ack_within if override else None) or base.ack_within,
+            removal_within=(override.removal_within if override else None) or base.removal_within,
+            remind_at=(override.remind_at if override else None) or base.remind_at,
+            urgent=base.urgent,
+        )
+
+    def platform_profiles(self, platform: str) -> dict[str, DeadlineProfile]:
+        """Every profile as it applies on ``platform``."""
+        return {name: self.profile(name, platform) for name in self.deadlines}
+
     @field_validator("categories")
     @classmethod
-    def _categories(cls, value: dict[str, str]) -> dict[str, str]:
+    def _categories(cls, value: dict[str, str | CategorySettings]) -> dict[str, str | CategorySettings]:
         if not value:
             raise ValueError("at least one category is required")
         for key in value:

@@ -39,6 +39,16 @@ class PlatformVerifySettings(Section):
         return value
 
 
+class PlatformDeadlineSettings(Section):
+    """``[platforms.<id>.deadlines.<profile>]``: this platform's bounds for a profile. Never looser
+    than the profile's unless ``loosen = true``."""
+
+    ack_within: PositiveDuration | None = None
+    removal_within: PositiveDuration | None = None
+    remind_at: Annotated[float, Field(gt=0, lt=1)] | None = None
+    loosen: bool = False
+
+
 class PlatformEmailSettings(Section):
     to: EmailList
     cc: EmailList = Field(default_factory=list)
@@ -111,6 +121,7 @@ class PlatformSettings(Section):
     sla: PlatformSlaSettings = PlatformSlaSettings()
     escalation: EscalationSettings = EscalationSettings()
     verify: PlatformVerifySettings = PlatformVerifySettings()
+    deadlines: dict[str, PlatformDeadlineSettings] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _channels(self) -> PlatformSettings:

@@ -221,3 +221,20 @@ class VerifySettings(Section):
     def _proxy_url(self, info: ValidationInfo) -> VerifySettings:
         self._proxy = env_secret(info, "verify.proxy_env", self.proxy_env, required=bool(self.proxy_env))
         return self
+
+
+class DeadlineSettings(Section):
+    """``[deadlines.<profile>]``: the bounds a legal basis sets (SPEC §14)."""
+
+    label: str
+    ack_within: PositiveDuration
+    removal_within: PositiveDuration
+    remind_at: Annotated[float, Field(gt=0, lt=1)] = 0.66
+    urgent: bool = False
+
+
+class CategorySettings(Section):
+    """``[categories.<id>]`` as a table: its label in notices, and optionally its deadline profile."""
+
+    label: str
+    deadline: str | None = None

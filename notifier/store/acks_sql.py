@@ -24,7 +24,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, func, literal, select, update
+from sqlalchemy import ColumnElement, case, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.acks import Ack, AckPlan, RequestChange
@@ -81,6 +81,8 @@ class AckSqlMixin:
             notice_values["resolved_at"] = _first(notices.c.resolved_at, as_utc(plan.notice_resolved_at))
         if ack.ticket is not None:
             notice_values["ticket"] = _first(notices.c.ticket, ack.ticket)
+        if plan.clarification_requested_at is not None:
+            notice_values["clarification_requested_at"] = as_utc(plan.clarification_requested_at)
         move_notice = (
             update(notices)
             .where(notices.c.notice_id == ack.notice_id, notices.c.state == plan.notice_before.value)
@@ -99,6 +101,41 @@ class AckSqlMixin:
         except _StalePlan:
             return False
         return True
+
+    async def record_clarification(self, notice_id: str, *, at: datetime) -> tuple[Notice, bool] | None:
+        """The authority answers the clarification asked about an open notice (SPEC §14):
+        ``clarified_at`` is set, compare-and-set, only while one is asked and not yet answered,
+        and the SLA timer is brought forward to ``at`` at the latest, so the monitor judges the
+        restarted clock. ``(notice, True)`` when this call answered it, ``(notice, False)`` when it
+        was answered before (a re-send of the answer), None when no clarification is asked."""
+        at = as_utc(at)
+        asked, answered, due = (
+            notices.c.clarification_requested_at,
+            notices.c.clarified_at,
+            notices.c.sla_due_at,
+        )
+        is_open = notices.c.state.in_([NoticeState.DELIVERED.value, NoticeState.ACKNOWLEDGED.value])
+        stmt = (
+            update(notices)
+            .where(notices.c.notice_id == notice_id, is_open, asked.is_not(None))
+            .where(or_(answered.is_(None), answered < asked))
+            .values(
+                clarified_at=at,
+                updated_at=at,
+                sla_due_at=case((due.is_not(None) & (due < at), due), else_=at),
+            )
+            .returning(*notices.c)
+        )
+        async with self._write("record_clarification") as conn:
+            row = (await conn.execute(stmt)).first()
+            first = row is not None
+            if row is None:
+                earlier = select(notices).where(notices.c.notice_id == notice_id, answered >= asked)
+                row = (await conn.execute(earlier)).first()
+                if row is None:
+                    return None
+            [notice] = await with_details(conn, [row])
+        return notice, first
 
     async def record_ack_history(self, ack: Ack, *, outcome: str) -> None:
         row = ack_row(ack, outcome)

@@ -23,8 +23,11 @@ SENDING = NoticeState.SENDING.value
 DELIVERABLE = (RequestState.BATCHED.value, RequestState.DELIVERED.value)
 
 
-async def pick_pending(conn: AsyncConnection, platform: str, max_items: int) -> list[str]:
-    """Up to ``max_items`` pending request ids of ``platform``, urgent first, then oldest.
+async def pick_pending(
+    conn: AsyncConnection, platform: str, max_items: int, deadline: str | None = None
+) -> list[str]:
+    """Up to ``max_items`` pending request ids of ``platform`` judged by the deadline profile
+    ``deadline`` (None: by the platform's bounds), urgent first, then oldest.
 
     One query per priority rather than ``ORDER BY priority = 'urgent' DESC``: each then reads the
     batching index in order and stops at its limit, however many requests are pending.
@@ -39,6 +42,7 @@ async def pick_pending(conn: AsyncConnection, platform: str, max_items: int) -> 
                 requests.c.platform == platform,
                 requests.c.state == RequestState.PENDING.value,
                 requests.c.priority == priority.value,
+                requests.c.deadline.is_(None) if deadline is None else requests.c.deadline == deadline,
             )
             .order_by(requests.c.ingested_at, requests.c.request_id)
             .limit(max_items - len(picked))
@@ -125,6 +129,9 @@ def _notice(row: Row[Any], request_ids: list[str], attempts: list[Attempt]) -> N
         platform=row.platform,
         channel=row.channel,
         primary_channel=row.primary_channel,
+        deadline=row.deadline,
+        clarification_requested_at=row.clarification_requested_at,
+        clarified_at=row.clarified_at,
         state=NoticeState(row.state),
         created_at=row.created_at,
         request_ids=tuple(request_ids),

@@ -37,7 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from notifier.domain.batching import Pending
+from notifier.domain.batching import Pending, PendingGroup
 from notifier.domain.models import NoticeState, Priority, RequestState, TakedownRequest
 from notifier.domain.notices import Attempt, Notice, SendResult, notice_id
 from notifier.store.ingest import as_utc
@@ -89,14 +89,36 @@ class NoticeSqlMixin:
             count, oldest, urgent_count = (await conn.execute(stmt)).one()
         return Pending(count=count, oldest_at=oldest, urgent=urgent_count or 0)
 
+    async def pending_groups(self, platform: str) -> list[PendingGroup]:
+        urgent = func.count().filter(requests.c.priority == Priority.URGENT.value)
+        stmt = (
+            select(requests.c.deadline, func.count(), func.min(requests.c.ingested_at), urgent)
+            .where(requests.c.platform == platform, requests.c.state == RequestState.PENDING.value)
+            .group_by(requests.c.deadline)
+        )
+        async with self._read("pending_groups") as conn:
+            rows = (await conn.execute(stmt)).all()
+        groups = [
+            PendingGroup(deadline=deadline, pending=Pending(count=count, oldest_at=oldest, urgent=n or 0))
+            for deadline, count, oldest, n in rows
+        ]
+        return sorted(groups, key=lambda g: (g.deadline is not None, g.deadline or ""))
+
     async def form_notice(
-        self, platform: str, *, max_items: int, channel: str, now: datetime, deliver_by: datetime
+        self,
+        platform: str,
+        *,
+        max_items: int,
+        channel: str,
+        now: datetime,
+        deliver_by: datetime,
+        deadline: str | None = None,
     ) -> Notice | None:
         if max_items < 1:
             raise ValueError("max_items must be at least 1")
         now, deliver_by = as_utc(now), as_utc(deliver_by)
         async with self._write("form_notice") as conn:
-            request_ids = await pick_pending(conn, platform, max_items)
+            request_ids = await pick_pending(conn, platform, max_items, deadline)
             if not request_ids:
                 return None
             sequence = await self._next_sequence(conn, platform)
@@ -110,6 +132,7 @@ class NoticeSqlMixin:
                 request_ids=tuple(request_ids),
                 deliver_by=deliver_by,
                 next_attempt_at=now,
+                deadline=deadline,
             )
             await conn.execute(
                 notices.insert(),
@@ -126,6 +149,7 @@ class NoticeSqlMixin:
                     "updated_at": now,
                     "deliver_by": deliver_by,
                     "next_attempt_at": now,
+                    "deadline": deadline,
                 },
             )
             # The rows are ours: locked on PostgreSQL, under the write lock on SQLite.
@@ -150,9 +174,11 @@ class NoticeSqlMixin:
         return value
 
     async def notice_requests(self, notice_id: str) -> list[TakedownRequest]:
+        # A request withdrawn after delivery stays in its notice but is asked of the platform no
+        # more: reminders, escalations and re-sends leave it out (SPEC §14).
         stmt = (
             select(requests.c.body)
-            .where(requests.c.notice_id == notice_id)
+            .where(requests.c.notice_id == notice_id, requests.c.state != RequestState.WITHDRAWN.value)
             .order_by(requests.c.notice_position, requests.c.request_id)
         )
         async with self._read("notice_requests") as conn:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,7 @@ from notifier.domain.models import RequestState
 from notifier.domain.report import (
     ANSWERED,
     OPEN,
+    REMOVED_WITHIN,
     RESOLVED,
     UNDELIVERED,
     Bounds,
@@ -56,7 +58,7 @@ from notifier.domain.report import (
 )
 from notifier.domain.sla import SlaKind
 from notifier.store.ingest import as_utc
-from notifier.store.tables import UTCDateTime, dead_letters, requests, sla_decisions
+from notifier.store.tables import UTCDateTime, dead_letters, notices, requests, sla_decisions
 
 _CHUNK = 10_000
 
@@ -164,14 +166,22 @@ def figures_statement(
     answered_at = func.coalesce(r.acknowledged_at, case((state.in_(resolved), r.resolved_at)))
     to_delivery = _interval(delivered - r.ingested_at)
     to_ack = _interval(answered_at - delivered)
-    to_decision = _interval(case((state.in_(resolved), r.resolved_at - delivered)))
     to_removal = _interval(case((state == removed, r.resolved_at - delivered)))
     age = _interval(at - delivered)
     acknowledged = and_(delivered.is_not(None), or_(state.in_(answered), r.acknowledged_at.is_not(None)))
     ack_breach = or_(to_ack > bound.c.ack_within, and_(unacknowledged, age > bound.c.ack_within))
+    # The removal clock (SPEC §14): from delivery, or from a clarification's answer; stopped while
+    # one is asked and unanswered (then a decision is within, and an open request not breached).
+    asked, clarified = notices.c.clarification_requested_at, notices.c.clarified_at
+    stopped = and_(asked.is_not(None), or_(clarified.is_(None), clarified < asked))
+    start = case((and_(asked.is_not(None), clarified >= asked), clarified), else_=delivered)
+    on_clock = _interval(case((stopped, literal_column("interval '0'")), else_=r.resolved_at - start))
+    to_decision = _interval(case((state.in_(resolved), on_clock)))
     removal_breach = or_(
-        to_decision > bound.c.removal_within, and_(state.in_(is_open), age > bound.c.removal_within)
+        to_decision > bound.c.removal_within,
+        and_(state.in_(is_open), ~stopped, _interval(at - start) > bound.c.removal_within),
     )
+    paused_for = _interval(case((stopped, at), else_=clarified) - asked)
 
     per_request = (
         select(
@@ -192,21 +202,36 @@ def figures_statement(
             _count(ack_breach).label("ack_breaches"),
             _count(removal_breach).label("removal_breaches"),
             _count(unfiled.c.notice_id.is_not(None)).label("undelivered_breaches"),
+            _count(and_(state == removed, on_clock <= bound.c.removal_within)).label("removed_in_bound"),
+            func.coalesce(
+                func.sum(func.floor(func.extract("epoch", paused_for))).filter(asked.is_not(None)), 0
+            ).label("paused_s"),
+            *(
+                _count(to_removal <= bindparam(f"within_{name}", within, type_=INTERVAL())).label(
+                    f"removed_within_{name}"
+                )
+                for name, within in REMOVED_WITHIN
+            ),
             func.min(delivered).filter(unacknowledged).label("oldest_open"),
             func.min(r.ingested_at).filter(state.in_(undelivered)).label("oldest_undelivered"),
         )
         .select_from(
-            requests.join(bound, bound.c.platform == r.platform).outerjoin(
-                unfiled, unfiled.c.notice_id == r.notice_id
-            )
+            requests.join(bound, bound.c.platform == r.platform)
+            .outerjoin(unfiled, unfiled.c.notice_id == r.notice_id)
+            .outerjoin(notices, notices.c.notice_id == r.notice_id)
         )
-        .where(window(since, until))
+        .where(window(since, until), state != RequestState.WITHDRAWN.value)
         .group_by(r.platform)
         .subquery("per_request")
     )
     per_notice_rows = (
         select(r.platform, func.bool_or(delivered.is_not(None)).label("reached"))
-        .where(window(since, until), r.platform.in_(list(bounds)), r.notice_id.is_not(None))
+        .where(
+            window(since, until),
+            r.platform.in_(list(bounds)),
+            r.notice_id.is_not(None),
+            state != RequestState.WITHDRAWN.value,
+        )
         .group_by(r.platform, r.notice_id)
         .subquery("per_notice_rows")
     )
@@ -254,6 +279,9 @@ def _figures(row: Row[Any], now: datetime) -> PlatformFigures:
         oldest_undelivered_s=None
         if row.oldest_undelivered is None
         else seconds(now - row.oldest_undelivered),
+        removed_in_bound=row.removed_in_bound,
+        paused_s=int(row.paused_s),
+        removed_within=tuple(getattr(row, f"removed_within_{name}") for name, _ in REMOVED_WITHIN),
     )
 
 
@@ -284,9 +312,22 @@ class ReportSqlMixin:
             rows = await self.report_rows(since=since, until=until, platforms=list(bounds))
             return tally(rows, bounds=bounds, now=now)
         statement = figures_statement(bounds, now=now, since=since, until=until)
+        withdrawn = (
+            select(requests.c.platform, func.count())
+            .where(
+                window(since, until),
+                requests.c.platform.in_(list(bounds)),
+                requests.c.state == RequestState.WITHDRAWN.value,
+            )
+            .group_by(requests.c.platform)
+        )
         async with self._read("report_figures") as conn:
             result = await conn.execute(statement)
-            return {row.platform: _figures(row, now) for row in result}
+            figures = {row.platform: _figures(row, now) for row in result}
+            # Withdrawn requests are counted apart (SPEC §14), out of every other figure.
+            for platform, count in await conn.execute(withdrawn):
+                figures[platform] = replace(figures.get(platform, PlatformFigures()), withdrawn=count)
+            return figures
 
     async def report_rows(
         self, *, since: datetime | None, until: datetime | None, platforms: Sequence[str] | None
@@ -303,8 +344,15 @@ class ReportSqlMixin:
                 c.resolved_at,
                 c.notice_id,
                 unfiled.c.notice_id.is_not(None).label("undelivered_breach"),
+                c.deadline,
+                notices.c.clarification_requested_at,
+                notices.c.clarified_at,
             )
-            .select_from(requests.outerjoin(unfiled, unfiled.c.notice_id == c.notice_id))
+            .select_from(
+                requests.outerjoin(unfiled, unfiled.c.notice_id == c.notice_id).outerjoin(
+                    notices, notices.c.notice_id == c.notice_id
+                )
+            )
             .where(window(since, until))
         )
         if platforms is not None:
@@ -324,6 +372,9 @@ class ReportSqlMixin:
                         resolved_at=row.resolved_at,
                         notice_id=row.notice_id,
                         undelivered_breach=bool(row.undelivered_breach),
+                        deadline=row.deadline,
+                        clarification_requested_at=row.clarification_requested_at,
+                        clarified_at=row.clarified_at,
                     )
                     for row in chunk
                 )

@@ -79,6 +79,9 @@ class SlaSqlMixin:
                 notices.c.delivered_at,
                 notices.c.acknowledged_at,
                 notices.c.rendered_at,
+                notices.c.deadline,
+                notices.c.clarification_requested_at,
+                notices.c.clarified_at,
             )
         )
         async with self._write("claim_sla_due") as conn:
@@ -108,12 +111,15 @@ class SlaSqlMixin:
                 channel=row.channel,
                 state=NoticeState(row.state),
                 claimed_until=claimed_until,
+                deadline=row.deadline,
                 facts=SlaFacts(
                     delivered_at=row.delivered_at,
                     acknowledged_at=row.acknowledged_at,
                     open_requests=open_requests.get(row.notice_id, 0),
                     decided=frozenset(kinds.get(row.notice_id, ())),
                     rendered_at=row.rendered_at,
+                    clarification_requested_at=row.clarification_requested_at,
+                    clarified_at=row.clarified_at,
                 ),
             )
             for row in rows

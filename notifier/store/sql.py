@@ -50,6 +50,7 @@ from notifier.store.sla_sql import SlaSqlMixin
 from notifier.store.tables import dead_letters, notices, request_conflicts, requests
 from notifier.store.users_sql import UserSqlMixin
 from notifier.store.verify_sql import VerifySqlMixin
+from notifier.store.withdraw_sql import WithdrawSqlMixin
 
 # Rows per INSERT and ids per IN (…): well under SQLite's and asyncpg's limits on bound parameters.
 # Inserts are executed as "executemany" of one cached statement, which SQLAlchemy sends as multi-row
@@ -70,6 +71,7 @@ class SqlStore(
     UserSqlMixin,
     ConsoleSqlMixin,
     VerifySqlMixin,
+    WithdrawSqlMixin,
 ):
     """:class:`notifier.ports.Store` (intake, notices, acknowledgements) on SQLite or PostgreSQL.
 
@@ -144,12 +146,13 @@ class SqlStore(
         self, conn: AsyncConnection, first_copies: Sequence[Item], *, now: datetime
     ) -> set[str]:
         """Insert every request id not stored yet; the ids actually inserted."""
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "request_id": item.request_id,
                 "platform": item.incoming.request.platform,
                 "state": RequestState.PENDING.value,
                 "priority": item.incoming.request.priority.value,
+                "deadline": item.incoming.request.deadline,
                 "content_hash": item.content_hash,
                 "body": item.body,
                 "source": item.incoming.source,

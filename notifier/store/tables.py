@@ -97,6 +97,10 @@ requests = Table(
     # Where the request stands in its notice (0, 1, …): the order it was batched in, which is the
     # order the notice lists it.
     Column("notice_position", Integer, nullable=True),
+    # The deadline profile it is judged by (SPEC §14); NULL: the platform's own bounds.
+    Column("deadline", String(64), nullable=True),
+    # Why staff withdrew it (``withdrawn``): sent to the platform, never logged.
+    Column("withdrawal_reason", Text, nullable=True),
     # Batching reads "the platform's pending requests, urgent first, then oldest" straight off this
     # index; its (platform, state) prefix also serves the counts per platform and state.
     Index(None, "platform", "state", "priority", "ingested_at", "request_id"),
@@ -191,6 +195,12 @@ notices = Table(
     # than the first decision still owed (earlier only costs a look); NULL when nothing is left to
     # decide. Set by a delivery or a rendering, cleared by a bounce, moved on by the monitor.
     Column("sla_due_at", UTCDateTime, nullable=True),
+    # The deadline profile of its requests (a notice holds one); NULL: the platform's own bounds.
+    Column("deadline", String(64), nullable=True),
+    # Clarification (SPEC §14): asked by the platform (the removal clock stops), answered by the
+    # authority (it runs again for the full bound from then).
+    Column("clarification_requested_at", UTCDateTime, nullable=True),
+    Column("clarified_at", UTCDateTime, nullable=True),
     Index(None, "platform", "state"),
     # Claiming: due queued/retrying notices, and sending ones whose lease has run out.
     Index(None, "state", "next_attempt_at"),
@@ -248,7 +258,7 @@ acks = Table(
     Column("id", AutoId, primary_key=True, autoincrement=True),
     Column("notice_id", String(64), nullable=False, index=True),
     Column("source", Text, nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", String(32), nullable=False),
     # JSON list of {"request_id", "status"}; empty when the acknowledgement covers every request.
     Column("items", Text, nullable=False),
     Column("ticket", Text, nullable=True),

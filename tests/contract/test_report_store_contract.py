@@ -263,6 +263,27 @@ async def test_the_report_is_the_same_whether_the_store_or_the_service_tallies(s
         assert by_store == by_service
 
 
+async def test_clarifications_are_judged_alike_by_the_store_and_the_service(store: ReportingStore) -> None:
+    """SPEC §14: asked and unanswered, the removal clock stands still; answered, it runs again
+    from the answer; ``paused_s`` sums the pauses. The store's figures equal the tally's."""
+    answered = await delivered(store, "telegram", "c1", "c2", at=T0)
+    await acknowledge(store, answered, AckStatus.CLARIFICATION_REQUESTED, T0 + timedelta(minutes=40))
+    assert await store.record_clarification(answered.notice_id, at=T0 + timedelta(hours=5)) is not None
+    await acknowledge(store, answered, AckStatus.REMOVED, T0 + timedelta(hours=40))  # 35 h on the clock
+    waiting = await delivered(store, "telegram", "w1", at=T0 + timedelta(hours=1))
+    await acknowledge(store, waiting, AckStatus.CLARIFICATION_REQUESTED, T0 + timedelta(hours=2))
+    silent = await delivered(store, "telegram", "s1", at=T0 + timedelta(hours=2))
+    assert silent.notice_id
+    bounds = {"telegram": Bounds(ack_within=H36, removal_within=H36)}
+    now = T0 + timedelta(days=3)
+    by_store = await build_report(store, bounds, now=now)
+    assert by_store == await build_report(RowsOnly(store), bounds, now=now)
+    [telegram] = by_store["platforms"]
+    paused = 2 * (5 * 3600 - 40 * 60) + (now - T0 - timedelta(hours=2)).total_seconds()
+    assert telegram["paused_s"] == paused
+    assert (telegram["within_bound"], telegram["removal_breaches"]) == (1.0, 1)  # only the silent one
+
+
 # -- rows written straight into the table (SQL stores) -------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from standardwebhooks.webhooks import Webhook
 from structlog.testing import capture_logs
 
 from notifier.channels.api import MAX_RESPONSE_BYTES, ApiChannel, api_payload
+from notifier.domain.deadlines import DeadlineProfile
 from notifier.domain.models import Evidence, Priority, TakedownRequest
 from notifier.domain.notices import (
     GOOD_FAITH_STATEMENT,
@@ -96,6 +97,9 @@ EXPECTED_ITEMS = [
         "evidence": [{"sha256": SHA, "pdq": PDQ}, {"sha256": "c" * 64}],
         "case_ref": "2024-DF-0042",
         "territorial_scope": ["KR"],
+        "ack_by": "2024-09-05T07:30:00Z",
+        "remove_by": "2024-09-05T07:30:15Z",
+        "deadline": None,
     },
     {
         "request_id": "kcsc-2024-000149",
@@ -106,6 +110,9 @@ EXPECTED_ITEMS = [
         "evidence": [],
         "case_ref": None,
         "territorial_scope": [],
+        "ack_by": "2024-09-05T07:30:00Z",
+        "remove_by": "2024-09-05T07:30:15Z",
+        "deadline": None,
     },
 ]
 
@@ -203,6 +210,24 @@ def answer(status: int, body: bytes = b"", headers: dict[str, str] | None = None
 
 def test_payload_has_exactly_the_fields_of_spec_6_2() -> None:
     assert api_payload(notice_content(), callback_url=CALLBACK) == EXPECTED_PAYLOAD
+
+
+def test_each_item_states_its_deadlines_and_the_profile_that_sets_them() -> None:
+    profile = DeadlineProfile(
+        name="tco_removal_order",
+        label="Regulation (EU) 2021/784, Art. 3(3): one hour",
+        ack_within=timedelta(hours=1),
+        removal_within=timedelta(hours=1),
+        urgent=True,
+    )
+    payload = api_payload(replace(notice_content(), deadline=profile), callback_url=CALLBACK)
+    assert [(i["ack_by"], i["remove_by"], i["deadline"]) for i in payload["items"]] == [
+        (
+            "2024-09-05T07:30:00Z",
+            "2024-09-05T07:30:15Z",
+            {"profile": "tco_removal_order", "label": "Regulation (EU) 2021/784, Art. 3(3): one hour"},
+        )
+    ] * 2
 
 
 def test_payload_without_callback_url_says_null() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import re
@@ -10,6 +11,7 @@ import shutil
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -21,6 +23,7 @@ from notifier.channels.rendering import (
     one_line,
     paragraph,
 )
+from notifier.domain.deadlines import DeadlineProfile
 from notifier.domain.models import Evidence, TakedownRequest
 from notifier.domain.notices import GOOD_FAITH_STATEMENT, Authority, MessageKind, NoticeContent
 from notifier.domain.sla import SlaKind
@@ -410,3 +413,21 @@ def test_a_subject_without_the_notice_token_is_refused(templates_copy: Path) -> 
 def test_a_missing_templates_folder_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="templates folder does not exist"):
         Renderer(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("language", ["en", "ko"])
+def test_every_item_states_its_deadlines_with_the_profiles_label(renderer: Renderer, language: str) -> None:
+    profile = DeadlineProfile(
+        name="tco_removal_order",
+        label="Regulation (EU) 2021/784, Art. 3(3): one hour",
+        ack_within=timedelta(hours=1),
+        removal_within=timedelta(hours=1),
+    )
+    content = replace(make_content(language=language), deadline=profile)
+    ack_by = deadline_text(content.ack_by, ZoneInfo("Asia/Seoul"))
+    for body in (renderer.text(content), html.unescape(renderer.html(content))):
+        # Once for the notice, once per item (two items).
+        assert body.count(profile.label) == 3
+        assert body.count(ack_by) >= 3
+    plain = make_content(language=language)
+    assert "2021/784" not in renderer.text(plain)

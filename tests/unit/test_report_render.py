@@ -45,6 +45,10 @@ SPEC_KEYS = [
     "undelivered_breaches",
     "oldest_open_s",
     "oldest_undelivered_s",
+    "within_bound",
+    "removed_within",
+    "paused_s",
+    "withdrawn",
 ]
 
 
@@ -111,8 +115,8 @@ async def test_csv_has_one_row_per_platform_with_flattened_percentiles() -> None
     assert header == csv_header()
     assert "time_to_removal_s_p90" in header
     assert "time_to_removal_s" not in header
-    # §8's keys with 3 distributions flattened, then §13's with 1.
-    assert len(header) == len(SPEC_KEYS) - 3 + 3 * 3 + len(VERIFY_REPORT_KEYS) - 1 + 3
+    # §8's keys with 3 distributions flattened and four removal buckets, then §13's with 1 distribution.
+    assert len(header) == len(SPEC_KEYS) - 4 + 3 * 3 + 4 + len(VERIFY_REPORT_KEYS) - 1 + 3
     telegram, _, quiet = rows
     assert (telegram["time_to_removal_s_p50"], telegram["time_to_removal_s_max"]) == ("7200", "144000")
     assert (quiet["requests"], quiet["time_to_ack_s_p50"], quiet["oldest_open_s"]) == ("0", "", "")

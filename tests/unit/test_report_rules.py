@@ -351,6 +351,10 @@ def test_every_platform_appears_with_zeros_and_nulls_when_it_has_no_requests() -
         "undelivered_breaches": 0,
         "oldest_open_s": None,
         "oldest_undelivered_s": None,
+        "within_bound": None,
+        "removed_within": {"1h": 0, "24h": 0, "48h": 0, "7d": 0},
+        "paused_s": 0,
+        "withdrawn": 0,
     }
 
 

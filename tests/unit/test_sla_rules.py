@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from notifier.domain.sla import SlaBounds, SlaFacts, SlaKind, outlook
+from notifier.domain.sla import SlaBounds, SlaFacts, SlaKind, outlook, paused, removal_clock
 
 DELIVERED = datetime(2024, 9, 3, 9, 0, tzinfo=UTC)
 BOUNDS = SlaBounds(ack_within=timedelta(hours=36), removal_within=timedelta(hours=36), remind_at=0.66)
@@ -172,3 +173,32 @@ def test_a_portal_notice_filed_late_is_undelivered_even_when_nobody_looked_in_ti
 def test_file_within_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         SlaBounds(ack_within=timedelta(hours=1), removal_within=timedelta(hours=1), file_within=timedelta(0))
+
+
+# -- clarification (SPEC §14) -------------------------------------------------------------------
+
+
+def test_a_clarification_asked_at_minute_40_answered_at_hour_5_moves_a_one_hour_breach_to_hour_6() -> None:
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    one_hour = SlaBounds(ack_within=hour, removal_within=hour)
+    asked = SlaFacts(
+        delivered_at=start,
+        acknowledged_at=start + timedelta(minutes=40),
+        open_requests=1,
+        clarification_requested_at=start + timedelta(minutes=40),
+    )
+    # Waiting for the answer, the clock stands still: nothing falls due, however long it takes.
+    assert removal_clock(asked) is None
+    waiting = outlook(asked, one_hour, now=start + 4 * hour)
+    assert (waiting.due, waiting.next_at) == ((), None)
+    answered = replace(asked, clarified_at=start + 5 * hour)
+    assert removal_clock(answered) == start + 5 * hour
+    assert outlook(answered, one_hour, now=start + 6 * hour).due == ()  # exactly the bound: within
+    view = outlook(answered, one_hour, now=start + 5 * hour)
+    assert view.next_at == start + 6 * hour + timedelta(microseconds=1)
+    [breach] = outlook(answered, one_hour, now=start + 6 * hour + timedelta(seconds=1)).due
+    assert breach.kind is SlaKind.REMOVAL_BREACH
+    assert breach.elapsed == hour + timedelta(seconds=1)  # on the clock since the answer
+    assert paused(answered, now=start + 10 * hour) == timedelta(hours=4, minutes=20)
+    assert paused(asked, now=start + 2 * hour) == timedelta(hours=1, minutes=20)

@@ -10,7 +10,7 @@ Back-fill: requests awaiting removal are due for a check at their delivery (the 
 timer on to the reminder point), requests the platform said removed are due at once.
 
 Revision ID: 0020
-Revises: 0007
+Revises: 0010
 Create Date: 2026-12-07
 """
 
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0020"
-down_revision: str | None = "0007"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
