@@ -13,6 +13,7 @@ from email.utils import format_datetime, make_msgid
 from notifier.clock import Clock
 from notifier.sandbox.behaviour import Action, Behaviour, Inbound, Record, notice_rng, random_delay
 from notifier.sandbox.bounces import MAILBOX_FULL_STATUS, mailbox_full_bounce
+from notifier.sandbox.content import ContentServer
 from notifier.sandbox.smtp import Received
 from notifier.sandbox.timeline import Timeline
 
@@ -34,8 +35,10 @@ class MailStaff:
         inbound: Inbound,
         seed: int,
         scale: float = 1.0,
+        content: ContentServer | None = None,
     ) -> None:
         self.platform = platform
+        self._content = content
         self.addresses = {a.lower() for a in addresses}
         self._behaviour = behaviour
         self._timeline = timeline
@@ -76,6 +79,8 @@ class MailStaff:
             return
         self._answered.add(notice_id)
         self._record.add(Action(self._clock.now(), self.platform, notice_id, "notice_received", request_ids))
+        if self._content is not None:
+            self._content.received(self.platform, notice_id, request_ids)
         subject = str(mail["Subject"] or "")
         if profile.auto_reply:
             ticket = f"{self.platform[:2].upper()}-{next(self._tickets)}"
@@ -150,6 +155,8 @@ class MailStaff:
             else "Hello,\n\nThank you for your notice. We are reviewing the reported content.\n"
         )
         mail = self._mail(sender=sender, subject=f"Re: {subject}", body=body, in_reply_to=message_id)
+        if removed and self._content is not None:
+            self._content.take_down(self.platform, notice_id, request_ids)
         await self._inbound.send(mail, sender=sender, recipient=self._inbound.reply_to)
         what = "removed" if removed else "received"
         self._record.add(Action(self._clock.now(), self.platform, notice_id, what, request_ids))
