@@ -88,6 +88,7 @@ class ContentServer:
         self.port = port
         self._posts: dict[str, _Post] = {}  # host+path -> post
         self._urls: dict[str, list[str]] = {}  # request id -> its keys
+        self._quiet_chosen: dict[str, frozenset[str]] = {}
         self._runner: web.AppRunner | None = None
         self.hosts: set[str] = set()
 
@@ -135,17 +136,27 @@ class ContentServer:
 
     def received(self, platform: str, notice_id: str, request_ids: Iterable[str]) -> None:
         """A notice reached the platform: a silent one quietly removes a share of its posts."""
-        share = self._takedowns.quiet_share.get(platform, 0.0)
+        quiet = self._quiet(platform)
         for request_id in request_ids:
-            rng = random.Random(f"{self._seed}/quiet/{request_id}")  # noqa: S311  (simulation)
-            if rng.random() >= share:
+            if request_id not in quiet:
                 continue
+            rng = random.Random(f"{self._seed}/quiet/{request_id}")  # noqa: S311  (simulation)
             delay = timedelta(seconds=round(rng.uniform(*QUIET_REMOVAL_HOURS) * HOUR))
             self._timeline.at(
                 self._clock.now() + delay,
                 f"{request_id} quietly removed",
                 self._quiet_removal(platform, notice_id, request_id),
             )
+
+    def _quiet(self, platform: str) -> frozenset[str]:
+        """The platform's posts it removes without a word: its share of those published, chosen
+        from the seed."""
+        if platform not in self._quiet_chosen:
+            share = self._takedowns.quiet_share.get(platform, 0.0)
+            ids = sorted({post.request_id for post in self._posts.values() if post.platform == platform})
+            rng = random.Random(f"{self._seed}/quiet/{platform}")  # noqa: S311  (simulation)
+            self._quiet_chosen[platform] = frozenset(rng.sample(ids, round(len(ids) * share)))
+        return self._quiet_chosen[platform]
 
     def _quiet_removal(self, platform: str, notice_id: str, request_id: str) -> _Step:
         async def step() -> None:
