@@ -70,7 +70,12 @@ class ApiStaff:
             Action(now, self.platform, notice_id, "notice_received", request_ids, notice.ticket or "")
         )
         if self._content is not None:
-            self._content.received(self.platform, notice_id, request_ids)
+            posts = [
+                (str(item["request_id"]), str(url))
+                for item in payload.get("items", [])
+                for url in item.get("urls", [])
+            ]
+            self._content.received(self.platform, notice_id, request_ids, posts=posts)
         ack_after = random_delay(rng, profile.ack_hours) if profile.ack_hours else None
         if ack_after is not None:
             body = {"notice_id": notice_id, "status": "received", "ticket": notice.ticket}

@@ -88,7 +88,7 @@ class ContentServer:
         self.port = port
         self._posts: dict[str, _Post] = {}  # host+path -> post
         self._urls: dict[str, list[str]] = {}  # request id -> its keys
-        self._quiet_chosen: dict[str, frozenset[str]] = {}
+        self._quiet_chosen: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
         self._runner: web.AppRunner | None = None
         self.hosts: set[str] = set()
 
@@ -134,11 +134,24 @@ class ContentServer:
                     self._restore(platform, notice_id, request_id),
                 )
 
-    def received(self, platform: str, notice_id: str, request_ids: Iterable[str]) -> None:
-        """A notice reached the platform: a silent one quietly removes a share of its posts."""
-        quiet = self._quiet(platform)
+    def received(
+        self,
+        platform: str,
+        notice_id: str,
+        request_ids: Iterable[str],
+        *,
+        posts: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """A notice reached the platform: the posts it reports (request id, URL) are published
+        if they were not yet (the standalone sandbox learns them so), and a silent platform
+        quietly removes a share of its posts."""
+        for request_id, url in posts:
+            if _url_key(url) not in self._posts:
+                self.publish(url, platform=platform, request_id=request_id)
+        if platform not in self._takedowns.quiet_share:
+            return
         for request_id in request_ids:
-            if request_id not in quiet:
+            if not self._quietly_removes(platform, request_id):
                 continue
             rng = random.Random(f"{self._seed}/quiet/{request_id}")  # noqa: S311  (simulation)
             delay = timedelta(seconds=round(rng.uniform(*QUIET_REMOVAL_HOURS) * HOUR))
@@ -148,15 +161,22 @@ class ContentServer:
                 self._quiet_removal(platform, notice_id, request_id),
             )
 
-    def _quiet(self, platform: str) -> frozenset[str]:
-        """The platform's posts it removes without a word: its share of those published, chosen
-        from the seed."""
+    def _quietly_removes(self, platform: str, request_id: str) -> bool:
+        """Whether the platform removes this post without a word: exactly its share of the posts
+        published when its first notice came (chosen from the seed); a post published later (the
+        standalone sandbox learns them from notices) by a draw of its own."""
+        share = self._takedowns.quiet_share.get(platform, 0.0)
         if platform not in self._quiet_chosen:
-            share = self._takedowns.quiet_share.get(platform, 0.0)
             ids = sorted({post.request_id for post in self._posts.values() if post.platform == platform})
             rng = random.Random(f"{self._seed}/quiet/{platform}")  # noqa: S311  (simulation)
-            self._quiet_chosen[platform] = frozenset(rng.sample(ids, round(len(ids) * share)))
-        return self._quiet_chosen[platform]
+            self._quiet_chosen[platform] = (
+                frozenset(ids),
+                frozenset(rng.sample(ids, round(len(ids) * share))),
+            )
+        known, removed = self._quiet_chosen[platform]
+        if request_id in known:
+            return request_id in removed
+        return random.Random(f"{self._seed}/quiet/{request_id}").random() < share  # noqa: S311
 
     def _quiet_removal(self, platform: str, notice_id: str, request_id: str) -> _Step:
         async def step() -> None:

@@ -80,7 +80,7 @@ class MailStaff:
         self._answered.add(notice_id)
         self._record.add(Action(self._clock.now(), self.platform, notice_id, "notice_received", request_ids))
         if self._content is not None:
-            self._content.received(self.platform, notice_id, request_ids)
+            self._content.received(self.platform, notice_id, request_ids, posts=_posts(mail))
         subject = str(mail["Subject"] or "")
         if profile.auto_reply:
             ticket = f"{self.platform[:2].upper()}-{next(self._tickets)}"
@@ -177,8 +177,8 @@ class MailStaff:
         self._record.add(what)
 
 
-def _request_ids(mail: EmailMessage) -> tuple[str, ...]:
-    """The request ids a notice email carries, from its JSON attachment (one report per URL)."""
+def _reports(mail: EmailMessage) -> list[dict[str, object]]:
+    """The reports a notice email carries in its JSON attachment (one report per URL)."""
     for part in mail.iter_attachments():
         if part.get_content_type() == "application/json" or str(part.get_filename() or "").endswith(".json"):
             payload = part.get_payload(decode=True)
@@ -190,6 +190,18 @@ def _request_ids(mail: EmailMessage) -> tuple[str, ...]:
                 continue
             if isinstance(reports, dict):
                 reports = reports.get("reports", [])
-            ids = [str(r.get("request_id")) for r in reports if isinstance(r, dict) and r.get("request_id")]
-            return tuple(dict.fromkeys(ids))
-    return ()
+            return [r for r in reports if isinstance(r, dict)]
+    return []
+
+
+def _request_ids(mail: EmailMessage) -> tuple[str, ...]:
+    """The request ids a notice email carries."""
+    ids = [str(r.get("request_id")) for r in _reports(mail) if r.get("request_id")]
+    return tuple(dict.fromkeys(ids))
+
+
+def _posts(mail: EmailMessage) -> list[tuple[str, str]]:
+    """The (request id, URL) pairs a notice email reports."""
+    return [
+        (str(r["request_id"]), str(r["url"])) for r in _reports(mail) if r.get("request_id") and r.get("url")
+    ]
