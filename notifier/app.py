@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 from typing import cast
 
 import structlog
+from aiohttp.abc import AbstractResolver
 
 from notifier.acks.imap import ImapReader
 from notifier.acks.inbound_smtp import InboundSmtp
@@ -74,9 +75,14 @@ def ack_service(
 class Daemon:
     """``notifier run``: every service of the daemon, started and stopped together."""
 
-    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, clock: Clock | None = None, resolver: AbstractResolver | None = None
+    ) -> None:
+        """``resolver`` answers the prober's name look-ups (the system's by default): the demo's
+        sandbox platforms are names only it knows."""
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
+        self._resolver = resolver
         self.metrics = Metrics()
         self.supervisor = Supervisor(grace=settings.runtime.grace.total_seconds())
         self._resources = AsyncExitStack()
@@ -85,6 +91,7 @@ class Daemon:
         self.store: Store | None = None
         self.queue: IntakeQueue | None = None
         self.inbound_smtp: InboundSmtp | None = None
+        self.verification: VerificationService | None = None
 
     async def start(self) -> None:
         """Open the store and the queue, start the HTTP server and the background services.
@@ -198,7 +205,7 @@ class Daemon:
         self.supervisor.spawn("ack-queue", ack_consumer.run)
         self.supervisor.spawn("sla", self.sla.run)
         if settings.verify.enabled:
-            prober = Prober(prober_options(settings.verify, settings.authority.name))
+            prober = Prober(prober_options(settings.verify, settings.authority.name), resolver=self._resolver)
             self._resources.push_async_callback(prober.close)
             self.verification = VerificationService(
                 store=store,

@@ -4,6 +4,11 @@ Requests arrive on weekdays in office hours (Korean time) over the first 24 days
 platform has had time to answer, or to stay silent past its bound, before the month ends. The
 split follows the regulator's first month: about 150 requests to the email platform, the rest to
 the API platform, the portal platform and the silent one.
+
+What the platforms really do with the content (:func:`takedowns`): the email platform answers 200
+with a "this post is unavailable" page for a removed post, the others 404 or 410; the API
+platform sometimes says it removed an item while leaving it up; the silent platform quietly
+removes half of its content; one removed post of the email platform comes back six days later.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from notifier.sandbox.content import Takedowns
 from notifier.sandbox.staff import Behaviour
 
 START = datetime(2024, 9, 1, 15, 0, tzinfo=UTC)  # Monday 2 September 2024, 00:00 in Seoul
@@ -26,12 +32,15 @@ EMAIL, API, PORTAL, SILENT = "telegram", "videohost", "clipshare", "streamly"
 SHARES = {EMAIL: 148, API: 40, PORTAL: 16, SILENT: 16}
 DEFAULT_REQUESTS = sum(SHARES.values())
 
+# Plain HTTP: the sandbox serves the platforms' content on loopback, without certificates.
 URLS = {
-    EMAIL: "https://t.me/{channel}/{post}",
-    API: "https://videohost.example/watch?v={post}",
-    PORTAL: "https://clipshare.example/clip/{post}",
-    SILENT: "https://streamly.example/v/{post}",
+    EMAIL: "http://t.me/{channel}/{post}",
+    API: "http://videohost.example/watch?v={post}",
+    PORTAL: "http://clipshare.example/clip/{post}",
+    SILENT: "http://streamly.example/v/{post}",
 }
+FALSE_CLAIM_EVERY = 12  # one API item in about twelve is said removed and left up
+COMES_BACK_AFTER = timedelta(days=6)
 LEGAL_BASIS = "Act on the Establishment and Operation of the Korea Communications Commission, Art. 21(4)"
 EXPLANATION = "Synthetic sexual imagery of an identifiable person, made and shared without consent."
 CATEGORIES = ("deepfake_sexual_abuse", "deepfake_sexual_abuse", "non_consensual_intimate_imagery")
@@ -100,3 +109,25 @@ def behaviours(arrived: list[Arrival]) -> dict[str, Behaviour]:
         PORTAL: Behaviour({"portal": 1.0}),
         SILENT: Behaviour({"silent": 1.0}),
     }
+
+
+def takedowns(arrived: list[Arrival], seed: int) -> Takedowns:
+    """What the platforms really do with the reported content (chosen from the seed)."""
+    rng = random.Random(f"{seed}/content")  # noqa: S311  (simulation, not security)
+    api = [a.request_id for a in arrived if a.platform == API]
+    false_claims = rng.sample(api, max(1, len(api) // FALSE_CLAIM_EVERY)) if api else []
+    # Early enough that the recheck a week after its removal falls inside the month.
+    early = [a.request_id for a in arrived if a.platform == EMAIL and a.at < START + timedelta(days=12)]
+    longest = [a.request_id for a in arrived if a.platform == EMAIL]
+    pinned = longest[len(longest) // 2] if longest else ""
+    early = [r for r in early if r != pinned]
+    return Takedowns(
+        removed_status={EMAIL: 200, API: 404, PORTAL: 410, SILENT: 404},
+        false_claims=frozenset(false_claims),
+        quiet_share={SILENT: 0.5},
+        comes_back={rng.choice(early): COMES_BACK_AFTER} if early else {},
+    )
+
+
+def urls(arrival: Arrival) -> list[str]:
+    return [str(url) for url in json.loads(arrival.body)["urls"]]

@@ -6,6 +6,10 @@ folder and its network ports moved to free loopback ones. Its clock is a
 service waits for its next business deadline, no send or reply is in flight and the queues are
 empty. Then time jumps to the earliest of the daemon's deadlines, the next hotline decision and the
 next thing a platform's staff do. Work itself takes no business time.
+
+The reported posts are served by the sandbox's content server; the daemon's prober reaches it
+through a resolver that answers the platforms' host names with the server's loopback address
+(``verify.allow_private`` is set for the demo), so no DNS is asked.
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ class Demo:
         self.daemon: Daemon | None = None
         self.sandbox: Sandbox | None = None
         self.settings: Settings | None = None
+        self._stale = True  # something may have moved a check timer since the last round
 
     # -- set-up -----------------------------------------------------------------------------------
 
@@ -109,6 +114,10 @@ class Demo:
             "NOTIFIER_HTTP__PUBLIC_URL": f"http://127.0.0.1:{http_port}",
             "NOTIFIER_HTTP__CALLBACK_SECRET_ENV": secret_env,
             "NOTIFIER_MANUAL__OUTBOX": str(self.folder / "outbox"),
+            # The sandbox platforms are served on loopback, and they are the demo's own hosts.
+            "NOTIFIER_VERIFY__ALLOW_PRIVATE": "true",
+            "NOTIFIER_VERIFY__PROXY_ENV": "",
+            "NOTIFIER_VERIFY__PER_HOST_PER_MINUTE": "100000",
         }
         for platform_id, platform in base.platforms.items():
             if platform.api is not None:
@@ -140,9 +149,13 @@ class Demo:
             ),
             callback_secret=secret,
             behaviours=scenario.behaviours(self.arrivals),
+            takedowns=scenario.takedowns(self.arrivals, self.seed),
         ).start()
+        for arrival in self.arrivals:
+            for url in scenario.urls(arrival):
+                self.sandbox.content.publish(url, platform=arrival.platform, request_id=arrival.request_id)
         self.settings = self._settings(self.sandbox, inbound_port, http_port, secret_env)
-        self.daemon = Daemon(self.settings, clock=self.clock)
+        self.daemon = Daemon(self.settings, clock=self.clock, resolver=self.sandbox.content.resolver())
         await self.daemon.start()
 
     async def stop(self) -> None:
@@ -159,13 +172,23 @@ class Demo:
         daemon = self.daemon
         assert daemon is not None and self.settings is not None
         if not (daemon.dispatcher.quiet and daemon.sla.quiet):
+            self._stale = True
             return False
         queue = daemon.queue
         assert isinstance(queue, LocalQueue)
         for name in (self.settings.queue.requests, self.settings.queue.acks):
             if await queue.pending(name):
+                self._stale = True
                 return False
-        return True
+        verification = daemon.verification
+        if verification is None:
+            return True
+        if self._stale:
+            # Deliveries and claims of removal move check timers: the service looks again now.
+            self._stale = False
+            verification.kick()
+            return False
+        return verification.quiet
 
     async def settle(self) -> None:
         """Wait until nothing is in hand anywhere (twice in a row, a moment apart)."""
@@ -232,6 +255,7 @@ class Demo:
             await self.settle()
             self._office()
             if await self._submit_due(pending) or await timeline.run_due(clock.now()):
+                self._stale = True
                 continue
             if on_step is not None:
                 on_step()

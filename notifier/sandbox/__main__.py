@@ -1,7 +1,9 @@
 """``python -m notifier.sandbox``: the sandbox platforms of a configuration, with their staff.
 
 An SMTP sink (the email platforms' mail server, 2526 by default) and a platform API (8091), so
-``notifier run`` on the shipped configuration delivers somewhere real. Simulated staff answer the
+``notifier run`` on the shipped configuration delivers somewhere real, and a content server (8092)
+serving the reported posts (learnt from the notices) by their ``Host`` and path, taken down when
+the staff remove them. Simulated staff answer the
 way the demo's do (auto-replies, replies, bounces through notifier's ``inbound_smtp`` listener,
 signed callbacks), on real time with every hour of their delays shortened to ``--hour`` seconds.
 Each message received and each answer is printed as one line; SIGINT or SIGTERM stops it.
@@ -42,6 +44,7 @@ async def serve(args: argparse.Namespace) -> None:
         host=args.host,
         smtp_port=args.smtp_port,
         api_port=args.api_port,
+        content_port=args.content_port,
         scale=args.hour / 3600.0,
     )
 
@@ -57,7 +60,8 @@ async def serve(args: argparse.Namespace) -> None:
     await sandbox.start()
     print(
         f"sandbox: SMTP sink on {args.host}:{sandbox.sink.port}, platform API on "
-        f"http://{args.host}:{sandbox.api.port}/v1/notices; "
+        f"http://{args.host}:{sandbox.api.port}/v1/notices, platform content on "
+        f"http://{args.host}:{sandbox.content.port}/; "
         f"staff answer through {inbound_host}:{inbound_port}",
         flush=True,
     )
@@ -90,6 +94,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
     parser.add_argument("--smtp-port", type=int, default=2526)
     parser.add_argument("--api-port", type=int, default=8091)
+    parser.add_argument("--content-port", type=int, default=8092)
     parser.add_argument(
         "--inbound", default="", help="notifier's inbound_smtp host:port (default: from the config)"
     )

@@ -15,6 +15,7 @@ from standardwebhooks.webhooks import Webhook
 from notifier.clock import Clock
 from notifier.sandbox.api import ReceivedNotice
 from notifier.sandbox.behaviour import Action, Behaviour, Record, notice_rng, random_delay
+from notifier.sandbox.content import ContentServer
 from notifier.sandbox.timeline import Timeline
 
 __all__ = ["ApiStaff"]
@@ -34,8 +35,10 @@ class ApiStaff:
         record: Record,
         seed: int,
         scale: float = 1.0,
+        content: ContentServer | None = None,
     ) -> None:
         self.platform = platform
+        self._content = content
         self._behaviour = behaviour
         self._webhook = Webhook(secret)
         self._timeline = timeline
@@ -66,6 +69,13 @@ class ApiStaff:
         self._record.add(
             Action(now, self.platform, notice_id, "notice_received", request_ids, notice.ticket or "")
         )
+        if self._content is not None:
+            posts = [
+                (str(item["request_id"]), str(url))
+                for item in payload.get("items", [])
+                for url in item.get("urls", [])
+            ]
+            self._content.received(self.platform, notice_id, request_ids, posts=posts)
         ack_after = random_delay(rng, profile.ack_hours) if profile.ack_hours else None
         if ack_after is not None:
             body = {"notice_id": notice_id, "status": "received", "ticket": notice.ticket}
@@ -97,6 +107,8 @@ class ApiStaff:
         removed: tuple[str, ...],
         rejected: tuple[str, ...],
     ) -> None:
+        if removed and self._content is not None:
+            self._content.take_down(self.platform, notice_id, removed)
         await self._post(url, body)
         now = self._clock.now()
         if removed:

@@ -13,6 +13,7 @@ from email.utils import format_datetime, make_msgid
 from notifier.clock import Clock
 from notifier.sandbox.behaviour import Action, Behaviour, Inbound, Record, notice_rng, random_delay
 from notifier.sandbox.bounces import MAILBOX_FULL_STATUS, mailbox_full_bounce
+from notifier.sandbox.content import ContentServer
 from notifier.sandbox.smtp import Received
 from notifier.sandbox.timeline import Timeline
 
@@ -34,8 +35,10 @@ class MailStaff:
         inbound: Inbound,
         seed: int,
         scale: float = 1.0,
+        content: ContentServer | None = None,
     ) -> None:
         self.platform = platform
+        self._content = content
         self.addresses = {a.lower() for a in addresses}
         self._behaviour = behaviour
         self._timeline = timeline
@@ -76,6 +79,8 @@ class MailStaff:
             return
         self._answered.add(notice_id)
         self._record.add(Action(self._clock.now(), self.platform, notice_id, "notice_received", request_ids))
+        if self._content is not None:
+            self._content.received(self.platform, notice_id, request_ids, posts=_posts(mail))
         subject = str(mail["Subject"] or "")
         if profile.auto_reply:
             ticket = f"{self.platform[:2].upper()}-{next(self._tickets)}"
@@ -150,6 +155,8 @@ class MailStaff:
             else "Hello,\n\nThank you for your notice. We are reviewing the reported content.\n"
         )
         mail = self._mail(sender=sender, subject=f"Re: {subject}", body=body, in_reply_to=message_id)
+        if removed and self._content is not None:
+            self._content.take_down(self.platform, notice_id, request_ids)
         await self._inbound.send(mail, sender=sender, recipient=self._inbound.reply_to)
         what = "removed" if removed else "received"
         self._record.add(Action(self._clock.now(), self.platform, notice_id, what, request_ids))
@@ -170,8 +177,8 @@ class MailStaff:
         self._record.add(what)
 
 
-def _request_ids(mail: EmailMessage) -> tuple[str, ...]:
-    """The request ids a notice email carries, from its JSON attachment (one report per URL)."""
+def _reports(mail: EmailMessage) -> list[dict[str, object]]:
+    """The reports a notice email carries in its JSON attachment (one report per URL)."""
     for part in mail.iter_attachments():
         if part.get_content_type() == "application/json" or str(part.get_filename() or "").endswith(".json"):
             payload = part.get_payload(decode=True)
@@ -183,6 +190,18 @@ def _request_ids(mail: EmailMessage) -> tuple[str, ...]:
                 continue
             if isinstance(reports, dict):
                 reports = reports.get("reports", [])
-            ids = [str(r.get("request_id")) for r in reports if isinstance(r, dict) and r.get("request_id")]
-            return tuple(dict.fromkeys(ids))
-    return ()
+            return [r for r in reports if isinstance(r, dict)]
+    return []
+
+
+def _request_ids(mail: EmailMessage) -> tuple[str, ...]:
+    """The request ids a notice email carries."""
+    ids = [str(r.get("request_id")) for r in _reports(mail) if r.get("request_id")]
+    return tuple(dict.fromkeys(ids))
+
+
+def _posts(mail: EmailMessage) -> list[tuple[str, str]]:
+    """The (request id, URL) pairs a notice email reports."""
+    return [
+        (str(r["request_id"]), str(r["url"])) for r in _reports(mail) if r.get("request_id") and r.get("url")
+    ]

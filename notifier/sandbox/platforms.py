@@ -3,7 +3,8 @@
 For every platform in the settings: email platforms get :class:`MailStaff` behind the SMTP sink,
 API platforms :class:`ApiStaff` behind the platform API, portal platforms a :class:`Portal`. Their
 behaviour comes from a :class:`Behaviour` per platform (a mix of profiles); a platform without one
-is answered promptly, mostly.
+is answered promptly, mostly. Their posts are served by a :class:`ContentServer`, which the staff
+take down when they remove them (or not, as its :class:`Takedowns` say).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 
 from notifier.clock import Clock
 from notifier.sandbox.api import PlatformApi, ReceivedNotice
+from notifier.sandbox.content import ContentServer, Takedowns
 from notifier.sandbox.smtp import Received, SmtpSink
 from notifier.sandbox.staff import ApiStaff, Behaviour, Inbound, MailStaff, Portal, Record
 from notifier.sandbox.timeline import Timeline
@@ -35,6 +37,8 @@ class Sandbox:
         host: str = "127.0.0.1",
         smtp_port: int = 0,
         api_port: int = 0,
+        content_port: int = 0,
+        takedowns: Takedowns | None = None,
         scale: float = 1.0,
     ) -> None:
         self.clock = clock
@@ -42,12 +46,27 @@ class Sandbox:
         self.record = Record()
         self.sink = SmtpSink(host=host, port=smtp_port)
         self.api = PlatformApi(host=host, port=api_port)
+        self.content = ContentServer(
+            timeline=self.timeline,
+            clock=clock,
+            record=self.record,
+            seed=seed,
+            takedowns=takedowns,
+            host=host,
+            port=content_port,
+        )
         self.mail_staff: dict[str, MailStaff] = {}
         self.api_staff: dict[str, ApiStaff] = {}
         self.portals: dict[str, Portal] = {}
         behaviours = behaviours or {}
         for platform_id, platform in sorted(settings.platforms.items()):
-            common = {"timeline": self.timeline, "clock": clock, "record": self.record, "seed": seed}
+            common = {
+                "timeline": self.timeline,
+                "clock": clock,
+                "record": self.record,
+                "seed": seed,
+                "content": self.content,
+            }
             if platform.channel == "email" and platform.email is not None:
                 self.mail_staff[platform_id] = MailStaff(
                     platform=platform_id,
@@ -90,10 +109,12 @@ class Sandbox:
     async def start(self) -> Sandbox:
         await self.sink.start()
         await self.api.start()
+        await self.content.start()
         return self
 
     async def stop(self) -> None:
         for staff in self.api_staff.values():
             await staff.close()
         await self.api.stop()
+        await self.content.stop()
         await self.sink.stop()

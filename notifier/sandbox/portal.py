@@ -10,6 +10,7 @@ from email.utils import format_datetime, make_msgid
 
 from notifier.clock import Clock
 from notifier.sandbox.behaviour import Action, Behaviour, Inbound, Record, notice_rng, random_delay
+from notifier.sandbox.content import ContentServer
 from notifier.sandbox.timeline import Timeline
 
 __all__ = ["Portal"]
@@ -30,8 +31,10 @@ class Portal:
         inbound: Inbound,
         seed: int,
         scale: float = 1.0,
+        content: ContentServer | None = None,
     ) -> None:
         self.platform = platform
+        self._content = content
         self._address = address
         self._domain = address.rpartition("@")[2]
         self._behaviour = behaviour
@@ -75,5 +78,7 @@ class Portal:
             f"Hello,\n\nRegarding ticket {ticket}: we have removed the content you reported.\n\n"
             "안녕하세요. 신고하신 콘텐츠는 삭제되었습니다.\n"
         )
+        if self._content is not None:
+            self._content.take_down(self.platform, notice_id, request_ids)
         await self._inbound.send(mail, sender=self._address, recipient=self._inbound.reply_to)
         self._record.add(Action(self._clock.now(), self.platform, notice_id, "removed", request_ids, ticket))

@@ -7,6 +7,10 @@
   resolution time in the store is the time the sandbox staff actually received the notice and
   answered, and the report's counts and percentiles are what the staff's own record gives,
   computed here independently.
+* Verification: what the prober saw is what the sandbox's content server did. Every post taken
+  down is verified removed, at the claim (or, on the silent platform, at the first check after its
+  quiet removal); every post a platform said it removed but left up is a false claim chased by one
+  follow-up; the post that came back is a re-appearance, re-noticed once; no check is inconclusive.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import signal
 import subprocess
 import sys
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ import pytest
 from notifier.demo import scenario
 from notifier.demo.run import DemoResult, run_demo
 from notifier.domain.models import RequestState
+from notifier.ports import Followup
 from notifier.sandbox.staff import Action
 from notifier.store import create_store
 from tests.chromium import PROBE, VERDICT, check_platform, find_chromium, leftovers, run_chromium
@@ -183,6 +188,15 @@ async def _stored(folder: Path, request_ids: list[str]) -> dict[str, Any]:
         await store.close()
 
 
+async def _verification(folder: Path, request_ids: list[str]) -> tuple[dict[str, Any], list[Followup]]:
+    store = await create_store(f"sqlite:///{folder / 'notifier.db'}")
+    try:
+        facts = {r: await store.request_verification(r, checks=0) for r in request_ids}
+        return facts, await store.followups(unsent_only=False, limit=1000)
+    finally:
+        await store.close()
+
+
 def test_the_store_holds_exactly_what_the_platforms_did(month: DemoResult) -> None:
     assert month.sandbox_failures == []
     request_ids = [a.request_id for a in scenario.arrivals(90, 5)]
@@ -250,3 +264,64 @@ def test_the_report_is_what_the_platforms_did_computed_independently(month: Demo
     assert set(received_after) == bounced
     assert all(received_after[n] > bounce_at[n] for n in bounced)
     assert month.events["notice.bounced"] == len(bounced)
+
+
+def _content(actions: list[Action], what: str) -> dict[str, Action]:
+    """Per request, the first thing of kind ``what`` the content server recorded for it."""
+    found: dict[str, Action] = {}
+    for action in sorted(actions, key=lambda a: a.at):
+        if action.what == what:
+            for request_id in action.request_ids:
+                found.setdefault(request_id, action)
+    return found
+
+
+def test_verification_is_what_the_content_server_did(month: DemoResult) -> None:
+    arrivals = scenario.arrivals(90, 5)
+    request_ids = [a.request_id for a in arrivals]
+    platform_of = {a.request_id: a.platform for a in arrivals}
+    actions = month.record.actions
+    taken, left_up, restored = (_content(actions, w) for w in ("taken_down", "left_up", "restored"))
+    claimed = _content(actions, "removed")
+    facts, followups = asyncio.run(_verification(month.folder, request_ids))
+    figures = {p["platform"]: p for p in month.report["platforms"]}
+
+    # The scenario's platforms: a false claim, a quiet half, a post back six days later.
+    assert left_up and {platform_of[r] for r in left_up} == {scenario.API}
+    silent = [r for r in request_ids if platform_of[r] == scenario.SILENT]
+    assert len([r for r in silent if r in taken]) == round(len(silent) / 2)
+    assert len(restored) == 1 and {platform_of[r] for r in restored} == {scenario.EMAIL}
+
+    for platform, got in figures.items():
+        ids = [r for r in request_ids if platform_of[r] == platform]
+        assert got["verified_removed"] == sum(r in taken for r in ids), platform
+        assert got["false_claims"] == sum(r in left_up for r in ids), platform
+        assert got["reappeared"] == sum(r in restored for r in ids), platform
+        assert got["inconclusive"] == 0, platform
+    for request_id in request_ids:
+        verified = facts[request_id].verified_removed_at
+        if request_id not in taken:
+            assert verified is None, request_id
+        elif month.record.profiles.get(claimed[request_id].notice_id if request_id in claimed else "") == (
+            "longest"
+        ):
+            # Removed exactly at the bound, the instant the bound's check runs: when that check
+            # ran first (and saw it up) it stands for the claim's, and the next, a day later, sees
+            # it gone.
+            at = taken[request_id].at
+            assert verified in (at, at + timedelta(days=1)), request_id
+        elif request_id in claimed:
+            # The staff take a post down as they say so: the check of the claim sees it gone.
+            assert verified == taken[request_id].at == claimed[request_id].at, request_id
+        else:
+            assert verified is not None and verified > taken[request_id].at, request_id
+        back = restored.get(request_id)
+        assert (facts[request_id].reappeared_at is not None) == (back is not None), request_id
+        if back is not None:
+            assert facts[request_id].reappeared_at > back.at, request_id
+
+    # One follow-up per false claim and per re-appearance, each sent, listing those posts only.
+    chased = {(f.kind, r) for f in followups for r in f.request_ids}
+    assert chased == {("contradicted", r) for r in left_up} | {("reappeared", r) for r in restored}
+    assert all(f.sent_at is not None for f in followups)
+    assert month.events["verify.followup_sent"] == len(followups)

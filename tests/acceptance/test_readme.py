@@ -154,6 +154,7 @@ class Machine:
     folder: Path
     smtp_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
+    content_port: int = field(default_factory=free_port)
     inbound_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     started: list[tuple[subprocess.Popen[bytes], Path]] = field(default_factory=list)
@@ -175,6 +176,8 @@ class Machine:
                 str(self.smtp_port),
                 "--api-port",
                 str(self.api_port),
+                "--content-port",
+                str(self.content_port),
                 "--inbound",
                 f"127.0.0.1:{self.inbound_port}",
             ]
