@@ -277,7 +277,10 @@ async def _record_facts(conn: AsyncConnection, update_: VerifyUpdate) -> None:
         # The timer changed since the claim (a claim of removal set it): the facts are kept, the
         # newer timer too.
         values.pop("verify_due_at")
-        await conn.execute(update(requests).where(requests.c.request_id == update_.request_id).values(values))
+        if values:  # nothing else learnt (a round that only moved the timer): nothing to write
+            await conn.execute(
+                update(requests).where(requests.c.request_id == update_.request_id).values(values)
+            )
 
 
 def _check_row(update_: VerifyUpdate, check: UrlCheck) -> dict[str, Any]:

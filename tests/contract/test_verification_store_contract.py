@@ -124,3 +124,28 @@ async def test_followups_are_numbered_per_notice_and_marked_sent_once(store: Sto
     assert [(f.notice_id, f.seq) for f in unsent] == [("TD-x-1", 2), ("TD-x-1", 3), ("TD-y-1", 1)]
     [sent] = [f for f in await store.followups(unsent_only=False) if f.sent_at is not None]
     assert (sent.sent_at, sent.message_ref, sent.urls) == (at, "<first>", ("u1",))
+
+
+async def test_a_round_that_only_moves_a_timer_changed_since_its_claim_writes_nothing(store: Store) -> None:
+    clock, site = SimulatedClock(), Platform(port=9)
+    notice_id = await delivered_notice(store, clock, site, ["a"])
+    [claim] = await store.claim_verify_due(now=clock.now(), lease=LEASE, limit=10)
+    # Meanwhile the platform says removed: the request's timer moves, and the claim's no longer holds.
+    await clock.advance(timedelta(minutes=1))
+    await claim_removed(store, notice_id, clock.now())
+    moved_to = await store.next_verify_due()
+
+    await store.record_rounds(
+        [
+            VerifyUpdate(
+                request_id=claim.request_id,
+                platform=claim.platform,
+                checks=(),
+                checked_at=None,
+                next_at=clock.now() + timedelta(days=1),
+                claimed_until=claim.claimed_until,
+            )
+        ]
+    )
+
+    assert await store.next_verify_due() == moved_to  # the newer timer is kept
