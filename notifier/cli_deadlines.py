@@ -4,7 +4,10 @@ clarification a platform asked for, and the withdrawal of requests decided in er
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +20,9 @@ from notifier.domain.models import format_timestamp
 from notifier.errors import ConfigError, NotifierError
 from notifier.failures import DeliveryError
 from notifier.logging import configure_logging
+from notifier.ports import Store
 from notifier.services.clarify import Clarified, send_clarification
+from notifier.services.routes import Route
 from notifier.services.withdraw import Withdrawn, withdraw_requests
 from notifier.settings import Settings, load_settings
 
@@ -41,42 +46,42 @@ def _note(path: Path, option: str = "--note-file") -> str:
         raise NotifierError(f"{option} {path}: not UTF-8 text") from None
 
 
-async def clarify(settings: Settings, notice_id: str, note: str) -> Clarified:
-    clock = SystemClock()
-    store = await open_store(settings)
-    channels = Channels(settings, clock)
+@contextlib.asynccontextmanager
+async def _wired(settings: Settings) -> AsyncIterator[tuple[Store, dict[str, Route], datetime]]:
+    """The existing store (never created here) and the platforms' routes, closed afterwards."""
+    store = await open_store(settings, existing=True)
+    channels = Channels(settings, SystemClock())
     try:
-        return await send_clarification(
-            store,
-            channels.routes(),
-            notice_id=notice_id,
-            note=note,
-            now=clock.now(),
-            authority=authority(settings),
-            labels=settings.category_labels,
-        )
+        yield store, channels.routes(), SystemClock().now()
     finally:
         await channels.close()
         await store.close()
+
+
+async def clarify(settings: Settings, notice_id: str, note: str) -> Clarified:
+    async with _wired(settings) as (store, routes, now):
+        return await send_clarification(
+            store,
+            routes,
+            notice_id=notice_id,
+            note=note,
+            now=now,
+            authority=authority(settings),
+            labels=settings.category_labels,
+        )
 
 
 async def withdraw(settings: Settings, request_ids: list[str], reason: str) -> Withdrawn:
-    clock = SystemClock()
-    store = await open_store(settings)
-    channels = Channels(settings, clock)
-    try:
+    async with _wired(settings) as (store, routes, now):
         return await withdraw_requests(
             store,
-            channels.routes(),
+            routes,
             request_ids=request_ids,
             reason=reason,
-            now=clock.now(),
+            now=now,
             authority=authority(settings),
             labels=settings.category_labels,
         )
-    finally:
-        await channels.close()
-        await store.close()
 
 
 def _print_withdrawn(done: Withdrawn, request_ids: list[str]) -> bool:

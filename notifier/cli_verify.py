@@ -39,7 +39,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 async def verify_ids(settings: Settings, ids: list[str]) -> list[RoundResult]:
     """Check ``ids`` now (or, without ids, whatever is due); the checks made."""
     clock = SystemClock()
-    store = await open_store(settings)
+    store = await open_store(settings, existing=True)
     channels = Channels(settings, clock)
     prober = Prober(prober_options(settings.verify, settings.authority.name))
     try:
