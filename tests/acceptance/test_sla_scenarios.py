@@ -101,7 +101,9 @@ class Figure:
             queue_url=f"sqlite:///{database}",
             http_listen="",
             runtime='grace = "5s"\nlease = "30s"\nin_call_retry_wait = "0.01"',
-            extra=smtp_section(sink),
+            # The SLA is what these scenarios judge; checks of the URLs (which do not resolve here)
+            # would add inconclusive checks to the report while it is read twice.
+            extra=smtp_section(sink) + "\n[verify]\nenabled = false\n",
             platforms=f"""
 [platforms.telegram]
 name = "Telegram"
