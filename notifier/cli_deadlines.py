@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from notifier.app import Channels, authority, open_store
+from notifier.cli_args import ConfigOption
 from notifier.clock import SystemClock
 from notifier.domain.models import format_timestamp
 from notifier.errors import ConfigError, NotifierError
@@ -115,16 +116,7 @@ def register(app: typer.Typer) -> None:
         reason_file: Annotated[
             Path, typer.Option("--reason-file", help="Why (UTF-8 text, sent to the platform; never logged).")
         ],
-        config: Annotated[
-            Path | None,
-            typer.Option(
-                "-c",
-                "--config",
-                envvar="NOTIFIER_CONFIG",
-                help="Configuration file \\[default: config/notifier.toml].",
-                show_default=False,
-            ),
-        ] = None,
+        config: ConfigOption = None,
     ) -> None:
         """Withdraw requests decided in error: one not sent yet leaves its batch and is never sent;
         one already sent is withdrawn and its platform gets one withdrawal notice per notice.
@@ -149,16 +141,7 @@ def register(app: typer.Typer) -> None:
         note_file: Annotated[
             Path, typer.Option("--note-file", help="The answer to send (UTF-8 text; never logged).")
         ],
-        config: Annotated[
-            Path | None,
-            typer.Option(
-                "-c",
-                "--config",
-                envvar="NOTIFIER_CONFIG",
-                help="Configuration file \\[default: config/notifier.toml].",
-                show_default=False,
-            ),
-        ] = None,
+        config: ConfigOption = None,
     ) -> None:
         """Answer a platform's request for clarification: the removal clock of the notice runs
         again for its full bound from now, and the answer goes out in the notice's thread (or as

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from notifier.app import open_store
+from notifier.cli_args import ConfigOption
 from notifier.clock import SystemClock
 from notifier.domain.durations import parse_duration
 from notifier.errors import ConfigError, NotifierError
@@ -173,16 +174,7 @@ def register(app: typer.Typer) -> None:
             ReportGrouping, typer.Option("--by", help="One group per platform or per deadline profile.")
         ] = ReportGrouping.platform,
         output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to FILE.")] = None,
-        config: Annotated[
-            Path | None,
-            typer.Option(
-                "-c",
-                "--config",
-                envvar="NOTIFIER_CONFIG",
-                help="Configuration file \\[default: config/notifier.toml].",
-                show_default=False,
-            ),
-        ] = None,
+        config: ConfigOption = None,
     ) -> None:
         """Compliance report per platform: counts, times to ack and removal, breaches (SPEC §8).
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,6 +18,7 @@ from rich.table import Table
 
 from notifier.app import Channels, authority, open_store
 from notifier.channels.prober import Prober, prober_options
+from notifier.cli_args import ConfigOption
 from notifier.clock import SystemClock
 from notifier.errors import ConfigError, NotifierError
 from notifier.logging import configure_logging
@@ -91,16 +91,7 @@ def register(app: typer.Typer) -> None:
     def verify(
         ids: Annotated[list[str] | None, typer.Argument(help="Request ids or notice ids.")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
-        config: Annotated[
-            Path | None,
-            typer.Option(
-                "-c",
-                "--config",
-                envvar="NOTIFIER_CONFIG",
-                help="Configuration file \\[default: config/notifier.toml].",
-                show_default=False,
-            ),
-        ] = None,
+        config: ConfigOption = None,
     ) -> None:
         """Check that content is gone: the given requests or notices now, else everything due."""
         configure_logging(json=False, level="warning")
