@@ -103,7 +103,7 @@ def submit(
 @app.command()
 def status(
     ids: Annotated[list[str] | None, typer.Argument(help="Request ids or notice ids.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (SPEC §3 format).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (see docs/formats.md).")] = False,
     config: ConfigOption = None,
 ) -> None:
     """State of requests and notices; without ids, counts per platform and state."""

@@ -176,7 +176,7 @@ def register(app: typer.Typer) -> None:
         output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to FILE.")] = None,
         config: ConfigOption = None,
     ) -> None:
-        """Compliance report per platform: counts, times to ack and removal, breaches (SPEC §8).
+        """Compliance report per platform: counts, times to ack and removal, breaches.
 
         Open requests include those not delivered yet (pending, queued, an unfiled portal notice).
         The window selects requests by delivery time, never-delivered ones by intake time; times

@@ -9,10 +9,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from notifier.app import create_queue, vocabulary
+from notifier.domain.models import TakedownRequest
 from notifier.domain.validation import parse_request
-from notifier.errors import InvalidRequest
+from notifier.errors import ConfigError, InvalidRequest
 from notifier.intake.records import Record, read_records
 from notifier.settings import Settings
+from notifier.wiring import open_store
 
 PUBLISH_CHUNK = 1000
 PROGRESS_FROM = 1000  # records; smaller submissions finish before a bar would help
@@ -38,7 +40,7 @@ async def submit_files(settings: Settings, names: list[str], *, out: Console, er
         records.extend(read_records(data, label))
 
     words = vocabulary(settings)
-    valid: list[bytes] = []
+    valid: list[tuple[TakedownRequest, bytes]] = []
     invalid = 0
     for record in records:
         if record.body is None:
@@ -47,13 +49,14 @@ async def submit_files(settings: Settings, names: list[str], *, out: Console, er
                 err.print(f"{record.position}: {record.error}", markup=False)
             continue
         try:
-            parse_request(record.body, words)
+            request = parse_request(record.body, words)
         except InvalidRequest as error:
             invalid += 1
             err.print(f"{record.position}: {error.reason}", markup=False)
             continue
-        valid.append(record.body)
+        valid.append((request, record.body))
 
+    publish, repeated, stored = await _new_ones(settings, valid)
     queue = create_queue(settings)
     await queue.connect()
     try:
@@ -66,16 +69,43 @@ async def submit_files(settings: Settings, names: list[str], *, out: Console, er
             disable=len(valid) < PROGRESS_FROM or not err.is_terminal,
             transient=True,
         ) as progress:
-            task = progress.add_task("publish", total=len(valid))
-            for start in range(0, len(valid), PUBLISH_CHUNK):
-                chunk = valid[start : start + PUBLISH_CHUNK]
+            task = progress.add_task("publish", total=len(publish))
+            for start in range(0, len(publish), PUBLISH_CHUNK):
+                chunk = publish[start : start + PUBLISH_CHUNK]
                 await queue.publish(settings.queue.requests, chunk)
                 progress.advance(task, len(chunk))
     finally:
         await queue.close()
 
-    summary = f"published {len(valid)} request(s) to {settings.queue.requests}"
+    summary = f"published {len(publish)} request(s) to {settings.queue.requests}"
+    if repeated:
+        summary += f"; {repeated} repeated in the input, published once"
+    if stored:
+        summary += f"; {stored} already stored unchanged, not published again"
     if invalid:
         summary += f"; {invalid} invalid, not published"
-    err.print(summary, markup=False)
+    out.print(summary, markup=False)
     return invalid
+
+
+async def _new_ones(
+    settings: Settings, valid: list[tuple[TakedownRequest, bytes]]
+) -> tuple[list[bytes], int, int]:
+    """The bodies worth publishing, the count of copies repeated in the input and the count already
+    stored with the same content. A request whose id is stored with *different* content is published:
+    the daemon keeps the first and records the new one as a conflict, so that it is not lost."""
+    first: dict[tuple[str, str], bytes] = {}
+    for request, body in valid:
+        first.setdefault((request.request_id, request.content_hash()), body)
+    repeated = len(valid) - len(first)
+    try:
+        store = await open_store(settings, existing=True)
+    except ConfigError:  # nothing has run with this configuration yet: nothing can be stored
+        return list(first.values()), repeated, 0
+    try:
+        found = await store.get_requests([request_id for request_id, _ in first])
+    finally:
+        await store.close()
+    stored = {(s.request.request_id, s.request.content_hash()) for s in found}
+    publish = [body for key, body in first.items() if key not in stored]
+    return publish, repeated, len(first) - len(publish)

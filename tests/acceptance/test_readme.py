@@ -377,7 +377,7 @@ async def test_the_readme_commands_submit_the_example_requests_and_status_shows_
         result = await asyncio.to_thread(machine.run, machine.argv(command))
         assert result.returncode == 0, f"{command.line!r} exited {result.returncode}:\n{result.stderr}"
         if command.is_submit:
-            assert f"published {len(request_ids)} request(s)" in result.stderr, result.stderr
+            assert f"published {len(request_ids)} request(s)" in result.stdout, result.stdout
             assert "invalid" not in result.stderr, result.stderr
             stored = await wait_until_settled(machine, request_ids)
         elif command.is_status:
