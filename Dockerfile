@@ -37,7 +37,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     NOTIFIER_CONFIG=/app/config/docker.toml
 WORKDIR /app
-# config/ as in the repository (docker.toml, notifier.toml, templates/), owned by root: the daemon
+# config/ as in the repository (docker.toml, notifier.toml), owned by root: the daemon
 # reads it and cannot change it. var/ beside it is the daemon's own (manual outbox; the SQLite files
 # of the embedded default), kept on a volume.
 COPY config/ /app/config/

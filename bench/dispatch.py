@@ -506,7 +506,7 @@ def sample_message(settings: Settings, bodies: Sequence[bytes]) -> tuple[bytes, 
     )
     message = build_notice_email(
         content,
-        renderer=Renderer(settings.templates.dir),
+        renderer=Renderer(settings.templates.folder),
         from_addr=settings.smtp.from_,
         reply_to=settings.authority.reply_to,
         to=platform.email.to,

@@ -50,10 +50,10 @@ def register(app: typer.Typer) -> None:
             f"alerts: {_alerts_line(settings)}",
         ]
         try:
-            Renderer(settings.templates.dir)
+            Renderer(settings.templates.folder)
         except ConfigError as error:
             raise fail(f"notifier: {error}", 2) from None
-        lines.append(f"templates: {settings.templates.dir} (en, ko; every template rendered once)")
+        lines.append(f"templates: {settings.templates.folder} (en, ko; every template rendered once)")
         for line in lines:
             out.print(line, markup=False)
         table = Table(title="platforms", title_justify="left")

@@ -75,7 +75,7 @@ class Channels:
     def __init__(self, settings: Settings, clock: Clock) -> None:
         self.settings = settings
         self.clock = clock
-        self.renderer = Renderer(settings.templates.dir)
+        self.renderer = Renderer(settings.templates.folder)
         self.smtp = SmtpTransport(settings.smtp)
         # Alerts over a relay of their own when [alerts] names one: an alert that the notice relay
         # is failing must not depend on it. Alerts are few, so one connection is plenty.

@@ -1,11 +1,11 @@
 """Notices rendered for people (subject, text, HTML) and for machines (CSV, XARF-style JSON).
 
-The people's part comes from Jinja2 templates in ``config/templates/<language>/``: for each kind of
-message (``notice``, ``reminder``, ``escalation``) a ``.subject.j2``, a ``.txt.j2`` and an
-``.html.j2``. Every template is compiled *and* rendered once against a sample notice when the
-:class:`Renderer` is built, so a missing file, a syntax error or a misspelt variable is a
-:class:`~notifier.errors.ConfigError` naming the file at ``notifier check-config`` time, not a
-failed notice at three in the morning.
+The people's part comes from Jinja2 templates in ``notifier/templates/<language>/`` (or a copy
+named by ``templates.dir``): for each kind of message (``notice``, ``reminder``, ``escalation``…) a
+``.subject.j2``, a ``.txt.j2`` and an ``.html.j2``. Every template is compiled *and* rendered once
+against a sample notice when the :class:`Renderer` is built, so a missing file, a syntax error or
+a misspelt variable is a :class:`~notifier.errors.ConfigError` naming the file at ``notifier
+check-config`` time, not a failed notice at three in the morning.
 
 Whatever a request carries is shown to the platform exactly (URLs, hashes, ids) but never trusted:
 one-line fields lose control and line-break characters, HTML is autoescaped, CSV cells that a
@@ -53,8 +53,8 @@ _SUBJECT_MAX: Final = 250
 
 
 def default_templates_dir() -> Path:
-    """``config/templates`` of the source tree, for callers without a configured folder."""
-    return Path(__file__).resolve().parents[2] / "config" / "templates"
+    """The packaged templates (``notifier/templates``), for callers without a configured folder."""
+    return Path(__file__).resolve().parents[1] / "templates"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -20,6 +20,7 @@ from notifier.settings.fields import Section, sqlite_path
 from notifier.settings.mail import AlertsSettings, ImapSettings, InboundSmtpSettings, SmtpSettings
 from notifier.settings.platforms import PlatformSettings
 from notifier.settings.sections import (
+    PACKAGED_TEMPLATES,
     AuthoritySettings,
     CategorySettings,
     ConsoleSettings,
@@ -172,6 +173,8 @@ class Settings(Section):
     @field_validator("templates")
     @classmethod
     def _templates(cls, value: TemplatesSettings, info: ValidationInfo) -> TemplatesSettings:
+        if value.dir is None:
+            return value.model_copy(update={"dir": PACKAGED_TEMPLATES})
         config_dir: Path = (info.context or {}).get("config_dir", Path.cwd())
         return value.model_copy(update={"dir": (config_dir / value.dir).resolve()})
 

@@ -136,8 +136,19 @@ class ManualSettings(Section):
     outbox: Path = Path("var/outbox")
 
 
+# The notice templates notifier ships, used when the configuration names no folder of its own.
+PACKAGED_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+
+
 class TemplatesSettings(Section):
-    dir: Path = Path("templates")  # the notice templates, relative to the configuration file's folder
+    # A folder of one's own copy of the notice templates, relative to the configuration file's
+    # folder; unset, the packaged ones.
+    dir: Path | None = None
+
+    @property
+    def folder(self) -> Path:
+        """The folder the templates are read from: the configured one, else the packaged one."""
+        return self.dir or PACKAGED_TEMPLATES
 
 
 class RuntimeSettings(Section):

@@ -60,9 +60,6 @@ listen = "{http_listen}"
 [runtime]
 {runtime}
 
-[templates]
-dir = "{REPO / "config" / "templates"}"
-
 {extra}
 
 {platforms if platforms is not None else DEFAULT_PLATFORMS}

@@ -212,8 +212,8 @@ def test_the_image_runs_config_docker_toml_and_it_validates(stack: Stack) -> Non
     assert stack.config_file == REPO / "config" / "docker.toml"
     assert stack.settings.store.resolved_url.startswith("postgresql://")
     assert stack.settings.queue.resolved_url.startswith("amqp://")
-    # Templates sit next to the file, in the repository and therefore in the image.
-    assert stack.settings.templates.dir == REPO / "config" / "templates"
+    # No [templates] in the file: the templates installed with the package.
+    assert stack.settings.templates.dir == REPO / "notifier" / "templates"
     assert (stack.settings.templates.dir / "en" / "notice.txt.j2").is_file()
 
 

@@ -220,7 +220,7 @@ def test_the_laws_shipped_commented_out_are_valid_profiles(tmp_path: Path) -> No
 
 async def test_notifier_withdraw_takes_an_unsent_request_out_and_names_an_unknown_one(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/store.db"
-    extra = f'\n[store]\nurl = "{url}"\n[templates]\ndir = "{REPO}/config/templates"\n'
+    extra = f'\n[store]\nurl = "{url}"\n'
     path = write(tmp_path, extra)
     store = await create_store(url)
     try:

@@ -1,4 +1,4 @@
-"""Rendering of notices: the templates in config/templates, the CSV and the XARF-style JSON."""
+"""Rendering of notices: the packaged templates (notifier/templates), the CSV and the XARF-style JSON."""
 
 from __future__ import annotations
 

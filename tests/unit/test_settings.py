@@ -46,7 +46,7 @@ def test_the_shipped_configuration_is_valid() -> None:
     settings = load_settings(REPO / "config" / "notifier.toml", {})
     assert set(settings.platforms) == {"telegram", "videohost", "clipshare", "streamly"}
     assert settings.sla.ack_within == timedelta(hours=36)
-    assert settings.templates.dir == REPO / "config" / "templates"
+    assert settings.templates.dir == REPO / "notifier" / "templates"  # unset: the packaged ones
 
 
 def test_portal_notices_must_be_filed_within_two_hours_unless_a_platform_says_otherwise(
@@ -64,7 +64,7 @@ def test_defaults_and_relative_paths_resolve_against_the_config_folder(tmp_path:
     assert settings.store.resolved_url == f"sqlite:///{folder / 'data' / 'n.db'}"
     assert settings.queue.resolved_url == f"sqlite:///{folder / 'var' / 'notifier.db'}"
     assert settings.manual.outbox == folder / "var" / "outbox"
-    assert settings.templates.dir == folder / "templates"
+    assert settings.templates.dir == REPO / "notifier" / "templates"
     assert settings.platforms["telegram"].batch.max_items == 50
     assert settings.runtime.grace == timedelta(seconds=20)
 

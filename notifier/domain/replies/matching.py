@@ -44,7 +44,7 @@ _RETURNED_SUBJECT: Final = re.compile(
     r"^[ \t>]*Subject:[ \t]*(?P<value>[^\n]*(?:\n[ \t]+[^\n]*){0,4})", re.I | re.M
 )
 _ADDRESSED: Final = ("to", "delivered-to", "x-original-to", "envelope-to", "x-envelope-to")
-# What the subjects of config/templates say each message is, English and Korean. The escalation
+# What the subjects of notifier/templates say each message is, English and Korean. The escalation
 # and the reminder are tried first: their subjects name the takedown notice too.
 _SUBJECT_WORDING: Final = (
     (MessageKind.ESCALATION.value, re.compile(r"\bescalation\b|기한\s*경과", re.I)),
