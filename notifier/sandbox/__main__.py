@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import sys
+from urllib.parse import urlsplit
 
 from notifier.clock import SystemClock
 from notifier.errors import ConfigError
@@ -24,7 +25,7 @@ from notifier.sandbox.api import ReceivedNotice
 from notifier.sandbox.platforms import Sandbox
 from notifier.sandbox.smtp import Received
 from notifier.sandbox.staff import Inbound
-from notifier.settings import DEFAULT_CONFIG, load_settings
+from notifier.settings import DEFAULT_CONFIG, Settings, load_settings
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -42,8 +43,8 @@ async def serve(args: argparse.Namespace) -> None:
         ),
         callback_secret=secret.get_secret_value() if secret is not None else None,
         host=args.host,
-        smtp_port=args.smtp_port,
-        api_port=args.api_port,
+        smtp_port=args.smtp_port if args.smtp_port is not None else settings.smtp.port,
+        api_port=args.api_port if args.api_port is not None else _api_port(settings),
         content_port=args.content_port,
         scale=args.hour / 3600.0,
     )
@@ -88,12 +89,28 @@ async def serve(args: argparse.Namespace) -> None:
         await sandbox.stop()
 
 
+def _api_port(settings: Settings) -> int:
+    """The port the configuration's platform APIs are reached on, where the sandbox serves them all;
+    8091 when no platform sends by API."""
+    ports = {
+        urlsplit(p.api.url).port or (443 if p.api.url.startswith("https:") else 80)
+        for p in settings.platforms.values()
+        if p.api is not None
+    }
+    if len(ports) > 1:
+        listed = ", ".join(str(port) for port in sorted(ports))
+        raise ConfigError(f"platforms.*.api.url: the sandbox serves one API port, the config names {listed}")
+    return ports.pop() if ports else 8091
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m notifier.sandbox", description=__doc__.splitlines()[0])
     parser.add_argument("-c", "--config", default=os.environ.get("NOTIFIER_CONFIG", str(DEFAULT_CONFIG)))
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
-    parser.add_argument("--smtp-port", type=int, default=2526)
-    parser.add_argument("--api-port", type=int, default=8091)
+    parser.add_argument("--smtp-port", type=int, default=None, help="default: the config's smtp.port")
+    parser.add_argument(
+        "--api-port", type=int, default=None, help="default: the port of the config's platform API URLs"
+    )
     parser.add_argument("--content-port", type=int, default=8092)
     parser.add_argument(
         "--inbound", default="", help="notifier's inbound_smtp host:port (default: from the config)"
