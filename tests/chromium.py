@@ -33,7 +33,7 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# A4 (210 mm) less the report's @page margins (2 × 12 mm), in CSS pixels (96 per inch).
+# A4 (210 mm) less the report's @page margins (2 x 12 mm), in CSS pixels (96 per inch).
 A4_CONTENT_PX = int((210 - 2 * 12) / 25.4 * 96)
 
 MEASURE = """
@@ -114,8 +114,10 @@ def leftovers(marker: str) -> list[int]:
 
 
 @contextlib.asynccontextmanager
-async def report_page(page_path: Path, profile: Path, *, width: int = 1280, height: int = 800) -> AsyncIterator[Page]:
-    """The report at ``page_path`` in headless Chromium, at ``width`` × ``height``; no browser
+async def report_page(
+    page_path: Path, profile: Path, *, width: int = 1280, height: int = 800
+) -> AsyncIterator[Page]:
+    """The report at ``page_path`` in headless Chromium, at ``width`` x ``height``; no browser
     process outlives it."""
     binary = find_chromium()
     profile.mkdir(exist_ok=True)

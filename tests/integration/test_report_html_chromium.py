@@ -3,7 +3,7 @@
 The report comes from a real SQLite store seeded with six platforms: two clean, one removing late,
 one leaving acknowledged requests open past the bound, and two silent (nothing answered, every
 request past its bound; one of them quietly removed half its content, as notifier's checks saw).
-At 1280 × 800 every platform's breaches are on screen without scrolling; the charts draw what the
+At 1280 x 800 every platform's breaches are on screen without scrolling; the charts draw what the
 figures say, the silent platforms in red; in print (A4) no table is wider than the page and no cell
 overflows, and the page prints to a PDF.
 
@@ -13,7 +13,6 @@ Skips when chromium is not installed on a developer's machine; under ``CI=true``
 from __future__ import annotations
 
 import re
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -192,7 +191,9 @@ async def test_every_breach_is_on_screen_at_1280_and_the_page_prints_on_a4_witho
         assert (row["color"] == RED) == (total > 0), row
         for part in (row["cell"], row["name"]):
             assert part["left"] >= 0 and part["top"] >= 0, row
-            assert part["right"] <= 1280 and part["bottom"] <= 800, f"{row['group']}'s breaches are off screen"
+            assert part["right"] <= 1280 and part["bottom"] <= 800, (
+                f"{row['group']}'s breaches are off screen"
+            )
     check_charts(measured, figures)
     removal = {g["group"]: g for g in measured["charts"]["removal"]["groups"]}
     for name in SILENT:
