@@ -9,6 +9,7 @@ the charts; the remaining figures.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
@@ -32,6 +33,7 @@ from notifier.services.report_words import (
     silent,
 )
 
+_GLUE = re.compile(r"(\d) (?=[a-z%])")
 _CSS = """
 :root { color-scheme: light; }
 body { font-family: system-ui, "Noto Sans", "Noto Sans KR", "NanumGothic", "Malgun Gothic",
@@ -84,7 +86,7 @@ svg text.on-b24h, svg text.on-b48h, svg text.on-rejected, svg text.on-other { fi
 @page { size: A4; margin: 12mm; }
 @media print {
   body { margin: 0; font-size: 10pt; }
-  table { font-size: 7.5pt; }
+  table { font-size: 7pt; }
   th, td { padding: 2px 3px; }
   tr, figure, .attention { break-inside: avoid; }
   thead { display: table-header-group; }
@@ -95,14 +97,15 @@ svg text.on-b24h, svg text.on-b48h, svg text.on-rejected, svg text.on-other { fi
 
 
 def _nb(text: str) -> str:
-    """Escaped, with no line break inside a figure (``90 %``, ``2 h 05 min``)."""
-    return escape(text.replace(" %", "\u00a0%"))
+    """Escaped, a number never parted from its unit (``90 %``, ``1 d 4 h`` breaks only as
+    ``1 d`` / ``4 h``)."""
+    return escape(_GLUE.sub("\\1\u00a0", text))
 
 
 def _times(distribution: Mapping[str, int] | None, *points: str) -> str:
     if distribution is None:
         return NONE
-    return " / ".join(_nb(duration(distribution[p]).replace(" ", "\u00a0")) for p in points)
+    return " / ".join(_nb(duration(distribution[p])) for p in points)
 
 
 def _heading(key: str) -> str:
@@ -111,7 +114,7 @@ def _heading(key: str) -> str:
 
 
 def _sub(main: str, sub: str) -> str:
-    return f'{escape(main)}<span class="sub">{escape(sub)}</span>'
+    return f'{_nb(main)}<span class="sub">{_nb(sub)}</span>'
 
 
 def _breach_cell(g: Mapping[str, Any]) -> str:
@@ -157,7 +160,7 @@ def _share_cell(value: float | None) -> str:
 def _main_table(groups: Sequence[Mapping[str, Any]], names: Sequence[str], by: str, verifies: bool) -> str:
     keys = [by, "requests", "breaches", "open", "acked_in_bound", "within_bound"]
     keys += ["verified_removed" if verifies else "removed", "time_to_removal", "bound"]
-    widths = [13, 8, 13, 12, 11, 11, 11, 12, 9]
+    widths = [12, 11, 11, 11, 11, 11, 11, 11, 11]
     cols = "".join(f'<col style="width:{w}%">' for w in widths)
     rows = []
     for g, name in zip(groups, names, strict=True):
@@ -172,7 +175,7 @@ def _main_table(groups: Sequence[Mapping[str, Any]], names: Sequence[str], by: s
             _share_cell(g["within_bound"]),
             _removed_cell(g, verifies),
             removal,
-            f"<td>{bound(int(g['ack_within']))} / {bound(int(g['removal_within']))}</td>",
+            f"<td>{_nb(bound(int(g['ack_within'])))} / {_nb(bound(int(g['removal_within'])))}</td>",
         ]
         rows.append(f'<tr data-group="{escape(name)}"{css}>{"".join(cells)}</tr>')
     head = "".join(_heading(k) for k in keys)
@@ -183,35 +186,37 @@ def _main_table(groups: Sequence[Mapping[str, Any]], names: Sequence[str], by: s
 
 
 def _detail_table(groups: Sequence[Mapping[str, Any]], names: Sequence[str], by: str, verifies: bool) -> str:
-    keys = [by, "delivered", "acknowledged", "time_to_ack", "removed_within", "rejected"]
+    keys = [by, "delivered", "acknowledged", "time_to_ack", "removed_within"]
     if verifies:
         keys += ["time_to_verified", "false_claims", "reappeared"]
-    keys += ["withdrawn", "failed"]
+    keys += ["withdrawn"]
     rows = []
     for g, name in zip(groups, names, strict=True):
         within = g["removed_within"]
+        answered = f"{g['acknowledged']} of {delivered_requests(g)}"
+        rejected = f"{g['rejected']} rejected"
         cells = [
             f"<td>{escape(name)}</td>",
             f"<td>{g['delivered']} of {g['notices']}</td>",
-            f"<td>{g['acknowledged']} of {delivered_requests(g)}</td>",
+            f"<td>{_sub(answered, rejected) if g['rejected'] else answered}</td>",
             f"<td>{_times(g['time_to_ack_s'], 'p50', 'p90')}</td>",
             f"<td>{' / '.join(str(within[k]) for k in ('1h', '24h', '48h', '7d'))}</td>",
-            f"<td>{g['rejected']}</td>",
         ]
         if verifies:
             cells.append(f"<td>{_times(g['time_to_verified_removal_s'], 'p50', 'p90')}</td>")
             cells.append(f'<td class="{"breach" if g["false_claims"] else ""}">{g["false_claims"]}</td>')
             cells.append(f'<td class="{"breach" if g["reappeared"] else ""}">{g["reappeared"]}</td>')
-        cells.append(f"<td>{g['withdrawn']}</td>")
-        cells.append(f"<td>{g['failed'] + g['dead_letters']}</td>")
+        lost = g["failed"] + g["dead_letters"]
+        withdrawn = _sub(str(g["withdrawn"]), f"{lost} not deliverable") if lost else g["withdrawn"]
+        cells.append(f"<td>{withdrawn}</td>")
         rows.append(f'<tr data-group="{escape(name)}">{"".join(cells)}</tr>')
-    headings = [_heading(k) for k in keys]
-    headings[-1] = (
-        '<th scope="col">Not deliverable or rejected at intake'
-        '<span class="ko" lang="ko">전달 실패·접수 거부</span></th>'
+    widths = (
+        [12, *([11] * (len(keys) - 1))] if verifies else [16, *([84 // (len(keys) - 1)] * (len(keys) - 1))]
     )
+    cols = "".join(f'<col style="width:{w}%">' for w in widths)
     return (
-        f'<table class="figures detail"><thead><tr>{"".join(headings)}</tr></thead>'
+        f'<table class="figures detail"><colgroup>{cols}</colgroup>'
+        f"<thead><tr>{''.join(_heading(k) for k in keys)}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
 

@@ -133,7 +133,7 @@ async def test_the_table_in_a_file_is_the_same_text_every_time_and_wide_has_ever
 
 async def test_the_page_names_the_authority_and_the_period_in_its_zone_with_plain_headings() -> None:
     page = render_html(await _document(), authority=AUTHORITY, timezone="Asia/Seoul")
-    text = re.sub(r"<style>.*?</style>|<[^>]+>", " ", page, flags=re.DOTALL)
+    text = re.sub(r"<style>.*?</style>|<[^>]+>", " ", page, flags=re.DOTALL).replace("\u00a0", " ")
     assert AUTHORITY in text
     assert "1 Sep 2024 00:00 – 1 Oct 2024 00:00 KST" in text
     for english, korean in (
