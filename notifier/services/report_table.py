@@ -179,4 +179,5 @@ def table_text(report: Mapping[str, Any], *, wide: bool = False, timezone: str =
         width = Console(width=1000, file=io.StringIO()).measure(table).maximum
     console = Console(record=True, width=width, file=io.StringIO(), color_system=None, force_terminal=False)
     render_table(report, console, wide=wide, timezone=timezone)
-    return "".join(line.rstrip() + "\n" for line in console.export_text().splitlines())
+    lines = [line.rstrip() for line in console.export_text().splitlines()]
+    return "\n".join(lines).rstrip("\n") + "\n"
