@@ -201,7 +201,7 @@ def bucket_chart(groups: Sequence[Mapping[str, Any]], names: Sequence[str]) -> s
         'role="img" aria-labelledby="buckets-title">',
         '<title id="buckets-title">Requests per platform by time to removal</title><g class="legend">',
     ]
-    x = 0
+    x = 0.0
     for css, words, _ in legend:
         parts.append(f'<rect class="seg {css}" x="{x}" y="4" width="12" height="10"/>')
         parts.append(_text(x + 15, 13, words))
@@ -213,19 +213,19 @@ def bucket_chart(groups: Sequence[Mapping[str, Any]], names: Sequence[str]) -> s
         total = max(1, int(g["requests"]))
         parts.append(f'<g class="group" data-group="{escape(name)}">')
         parts.append(_text(0, top + 13, name, "name"))
-        x = float(LABEL)
+        left = float(LABEL)
         for css, words, count in buckets(g):
             if count <= 0:
                 continue
             w = width * count / total
             parts.append(
-                f'<rect class="seg {css}" data-bucket="{css}" data-count="{count}" x="{x:.1f}" '
+                f'<rect class="seg {css}" data-bucket="{css}" data-count="{count}" x="{left:.1f}" '
                 f'y="{top:.1f}" width="{w:.1f}" height="{ROW}">'
                 f"<title>{escape(name)}: {count} {escape(words)}</title></rect>"
             )
             if w >= 9 * len(str(count)) + 4:
-                parts.append(_text(x + w / 2, top + 13, str(count), f"count on-{css}"))
-            x += w
+                parts.append(_text(left + w / 2, top + 13, str(count), f"count on-{css}"))
+            left += w
         parts.append(_text(LABEL + width + 8, top + 13, f"{g['requests']} requests"))
         parts.append("</g>")
     parts.append("</svg>")

@@ -166,7 +166,7 @@ async def test_html_is_a_self_contained_page_with_one_chart_group_per_platform()
     for chart in ("removal", "buckets"):
         start = page.index(f'<svg class="chart {chart}"')
         groups = _parsed(page[start : page.index("</svg>", start)]).tags
-        named = [a["data-group"] for tag, a in groups if tag == "g" and a.get("class") == "group"]
+        named = [str(a["data-group"]) for tag, a in groups if tag == "g" and a.get("class") == "group"]
         assert sorted(named) == sorted(BOUNDS)  # the parser unescapes "<" and ">"
     bounds = [a for tag, a in parser.tags if tag == "line" and a.get("class") == "bound"]
     assert len(bounds) == len(BOUNDS) + 1  # one per platform, and the legend's
