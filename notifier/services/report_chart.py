@@ -25,6 +25,7 @@ LABEL = 150  # the names, left of the bars
 TEXT = 200  # the figures, right of the bars
 BARS = WIDTH - LABEL - TEXT
 ROW, GAP, TOP = 18, 16, 34
+NAME_CHARS = 20  # what the name column holds, in the bold 12 px of the names
 
 _STEPS = (HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, DAY, 2 * DAY, 7 * DAY, 14 * DAY, 30 * DAY)
 
@@ -47,6 +48,13 @@ def _step(end: int) -> int:
 def _text(x: float, y: float, words: str, css: str = "") -> str:
     cls = f' class="{css}"' if css else ""
     return f'<text{cls} x="{x:.1f}" y="{y:.1f}">{escape(words)}</text>'
+
+
+def _name(name: str, y: float) -> str:
+    """A group's name left of its bars, shortened with an ellipsis where it would run into them
+    (the table beside the chart has it whole; the tooltip too)."""
+    shown = name if len(name) <= NAME_CHARS else name[: NAME_CHARS - 1] + "…"
+    return f'<text class="name" x="0" y="{y:.1f}"><title>{escape(name)}</title>{escape(shown)}</text>'
 
 
 def _range_bar(
@@ -140,7 +148,7 @@ def removal_chart(groups: Sequence[Mapping[str, Any]], names: Sequence[str]) -> 
     for index, (g, name) in enumerate(zip(groups, names, strict=True)):
         top = TOP + index * block
         parts.append(f'<g class="group" data-group="{escape(name)}">')
-        parts.append(_text(0, top + 13, name, "name"))
+        parts.append(_name(name, top + 13))
         parts.extend(_claimed(g, name, top, scale, end))
         if verifies:
             parts.append(_text(0, top + ROW + 13, "verified by us", "muted"))
@@ -212,7 +220,7 @@ def bucket_chart(groups: Sequence[Mapping[str, Any]], names: Sequence[str]) -> s
         top = TOP + index * block
         total = max(1, int(g["requests"]))
         parts.append(f'<g class="group" data-group="{escape(name)}">')
-        parts.append(_text(0, top + 13, name, "name"))
+        parts.append(_name(name, top + 13))
         left = float(LABEL)
         for css, words, count in buckets(g):
             if count <= 0:

@@ -275,14 +275,14 @@ def render_html(report: Mapping[str, Any], *, authority: str | None = None, time
             f'<span class="ledger">{escape(str(report["ledger_head"]))}</span></p>'
         )
     charts = ""
+    checked = "; “verified”: when notifier itself first found every URL gone" if verifies else ""
     if groups:
         charts = (
             "<h2>Removal against the bound<span class='ko' lang='ko'>기한 대비 삭제 소요 시간</span></h2>"
             f"<figure>{removal_chart(groups, names)}<figcaption>Bars: the time within which 90 % of "
             "removals came, from delivery of the notice; black tick: the median; grey line: the "
             "longest (an arrow when it runs past the axis); dashed red line: the removal bound. "
-            "“Claimed”: when the platform said it removed the content; “verified”: when notifier "
-            "itself first found every URL gone.</figcaption></figure>"
+            f"“Claimed”: when the platform said it removed the content{checked}.</figcaption></figure>"
             "<h2>How soon requests were removed<span class='ko' lang='ko'>삭제 소요 시간 분포</span></h2>"
             f"<figure>{bucket_chart(groups, names)}<figcaption>Each bar is one {grouped}'s requests: "
             "removed within 1 hour, 24 hours, 48 hours, 7 days, later; rejected; still open."

@@ -109,12 +109,15 @@ def _two_lines(figure: str) -> int:
     )
 
 
-def _widths(names: list[str], cells: list[list[str]], headings: list[str], room: int | None) -> list[int]:
+def _widths(
+    names: list[str], cells: list[list[str]], headings: list[str], room: int | None, *, wrap_names: bool
+) -> list[int]:
     """Each column's width: its widest figure (or the longest word of its heading, which wraps).
     Short of ``room``, the columns whose figures have spaces (``14 h 51 min``) narrow, widest
     first, to hold them on two lines, so that they wrap at a space and never inside a word."""
     full = [max([len(n) for n in names] + [8])]
-    least = list(full)
+    # A platform's id stays whole; a profile's label may wrap at its spaces.
+    least = [max([len(w) for n in names for w in n.split()] + [8])] if wrap_names else list(full)
     for index, heading in enumerate(headings):
         figures = [row[index] for row in cells]
         words = [len(w) for w in heading.split()]
@@ -126,7 +129,7 @@ def _widths(names: list[str], cells: list[list[str]], headings: list[str], room:
     # Each column costs its width, a separating space and its left padding (none for the first).
     excess = sum(widths) + 2 * len(widths) - 1 - room
     while excess > 0:
-        slack = [(widths[i] - least[i], i) for i in range(1, len(widths)) if widths[i] > least[i]]
+        slack = [(widths[i] - least[i], i) for i in range(len(widths)) if widths[i] > least[i]]
         if not slack:
             break
         _, widest = max(slack)
@@ -145,7 +148,7 @@ def build_table(
     cells = [[figure(g) for _, figure in columns] for g in groups]
     names = [group_name(g, by) for g in groups]
     headings = [heading for heading, _ in columns]
-    widths = _widths(names, cells, headings, room)
+    widths = _widths(names, cells, headings, room, wrap_names=by == "profile")
     table = Table(
         title=f"Compliance report, {period(report, ZoneInfo(timezone))}",
         title_justify="left",

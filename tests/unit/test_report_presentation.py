@@ -15,6 +15,7 @@ from rich.console import Console
 
 from notifier.domain.models import RequestState
 from notifier.domain.report import Bounds, ReportRow
+from notifier.domain.verification import VERIFY_REPORT_KEYS
 from notifier.services.report import build_report, csv_header, render, render_html, render_table
 from notifier.services.report_words import bound, duration, share
 
@@ -178,3 +179,29 @@ async def test_the_ledger_head_is_shown_when_the_report_has_one() -> None:
     page = render_html(report)
     assert "9f2c" * 16 in page
     assert "Evidence ledger head" in page
+
+
+async def test_a_report_by_profile_wraps_long_labels_at_spaces_and_fits_100_columns() -> None:
+    labels = ["Regulation (EU) 2021/784, Art. 3(3): one hour", "TAKE IT DOWN Act: 48 hours", "", ""]
+    platforms = (await _document())["platforms"]
+    report = {
+        "generated_at": "2024-09-30T15:00:00Z",
+        "since": None,
+        "until": None,
+        "profiles": [
+            {"profile": label or None, "label": label or "platform bounds"}
+            | {k: v for k, v in g.items() if k != "platform" and k not in VERIFY_REPORT_KEYS}
+            for label, g in zip(labels, platforms, strict=True)
+        ],
+    }
+    text = render(report, "table")
+    lines = text.splitlines()
+    assert all(len(line) <= 100 for line in lines)
+    assert "…" not in text
+    tokens = text.split()
+    assert all(word in tokens for word in labels[0].split())  # wrapped, if at all, at its spaces
+    page = render_html(report)
+    assert "Regulation (EU) 2021/784, Art. 3(3): one hour" in page
+    assert "Deadline profile" in page and "기한 유형" in page
+    # Checks are per platform, not per profile: no verified bars, no verified column.
+    assert 'class="bar verified"' not in page and "Removal verified by us" not in page
