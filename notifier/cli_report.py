@@ -109,6 +109,7 @@ def run_report(
     fmt: ReportFormat,
     output: Path | None,
     by: ReportGrouping = ReportGrouping.platform,
+    wide: bool = False,
 ) -> None:
     now = SystemClock().now()
     start, end = _window(settings, since, until, now)
@@ -139,10 +140,12 @@ def run_report(
         raise _Exit(f"notifier: {error}", 2) from None
     except NotifierError as error:
         raise _Exit(f"notifier: {error}", 1) from None
-    if output is None and fmt is ReportFormat.table:
-        render_table(report, out)
+    authority = settings.authority
+    if output is None and fmt is ReportFormat.table and out.is_terminal:
+        # A terminal's own width; piped or written to a file, the same text at 100 columns.
+        render_table(report, out, wide=wide, timezone=authority.timezone)
         return
-    text = render(report, fmt.value)
+    text = render(report, fmt.value, wide=wide, authority=authority.name, timezone=authority.timezone)
     if output is None:
         out.file.write(text)
         return
@@ -174,6 +177,9 @@ def register(app: typer.Typer) -> None:
             ReportGrouping, typer.Option("--by", help="One group per platform or per deadline profile.")
         ] = ReportGrouping.platform,
         output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to FILE.")] = None,
+        wide: Annotated[
+            bool, typer.Option("--wide", help="The table with every figure (it needs ~300 columns).")
+        ] = False,
         config: ConfigOption = None,
     ) -> None:
         """Compliance report per platform: counts, times to ack and removal, breaches.
@@ -189,7 +195,16 @@ def register(app: typer.Typer) -> None:
             err.print(f"notifier: {error}", markup=False)
             raise typer.Exit(2) from None
         try:
-            run_report(settings, since=since, until=until, platforms=platform, fmt=fmt, output=output, by=by)
+            run_report(
+                settings,
+                since=since,
+                until=until,
+                platforms=platform,
+                fmt=fmt,
+                output=output,
+                by=by,
+                wide=wide,
+            )
         except _Exit as failure:
             err.print(str(failure), markup=False)
             raise typer.Exit(failure.code) from None

@@ -49,6 +49,7 @@ class DemoResult:
     events: Counter[str]
     sandbox_failures: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    timezone: str = "UTC"  # the authority's: the table's period is read in it
 
 
 def prepare_folder(folder: Path) -> None:
@@ -97,7 +98,11 @@ async def run_demo(
             configure_logging(json=False)
     assert demo.sandbox is not None
     html_path, json_path = folder / "report.html", folder / "report.json"
-    html_path.write_text(render_html(report), encoding="utf-8")
+    assert demo.settings is not None
+    authority = demo.settings.authority
+    html_path.write_text(
+        render_html(report, authority=authority.name, timezone=authority.timezone), encoding="utf-8"
+    )
     json_path.write_text(render_json(report), encoding="utf-8")
     return DemoResult(
         folder=folder,
@@ -109,6 +114,7 @@ async def run_demo(
         events=demo.tap.events,
         sandbox_failures=list(demo.sandbox.timeline.failures),
         elapsed_s=time.monotonic() - started,
+        timezone=authority.timezone,
     )
 
 
@@ -150,7 +156,7 @@ async def _run(demo: Demo, console: Console, log_file: TextIO) -> dict[str, Any]
 
 
 def print_summary(result: DemoResult, console: Console) -> None:
-    render_table(result.report, console)
+    render_table(result.report, console, timezone=result.timezone)
     console.print()
     console.print(f"HTML report: {result.report_html}")
     console.print(f"JSON report: {result.report_json}")

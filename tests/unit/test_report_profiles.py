@@ -152,4 +152,4 @@ async def test_shares_and_buckets_per_profile_match_figures_computed_independent
     console = Console(record=True, width=200, file=io.StringIO())
     render_table(report, console)
     table = console.export_text()
-    assert "TCO: one hour" in table and "50%" in table  # two of tco's four removals within an hour
+    assert "TCO: one hour" in table and "50 %" in table  # two of tco's four removals within an hour

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
@@ -123,31 +124,54 @@ async def test_csv_has_one_row_per_platform_with_flattened_percentiles() -> None
 
 
 class _Page(HTMLParser):
+    """The tags of a page, and its text as a reader sees it (no style sheet, no attributes)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.words: list[str] = []
+        self._in_style = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append((tag, dict(attrs)))
+        self._in_style = tag == "style"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_style = False
+
+    def handle_data(self, data: str) -> None:
+        if not self._in_style:
+            self.words.append(data)
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+
+def _parsed(page: str) -> _Page:
+    parser = _Page()
+    parser.feed(page)
+    parser.close()
+    return parser
 
 
 async def test_html_is_a_self_contained_page_with_one_chart_group_per_platform() -> None:
     page = render_html(await _document())
-    parser = _Page()
-    parser.feed(page)
-    parser.close()
+    parser = _parsed(page)
     assert "http://" not in page
     assert "https://" not in page
     for tag, attrs in parser.tags:
         assert tag not in {"script", "link", "img", "iframe"}
         assert not any(name in {"src", "href"} for name in attrs)
-    groups = [attrs for tag, attrs in parser.tags if tag == "g" and attrs.get("class") == "platform"]
-    assert [g["data-platform"] for g in groups] == list(BOUNDS)  # the parser unescapes "<" and ">"
-    assert sum(1 for tag, attrs in parser.tags if tag == "line" and attrs.get("class") == "bound") == len(
-        BOUNDS
-    )
+    for chart in ("removal", "buckets"):
+        start = page.index(f'<svg class="chart {chart}"')
+        groups = _parsed(page[start : page.index("</svg>", start)]).tags
+        named = [str(a["data-group"]) for tag, a in groups if tag == "g" and a.get("class") == "group"]
+        assert sorted(named) == sorted(BOUNDS)  # the parser unescapes "<" and ">"
+    bounds = [a for tag, a in parser.tags if tag == "line" and a.get("class") == "bound"]
+    assert len(bounds) == len(BOUNDS) + 1  # one per platform, and the legend's
     assert "<share>" not in page  # platform names are escaped
-    assert "bound 24 h" in page
+    assert "removal bound 24 h" in page
 
 
 async def test_table_lists_every_platform() -> None:
@@ -172,12 +196,12 @@ async def test_the_table_shows_unfiled_portal_requests_as_open_undelivered_and_b
         for _ in range(1000)
     ]
     report = await build_report(_Rows(rows), BOUNDS, now=NOW, since=SINCE)
-    text = render(report, "table")
+    text = render(report, "table", wide=True)
     [line] = [line for line in text.splitlines() if "quiet" in line]
-    cells = [cell.strip() for cell in line.split("│")]
+    cells = re.split(r"\s{2,}", line.strip())
     assert "1000/1000" in cells  # open/undelivered
     assert "0/0/1000" in cells  # breaches ack/removal/undelivered
-    assert "-/3.0 h" in cells  # oldest open/undelivered
+    assert "–/3 h" in cells  # oldest open/undelivered
     [quiet] = list(csv.DictReader(io.StringIO(render(report, "csv"))))[2:]
     assert (quiet["open"], quiet["undelivered"], quiet["undelivered_breaches"]) == ("1000", "1000", "1000")
     assert quiet["oldest_undelivered_s"] == str(3 * 3600)

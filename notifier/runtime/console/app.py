@@ -66,6 +66,7 @@ class ConsoleDeps:
     secure_cookies: bool = True
     due_within: timedelta = timedelta(hours=6)
     refresh_s: int = 30
+    authority: str = ""  # its name heads the published report
     # The overview's figures are shared by every viewer for this long: a room of staff whose pages
     # refresh themselves costs the store one set of counts per interval, not one per page.
     overview_cache_s: float = 10.0

@@ -147,7 +147,9 @@ async def report_file(request: web.Request) -> web.Response:
     document = await _report(request)
     kind = request.match_info["kind"]
     if kind == "html":
-        response = web.Response(text=render_html(document), content_type="text/html", charset="utf-8")
+        d = deps(request)
+        page = render_html(document, authority=d.authority or None, timezone=d.zone.key)
+        response = web.Response(text=page, content_type="text/html", charset="utf-8")
         response.headers["Content-Security-Policy"] = REPORT_CSP
         return response
     body, content_type = (

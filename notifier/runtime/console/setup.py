@@ -36,6 +36,7 @@ def console_deps(
         report_bounds=platform_bounds(settings),
         platform_names={p: platform.name for p, platform in settings.platforms.items()},
         zone=ZoneInfo(settings.authority.timezone),
+        authority=settings.authority.name,
         outbox=settings.manual.outbox,
         deliver_within=settings.sla.deliver_within,
         session_ttl=console.session_ttl,
