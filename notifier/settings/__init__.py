@@ -14,6 +14,7 @@ from ``notifier.settings``.
 
 from __future__ import annotations
 
+from notifier.settings.dkim import DEFAULT_SIGNED_HEADERS, DkimKey, DkimSettings
 from notifier.settings.fields import Duration, Email, EmailList, is_loopback, mask_url, sqlite_path
 from notifier.settings.loading import DEFAULT_CONFIG, ENV_PREFIX, Settings, env_overrides, load_settings
 from notifier.settings.mail import (
@@ -50,6 +51,9 @@ from notifier.settings.sections import (
 )
 
 __all__ = [
+    "DEFAULT_SIGNED_HEADERS",
+    "DkimKey",
+    "DkimSettings",
     "DEFAULT_CONFIG",
     "ENV_PREFIX",
     "AlertsSettings",
