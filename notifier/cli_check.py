@@ -61,8 +61,12 @@ def register(app: typer.Typer) -> None:
         if dkim_record:
             key = settings.dkim.key
             if key is None:
-                raise fail("notifier: --dkim-record: no [dkim] section (domain, selector, private_key_env)", 2)
-            err.print(f"publish at {settings.dkim.selector}._domainkey.{settings.dkim.domain} (TXT):", markup=False)
+                raise fail(
+                    "notifier: --dkim-record: no [dkim] section (domain, selector, private_key_env)", 2
+                )
+            err.print(
+                f"publish at {settings.dkim.selector}._domainkey.{settings.dkim.domain} (TXT):", markup=False
+            )
             out.print(dns_record(key), markup=False)
             return
         authority, queue, http, smtp = settings.authority, settings.queue, settings.http, settings.smtp

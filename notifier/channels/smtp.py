@@ -271,13 +271,14 @@ async def _eight_bit_options(
     smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str]
 ) -> tuple[list[str], bool, str]:
     """``(MAIL options, utf8, cte_type)`` as :meth:`aiosmtplib.SMTP.send_message` chooses them."""
-    await smtp._ehlo_or_helo_if_needed()  # noqa: SLF001 - the extensions are only known after EHLO
+    await smtp._ehlo_or_helo_if_needed()
     options: list[str] = []
     utf8 = not (sender.isascii() and all(r.isascii() for r in recipients))
     if utf8:
         if not smtp.supports_extension("smtputf8"):
             raise aiosmtplib.SMTPNotSupported(
-                "An address containing non-ASCII characters was provided, but SMTPUTF8 is not supported by this server"
+                "An address containing non-ASCII characters was provided, "
+                "but SMTPUTF8 is not supported by this server"
             )
         options.append("SMTPUTF8")
     if smtp.supports_extension("8BITMIME"):

@@ -51,10 +51,8 @@ from notifier.settings.sections import (
 )
 
 __all__ = [
-    "DEFAULT_SIGNED_HEADERS",
-    "DkimKey",
-    "DkimSettings",
     "DEFAULT_CONFIG",
+    "DEFAULT_SIGNED_HEADERS",
     "ENV_PREFIX",
     "AlertsSettings",
     "AuthoritySettings",
@@ -63,6 +61,8 @@ __all__ = [
     "Channel",
     "ConsoleSettings",
     "DeadlineSettings",
+    "DkimKey",
+    "DkimSettings",
     "Duration",
     "Email",
     "EmailList",

@@ -13,7 +13,7 @@ from typing import Annotated, Final
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from pydantic import BeforeValidator, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from notifier.settings.fields import Section, _string_list, env_secret
 
@@ -36,10 +36,16 @@ DEFAULT_SIGNED_HEADERS: Final = (
     "X-Notifier-Notice-Id",
 )
 # Headers a relay adds or rewrites (RFC 6376 §5.4): signing them would break every signature.
-_NEVER_SIGNED: Final = frozenset({"return-path", "received", "bcc", "resent-bcc", "dkim-signature", "comments"})
+_NEVER_SIGNED: Final = frozenset(
+    {"return-path", "received", "bcc", "resent-bcc", "dkim-signature", "comments"}
+)
 _FIELD_NAME: Final = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext
-_SELECTOR: Final = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}))*$")
-_DOMAIN: Final = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+_SELECTOR: Final = re.compile(
+    r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}))*$"
+)
+_DOMAIN: Final = re.compile(
+    r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
 MIN_RSA_BITS: Final = 1024  # RFC 8301: verifiers reject shorter keys
 
 DkimKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -51,7 +57,9 @@ class DkimSettings(Section):
     domain: str = ""
     selector: str = ""
     private_key_env: str = ""
-    headers: Annotated[list[str], BeforeValidator(_string_list)] = list(DEFAULT_SIGNED_HEADERS)
+    headers: Annotated[list[str], BeforeValidator(_string_list)] = Field(
+        default_factory=lambda: list(DEFAULT_SIGNED_HEADERS)
+    )
     _key: DkimKey | None = PrivateAttr(default=None)
 
     @property
@@ -77,12 +85,22 @@ class DkimSettings(Section):
 
     @model_validator(mode="after")
     def _load_key(self, info: ValidationInfo) -> DkimSettings:
-        given = {k: v for k, v in (("domain", self.domain), ("selector", self.selector), ("private_key_env", self.private_key_env)) if v}
+        given = {
+            k: v
+            for k, v in (
+                ("domain", self.domain),
+                ("selector", self.selector),
+                ("private_key_env", self.private_key_env),
+            )
+            if v
+        }
         if not given:
             return self
         missing = [f"dkim.{k}" for k in ("domain", "selector", "private_key_env") if k not in given]
         if missing:
-            raise ValueError(f"{', '.join(missing)} missing: [dkim] needs domain, selector and private_key_env")
+            raise ValueError(
+                f"{', '.join(missing)} missing: [dkim] needs domain, selector and private_key_env"
+            )
         if not _DOMAIN.match(self.domain):
             raise ValueError(f"dkim.domain: '{self.domain[:80]}' is not a domain name")
         if not _SELECTOR.match(self.selector):
@@ -100,12 +118,16 @@ def load_key(pem: bytes, variable: str) -> DkimKey:
         key = load_pem_private_key(pem.replace(b"\\n", b"\n").strip() + b"\n", password=None)
     except TypeError:
         raise ValueError(f"{where} holds an encrypted private key; give it unencrypted") from None
-    except (ValueError, Exception):  # noqa: BLE001 - cryptography raises several types for bad input
+    except (ValueError, Exception):
         raise ValueError(f"{where} does not hold a PEM private key") from None
     if isinstance(key, rsa.RSAPrivateKey):
         if key.key_size < MIN_RSA_BITS:
-            raise ValueError(f"{where} holds a {key.key_size}-bit RSA key; DKIM needs at least {MIN_RSA_BITS}")
+            raise ValueError(
+                f"{where} holds a {key.key_size}-bit RSA key; DKIM needs at least {MIN_RSA_BITS}"
+            )
         return key
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key
-    raise ValueError(f"{where} holds a {type(key).__name__.removeprefix('_')} key; DKIM signs with RSA or Ed25519")
+    raise ValueError(
+        f"{where} holds a {type(key).__name__.removeprefix('_')} key; DKIM signs with RSA or Ed25519"
+    )

@@ -70,7 +70,9 @@ def test_the_key_is_loaded_from_the_variable_private_key_env_names(
 
 
 def test_an_ed25519_key_is_taken_too(tmp_path: Path) -> None:
-    settings = load_settings(write(tmp_path, CONFIG + DKIM), {"DKIM_KEY": pem(ed25519.Ed25519PrivateKey.generate())})
+    settings = load_settings(
+        write(tmp_path, CONFIG + DKIM), {"DKIM_KEY": pem(ed25519.Ed25519PrivateKey.generate())}
+    )
     assert isinstance(settings.dkim.key, ed25519.Ed25519PrivateKey)
 
 
@@ -98,14 +100,18 @@ def test_a_value_that_is_not_a_private_key_is_refused_without_echoing_it(
 
 def test_a_key_of_another_kind_is_refused_naming_the_kinds_dkim_signs_with(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
-        load_settings(write(tmp_path, CONFIG + DKIM), {"DKIM_KEY": pem(ec.generate_private_key(ec.SECP256R1()))})
+        load_settings(
+            write(tmp_path, CONFIG + DKIM), {"DKIM_KEY": pem(ec.generate_private_key(ec.SECP256R1()))}
+        )
     assert "DKIM signs with RSA or Ed25519" in str(caught.value)
     assert "BEGIN" not in str(caught.value)
 
 
 def test_a_dkim_section_without_its_domain_names_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
-        load_settings(write(tmp_path, CONFIG + DKIM.replace('domain = "kcsc.or.kr"\n', "")), {"DKIM_KEY": "x"})
+        load_settings(
+            write(tmp_path, CONFIG + DKIM.replace('domain = "kcsc.or.kr"\n', "")), {"DKIM_KEY": "x"}
+        )
     assert "dkim.domain missing" in str(caught.value)
 
 
