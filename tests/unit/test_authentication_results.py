@@ -49,7 +49,8 @@ def test_a_property_cut_from_its_method_by_a_stray_semicolon_stays_with_it(mail_
 
 def test_gmail_results_over_several_folded_lines() -> None:
     header = (
-        "mx.google.com;\r\n       dkim=pass header.i=@platform.example header.s=20230601 header.b=RJNz7oaY;\r\n"
+        "mx.google.com;\r\n"
+        "       dkim=pass header.i=@platform.example header.s=20230601 header.b=RJNz7oaY;\r\n"
         "       spf=pass (google.com: domain of abuse@platform.example designates 209.85.220.41 as "
         "permitted sender) smtp.mailfrom=abuse@platform.example;\r\n"
         "       dmarc=pass (p=REJECT sp=REJECT dis=NONE) header.from=platform.example"
