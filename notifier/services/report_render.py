@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from notifier.domain.report import PERCENTILES, REMOVED_WITHIN, REPORT_KEYS
+from notifier.domain.report_acks import ACK_SOURCE_KEYS
 from notifier.domain.verification import VERIFY_REPORT_KEYS
 
 FORMATS = ("table", "json", "csv", "html")
@@ -35,7 +36,7 @@ def _keys(by: str) -> list[str]:
     """The keys of a group, in order: checks are per platform, so a group by profile has none."""
     if by == "profile":
         return ["profile", "label", *REPORT_KEYS[1:]]
-    return [*REPORT_KEYS, *VERIFY_REPORT_KEYS]
+    return [*REPORT_KEYS, *VERIFY_REPORT_KEYS, *ACK_SOURCE_KEYS]
 
 
 def csv_header(by: str = "platform") -> list[str]:

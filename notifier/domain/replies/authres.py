@@ -105,7 +105,9 @@ def _strip_comments(value: str) -> str:
 
 def _split(value: str) -> list[str]:
     """``value`` cut at every ``;`` outside a quoted string."""
-    parts, current, quoted, escaped = [], [], False, False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for char in value:
         if escaped:
             escaped = False
