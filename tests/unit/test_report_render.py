@@ -120,7 +120,9 @@ async def test_csv_has_one_row_per_platform_with_flattened_percentiles() -> None
     assert "time_to_removal_s" not in header
     # §8's keys with 3 distributions flattened and four removal buckets, then §13's with 1
     # distribution, then §15's two counts of acknowledgements.
-    assert len(header) == len(SPEC_KEYS) - 4 + 3 * 3 + 4 + len(VERIFY_REPORT_KEYS) - 1 + 3 + len(ACK_SOURCE_KEYS)
+    assert len(header) == len(SPEC_KEYS) - 4 + 3 * 3 + 4 + len(VERIFY_REPORT_KEYS) - 1 + 3 + len(
+        ACK_SOURCE_KEYS
+    )
     assert header[-2:] == ["platform_acks", "manual_acks"]
     telegram, _, quiet = rows
     assert (telegram["time_to_removal_s_p50"], telegram["time_to_removal_s_max"]) == ("7200", "144000")
