@@ -53,7 +53,10 @@ class DkimSigner:
         return self._domain.decode()
 
     def sign(self, message: bytes, *, now: float | None = None) -> bytes:
-        """``message`` with a ``DKIM-Signature`` header field put first (CRLF line ends, as sent)."""
+        """``message`` with a ``DKIM-Signature`` header field put first (CRLF line ends, as sent).
+
+        ``t=`` is the machine's time, not the business clock's: verifiers may refuse a signature
+        dated in the future, and a simulated clock (the demo) runs ahead."""
         return self.signature(message, now=now) + message
 
     def signature(self, message: bytes, *, now: float | None = None) -> bytes:

@@ -98,8 +98,8 @@ class SmtpTransport:
         if self._closed:
             raise DeliveryError("the SMTP transport is shutting down", transient=True)
         data = flatten(message)
-        if self._sign is not None:
-            data = self._sign(data)
+        if self._sign is not None and _plain(data, sender, recipients):
+            data = self._sign(data)  # else signed in _transmit, over the flattening the server gets
         async with self._slots:
             connection = await self._checkout()
             try:
@@ -232,7 +232,7 @@ class SmtpTransport:
         recipients: Sequence[str],
     ) -> tuple[int, str]:
         smtp = connection.smtp
-        if data.isascii() and sender.isascii() and all(r.isascii() for r in recipients):
+        if _plain(data, sender, recipients):
             refused, reply = await smtp.sendmail(sender, list(recipients), data)
         elif self._sign is None:  # 8-bit content or internationalised addresses: aiosmtplib negotiates
             refused, reply = await smtp.send_message(message, sender=sender, recipients=list(recipients))
@@ -265,6 +265,11 @@ def flatten(message: EmailMessage) -> bytes:
     buffer = io.BytesIO()
     _Generator(buffer, policy=_POLICY).flatten(message)
     return buffer.getvalue()
+
+
+def _plain(data: bytes, sender: str, recipients: Sequence[str]) -> bool:
+    """7-bit content between ASCII addresses: sent as flattened, with no SMTP extension needed."""
+    return data.isascii() and sender.isascii() and all(r.isascii() for r in recipients)
 
 
 async def _eight_bit_options(

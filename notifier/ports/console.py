@@ -12,6 +12,7 @@ from typing import Literal, Protocol
 
 from notifier.domain.manual import ManualRecord
 from notifier.domain.notices import Notice
+from notifier.domain.report_acks import is_manual_source
 
 
 class Role(enum.StrEnum):
@@ -75,7 +76,8 @@ class AckRecord:
 
     @property
     def manual(self) -> bool:
-        return self.by is not None
+        """Entered by hand: it names who entered it, or (older rows) came from the CLI or console."""
+        return is_manual_source(self.source, self.by)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,8 +19,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from notifier.clock import SimulatedClock
 from notifier.domain.acks import Ack, AckStatus
+from notifier.domain.models import TakedownRequest
 from notifier.domain.report import Bounds
 from notifier.metrics import Metrics
+from notifier.ports import Incoming
 from notifier.services.acks import AckService
 from notifier.services.report import build_report
 from notifier.services.status import lookup
@@ -41,6 +43,10 @@ async def seeded(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     (tmp_path / "var").mkdir()
     store = await sqlite_store(tmp_path / "var")
     ids = await seed(store, tmp_path / "outbox")
+    pending = TakedownRequest(
+        request_id="kcsc-2024-000501", platform="telegram", urls=("https://t.me/c/501",), category="csam"
+    )
+    await store.ingest([Incoming(request=pending, source="test")], [], now=NOW)
     await store.close()
     config = write_config(
         tmp_path,
@@ -86,7 +92,12 @@ def test_the_command_line_keeps_by_or_the_os_user_and_when_it_was_entered(
         "notifier: --by is empty: name who entered the record",
     )
 
-    document = status(config, ids["breached"], ids["fresh"], ids["failed"], ids["portal"])
+    reason = config.parent / "reason.txt"
+    reason.write_text("Decided in error: the page is the victim's own.\n", encoding="utf-8")
+    withdrawn = notifier("withdraw", "kcsc-2024-000501", "--reason-file", str(reason), "--by", "lee", "-c", c)
+    assert withdrawn.returncode == 0, withdrawn.stderr.decode()
+
+    document = status(config, ids["breached"], ids["fresh"], ids["failed"], ids["portal"], "kcsc-2024-000501")
     notices = {n["notice_id"]: n for n in document["notices"]}
     [ack] = notices[ids["breached"]]["acknowledgements"]
     assert (ack["by"], ack["source"], ack["status"], ack["manual"]) == (
@@ -109,6 +120,11 @@ def test_the_command_line_keeps_by_or_the_os_user_and_when_it_was_entered(
     assert moment(submission["at"]) == NOW - 4 * HOUR
     assert moment(submission["entered_at"]) > NOW
     assert notices[ids["breached"]]["manual_records"] == []
+    [request] = document["requests"]
+    [withdrawal] = request["manual_records"]
+    assert (withdrawal["action"], withdrawal["by"], withdrawal["notice_id"]) == ("withdraw", "lee", None)
+    assert withdrawal["request_id"] == "kcsc-2024-000501"
+    assert "victim" not in json.dumps(document)  # the reason is sent and kept, never shown here
 
 
 @pytest.fixture
