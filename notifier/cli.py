@@ -175,6 +175,18 @@ def _print_lookup(document: dict[str, Any]) -> None:
                 f"  {attempt['detail']}  ({attempt['duration_ms']} ms)",
                 markup=False,
             )
+        for ack in notice["acknowledgements"]:
+            entered = f"  entered {ack['entered_at']} by {ack['by']}" if ack["by"] else ""
+            out.print(
+                f"    {ack['at']}  ack {ack['status']} ({ack['outcome']})  {ack['source']}{entered}",
+                markup=False,
+            )
+        for record in notice["manual_records"]:
+            out.print(
+                f"    {record['at']}  {record['action']}  {record['request_id'] or ''}"
+                f"  entered {record['entered_at']} by {record['by']} ({record['source']})",
+                markup=False,
+            )
     for unknown in document["unknown"]:
         err.print(f"notifier: unknown id: {unknown}", markup=False)
 

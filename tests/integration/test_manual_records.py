@@ -125,6 +125,10 @@ def test_the_command_line_keeps_by_or_the_os_user_and_when_it_was_entered(
     assert (withdrawal["action"], withdrawal["by"], withdrawal["notice_id"]) == ("withdraw", "lee", None)
     assert withdrawal["request_id"] == "kcsc-2024-000501"
     assert "victim" not in json.dumps(document)  # the reason is sent and kept, never shown here
+    text = notifier("status", ids["breached"], ids["failed"], "-c", c).stdout.decode()
+    assert "ack received (applied)  manual  entered " in text
+    assert "by Kim Min-ji" in text
+    assert "retry    entered " in text and "by ops-night (cli)" in text
 
 
 @pytest.fixture
