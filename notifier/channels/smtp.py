@@ -237,7 +237,7 @@ class SmtpTransport:
         elif self._sign is None:  # 8-bit content or internationalised addresses: aiosmtplib negotiates
             refused, reply = await smtp.send_message(message, sender=sender, recipients=list(recipients))
         else:  # the same negotiation, with the bytes of this server's flattening signed
-            options, utf8, cte = await _eight_bit_options(smtp, sender, recipients)
+            options, utf8, cte = _eight_bit_options(smtp, sender, recipients)
             signed = self._sign(flatten_message(message, utf8=utf8, cte_type=cte))
             refused, reply = await smtp.sendmail(sender, list(recipients), signed, mail_options=options)
         if refused:
@@ -272,11 +272,11 @@ def _plain(data: bytes, sender: str, recipients: Sequence[str]) -> bool:
     return data.isascii() and sender.isascii() and all(r.isascii() for r in recipients)
 
 
-async def _eight_bit_options(
+def _eight_bit_options(
     smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str]
 ) -> tuple[list[str], bool, str]:
-    """``(MAIL options, utf8, cte_type)`` as :meth:`aiosmtplib.SMTP.send_message` chooses them."""
-    await smtp._ehlo_or_helo_if_needed()
+    """``(MAIL options, utf8, cte_type)`` as :meth:`aiosmtplib.SMTP.send_message` chooses them, from
+    the extensions the server announced (every pooled connection said EHLO when it was opened)."""
     options: list[str] = []
     utf8 = not (sender.isascii() and all(r.isascii() for r in recipients))
     if utf8:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Final
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import BeforeValidator, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
@@ -118,7 +119,7 @@ def load_key(pem: bytes, variable: str) -> DkimKey:
         key = load_pem_private_key(pem.replace(b"\\n", b"\n").strip() + b"\n", password=None)
     except TypeError:
         raise ValueError(f"{where} holds an encrypted private key; give it unencrypted") from None
-    except (ValueError, Exception):
+    except (ValueError, UnsupportedAlgorithm):
         raise ValueError(f"{where} does not hold a PEM private key") from None
     if isinstance(key, rsa.RSAPrivateKey):
         if key.key_size < MIN_RSA_BITS:

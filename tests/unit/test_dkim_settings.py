@@ -98,6 +98,26 @@ def test_a_value_that_is_not_a_private_key_is_refused_without_echoing_it(
     assert value.strip() not in str(caught.value)
 
 
+def test_an_encrypted_key_is_refused_saying_so(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    encrypted = rsa_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    ).decode()
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, CONFIG + DKIM), {"DKIM_KEY": encrypted})
+    assert "holds an encrypted private key; give it unencrypted" in str(caught.value)
+
+
+def test_a_key_with_escaped_line_ends_from_an_environment_file_is_taken(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    escaped = pem(rsa_key).replace("\n", "\\n")
+    assert "\n" not in escaped  # one line, as env files hold it
+    settings = load_settings(write(tmp_path, CONFIG + DKIM), {"DKIM_KEY": escaped})
+    assert isinstance(settings.dkim.key, rsa.RSAPrivateKey)
+
+
 def test_a_key_of_another_kind_is_refused_naming_the_kinds_dkim_signs_with(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(
