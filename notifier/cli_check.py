@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(
                 "--dkim-record",
-                help="Print only the DNS TXT record to publish for the [dkim] key (its public half).",
+                help="Print only the DNS TXT record to publish for the \\[dkim] key (its public half).",
             ),
         ] = False,
     ) -> None:

@@ -175,6 +175,9 @@ async def test_the_console_keeps_the_logged_in_user_and_the_clocks_time(
             f"/console/notices/{ids['failed']}/retry", data={"csrf_token": token}, allow_redirects=False
         )
         assert retry.status == 303
+        page = await (await client.get(f"/console/notices/{ids['failed']}")).text()
+        assert '<tr class="event retry">' in page
+        assert "Entered 2024-09-10 03:02:00 UTC · olivia" in page
 
     document = await lookup(store, [ids["breached"], ids["failed"]], now=clock.now())
     notices = {n["notice_id"]: n for n in document["notices"]}
