@@ -14,7 +14,7 @@ from rich.table import Table
 
 from notifier import __version__
 from notifier.app import ack_service, open_store, run_daemon
-from notifier.cli_args import ConfigOption, config_first, err, fail, out, settings_from
+from notifier.cli_args import ByOption, ConfigOption, config_first, entry_for, err, fail, out, settings_from
 from notifier.cli_check import register as register_check
 from notifier.cli_deadlines import register as register_deadlines
 from notifier.cli_demo import register as register_demo
@@ -175,6 +175,18 @@ def _print_lookup(document: dict[str, Any]) -> None:
                 f"  {attempt['detail']}  ({attempt['duration_ms']} ms)",
                 markup=False,
             )
+        for ack in notice["acknowledgements"]:
+            entered = f"  entered {ack['entered_at']} by {ack['by']}" if ack["by"] else ""
+            out.print(
+                f"    {ack['at']}  ack {ack['status']} ({ack['outcome']})  {ack['source']}{entered}",
+                markup=False,
+            )
+        for record in notice["manual_records"]:
+            out.print(
+                f"    {record['at']}  {record['action']}  {record['request_id'] or ''}"
+                f"  entered {record['entered_at']} by {record['by']} ({record['source']})",
+                markup=False,
+            )
     for unknown in document["unknown"]:
         err.print(f"notifier: unknown id: {unknown}", markup=False)
 
@@ -182,11 +194,13 @@ def _print_lookup(document: dict[str, Any]) -> None:
 @app.command()
 def retry(
     notice_ids: Annotated[list[str], typer.Argument(help="Failed notices to send again (same notice id).")],
+    by: ByOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Send failed notices again, e.g. after fixing a platform's address."""
     configure_logging(json=False, level="warning")
     settings = settings_from(config)
+    entry = entry_for(by)
 
     async def act() -> int:
         store = await open_store(settings, existing=True)
@@ -195,7 +209,11 @@ def retry(
             for notice_id in notice_ids:
                 try:
                     notice = await retry_notice(
-                        store, notice_id, now=SystemClock().now(), deliver_within=settings.sla.deliver_within
+                        store,
+                        notice_id,
+                        now=entry.entered_at,
+                        deliver_within=settings.sla.deliver_within,
+                        entry=entry,
                     )
                 except InvalidRequest as error:
                     err.print(f"notifier: {error.reason}", markup=False)
@@ -238,19 +256,24 @@ def ack(
         str | None, typer.Option("--at", help="When it happened (ISO 8601 with offset); default now.")
     ] = None,
     note: Annotated[str | None, typer.Option("--note", help="Kept with the record, never logged.")] = None,
+    by: ByOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Record by hand what happened to a notice: a portal submission, or a platform's answer."""
+    """Record by hand what happened to a notice: a portal submission, or a platform's answer.
+    Who entered it (--by, else the operating-system user) and when are kept apart from --at."""
     configure_logging(json=False, level="warning")
     settings = settings_from(config)
-    now = SystemClock().now()
+    entry = entry_for(by)
+    now = entry.entered_at
     when = _parse_at(at, now)
 
     async def act() -> int:
         store = await open_store(settings, existing=True)
         try:
             if status is ManualStatus.submitted:
-                notice = await record_submitted(store, notice_id, at=when, now=now, ticket=ticket)
+                notice = await record_submitted(
+                    store, notice_id, at=when, now=now, ticket=ticket, entry=entry
+                )
                 out.print(
                     f"{notice.notice_id}: submitted, delivered at {format_timestamp(when)}", markup=False
                 )
@@ -266,6 +289,7 @@ def ack(
                 at=when,
                 now=now,
                 note=note,
+                entry=entry,
             )
         except InvalidRequest as error:
             err.print(f"notifier: {error.reason}", markup=False)

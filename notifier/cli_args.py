@@ -3,6 +3,7 @@ its consoles, and one line on stderr for an error."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from notifier.clock import Clock, SystemClock
+from notifier.domain.manual import Entry, EntrySource, check_by
 from notifier.errors import ConfigError
 from notifier.settings import Settings, load_settings
 
@@ -28,6 +31,28 @@ ConfigOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+ByOption = Annotated[
+    str | None,
+    typer.Option(
+        "--by",
+        help="Who enters this record, kept with it \\[default: the operating-system user].",
+        show_default=False,
+    ),
+]
+
+
+def entry_for(by: str | None, clock: Clock | None = None) -> Entry:
+    """Who enters a manual record from the command line, and when: ``--by`` when given, else the
+    operating-system user running the command; or exit 2 naming what is wrong."""
+    try:
+        name = check_by(by if by is not None else getpass.getuser())
+    except ValueError as error:
+        raise fail(f"notifier: {error}", 2) from None
+    except (OSError, KeyError):  # no login name and no password entry for this uid (containers)
+        raise fail("notifier: cannot tell which user runs this command: give --by NAME", 2) from None
+    return Entry(by=name, entered_at=(clock or SystemClock()).now(), source=EntrySource.CLI)
 
 
 def fail(message: str, code: int) -> typer.Exit:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.table import Table
 
+from notifier.channels.dkim import dns_record
 from notifier.channels.rendering import Renderer
 from notifier.cli_args import ConfigOption, err, fail, out, settings_from
 from notifier.domain.durations import format_duration
@@ -26,6 +28,19 @@ def _alerts_line(settings: Settings) -> str:
     return f"through the [smtp] relay  from {sender}"
 
 
+def _dkim_line(settings: Settings) -> str:
+    """Whether outgoing mail is signed, and with which selector (never the key)."""
+    dkim = settings.dkim
+    key = dkim.key
+    if key is None:
+        return "off (no [dkim]: outgoing email is not signed)"
+    kind = f"rsa-{key.key_size}" if isinstance(key, rsa.RSAPrivateKey) else "ed25519"
+    return (
+        f"{dkim.selector}._domainkey.{dkim.domain}  {kind}  key from ${dkim.private_key_env}  "
+        f"signs {', '.join(dkim.headers)}"
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add ``notifier check-config`` to ``app``."""
 
@@ -33,9 +48,27 @@ def register(app: typer.Typer) -> None:
     def check_config(
         config: ConfigOption = None,
         strict: Annotated[bool, typer.Option("--strict", help="Refuse the warnings too (exit 2).")] = False,
+        dkim_record: Annotated[
+            bool,
+            typer.Option(
+                "--dkim-record",
+                help="Print only the DNS TXT record to publish for the \\[dkim] key (its public half).",
+            ),
+        ] = False,
     ) -> None:
         """Load and validate the configuration; print what was loaded, and what it may get wrong."""
         settings = settings_from(config)
+        if dkim_record:
+            key = settings.dkim.key
+            if key is None:
+                raise fail(
+                    "notifier: --dkim-record: no [dkim] section (domain, selector, private_key_env)", 2
+                )
+            err.print(
+                f"publish at {settings.dkim.selector}._domainkey.{settings.dkim.domain} (TXT):", markup=False
+            )
+            out.print(dns_record(key), markup=False)
+            return
         authority, queue, http, smtp = settings.authority, settings.queue, settings.http, settings.smtp
         lines = [
             f"configuration: {settings.config_path}",
@@ -48,6 +81,7 @@ def register(app: typer.Typer) -> None:
             f"http: {http.listen or 'off'}  intake token: {'set' if http.intake_token else 'none'}",
             f"smtp: {smtp.host}:{smtp.port}  starttls={smtp.starttls}",
             f"alerts: {_alerts_line(settings)}",
+            f"dkim: {_dkim_line(settings)}",
         ]
         try:
             Renderer(settings.templates.folder)

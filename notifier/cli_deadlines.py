@@ -15,8 +15,9 @@ import typer
 from rich.console import Console
 
 from notifier.app import Channels, authority, open_store
-from notifier.cli_args import ConfigOption
+from notifier.cli_args import ByOption, ConfigOption, entry_for
 from notifier.clock import SystemClock
+from notifier.domain.manual import Entry
 from notifier.domain.models import format_timestamp
 from notifier.errors import ConfigError, NotifierError
 from notifier.failures import DeliveryError
@@ -59,7 +60,7 @@ async def _wired(settings: Settings) -> AsyncIterator[tuple[Store, dict[str, Rou
         await store.close()
 
 
-async def clarify(settings: Settings, notice_id: str, note: str) -> Clarified:
+async def clarify(settings: Settings, notice_id: str, note: str, entry: Entry | None = None) -> Clarified:
     async with _wired(settings) as (store, routes, now):
         return await send_clarification(
             store,
@@ -69,10 +70,13 @@ async def clarify(settings: Settings, notice_id: str, note: str) -> Clarified:
             now=now,
             authority=authority(settings),
             labels=settings.category_labels,
+            entry=entry,
         )
 
 
-async def withdraw(settings: Settings, request_ids: list[str], reason: str) -> Withdrawn:
+async def withdraw(
+    settings: Settings, request_ids: list[str], reason: str, entry: Entry | None = None
+) -> Withdrawn:
     async with _wired(settings) as (store, routes, now):
         return await withdraw_requests(
             store,
@@ -82,6 +86,7 @@ async def withdraw(settings: Settings, request_ids: list[str], reason: str) -> W
             now=now,
             authority=authority(settings),
             labels=settings.category_labels,
+            entry=entry,
         )
 
 
@@ -116,6 +121,7 @@ def register(app: typer.Typer) -> None:
         reason_file: Annotated[
             Path, typer.Option("--reason-file", help="Why (UTF-8 text, sent to the platform; never logged).")
         ],
+        by: ByOption = None,
         config: ConfigOption = None,
     ) -> None:
         """Withdraw requests decided in error: one not sent yet leaves its batch and is never sent;
@@ -128,7 +134,8 @@ def register(app: typer.Typer) -> None:
             err.print(f"notifier: {error}", markup=False)
             raise typer.Exit(2) from None
         try:
-            done = asyncio.run(withdraw(settings, request_ids, _note(reason_file, "--reason-file")))
+            reason = _note(reason_file, "--reason-file")
+            done = asyncio.run(withdraw(settings, request_ids, reason, entry_for(by)))
         except NotifierError as error:
             err.print(f"notifier: {error}", markup=False)
             raise typer.Exit(1) from None
@@ -141,6 +148,7 @@ def register(app: typer.Typer) -> None:
         note_file: Annotated[
             Path, typer.Option("--note-file", help="The answer to send (UTF-8 text; never logged).")
         ],
+        by: ByOption = None,
         config: ConfigOption = None,
     ) -> None:
         """Answer a platform's request for clarification: the removal clock of the notice runs
@@ -153,7 +161,7 @@ def register(app: typer.Typer) -> None:
             err.print(f"notifier: {error}", markup=False)
             raise typer.Exit(2) from None
         try:
-            done = asyncio.run(clarify(settings, notice_id, _note(note_file)))
+            done = asyncio.run(clarify(settings, notice_id, _note(note_file), entry_for(by)))
         except DeliveryError as error:
             err.print(
                 f"notifier: {notice_id}: the answer is recorded but was not sent ({error.detail}); "

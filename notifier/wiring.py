@@ -6,6 +6,7 @@ from __future__ import annotations
 import aiohttp
 
 from notifier.channels.api import ApiChannel
+from notifier.channels.dkim import signer_from
 from notifier.channels.email import EmailChannel, OperationsMailer, SmtpTransport
 from notifier.channels.manual import ManualChannel
 from notifier.channels.rendering import Renderer
@@ -76,10 +77,16 @@ class Channels:
         self.settings = settings
         self.clock = clock
         self.renderer = Renderer(settings.templates.folder)
-        self.smtp = SmtpTransport(settings.smtp)
+        # Every email leaves DKIM-signed when [dkim] is set: notices, reminders, escalations,
+        # clarifications, withdrawals and the operations alerts alike.
+        dkim = signer_from(settings.dkim)
+        sign = dkim.sign if dkim is not None else None
+        self.smtp = SmtpTransport(settings.smtp, signer=sign)
         # Alerts over a relay of their own when [alerts] names one: an alert that the notice relay
         # is failing must not depend on it. Alerts are few, so one connection is plenty.
-        self.alerts_smtp = SmtpTransport(settings.alerts, pool_size=1) if settings.alerts.host else None
+        self.alerts_smtp = (
+            SmtpTransport(settings.alerts, pool_size=1, signer=sign) if settings.alerts.host else None
+        )
         self.session = aiohttp.ClientSession()
 
     def channel(self, platform_id: str, platform: PlatformSettings, kind: str) -> Channel:

@@ -5,7 +5,8 @@ a queue for the next send, and one idle for longer than :data:`IDLE_CHECK_AFTER`
 with NOOP first. A connection that raised anything (an SMTP error, a timeout, a cancellation) is
 closed and replaced, never reused; a send that finds its pooled connection dropped by the server
 while idle is tried once more on a fresh one. STARTTLS follows ``smtp.starttls`` (see
-:func:`starttls_required`), credentials never cross the network in clear, and every failure
+:func:`starttls_required`), credentials never cross the network in clear, a ``signer`` (DKIM) signs
+the very bytes the server is given, and every failure
 reaches the caller as a :class:`~notifier.failures.DeliveryError` classified by
 :func:`notifier.failures.from_smtp`.
 """
@@ -20,13 +21,14 @@ import io
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.generator import BytesGenerator
 from email.message import EmailMessage
 from typing import Final, Protocol
 
 import aiosmtplib
+from aiosmtplib.email import flatten_message
 
 from notifier.failures import DeliveryError, from_smtp
 from notifier.settings import RelaySettings, is_loopback
@@ -76,6 +78,7 @@ class SmtpTransport:
         pool_size: int = 4,
         tls_context: ssl.SSLContext | None = None,
         idle_check_after: float = IDLE_CHECK_AFTER,
+        signer: Callable[[bytes], bytes] | None = None,
     ) -> None:
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
@@ -84,6 +87,7 @@ class SmtpTransport:
         self._tls_required = starttls_required(settings)
         self._tls_context = tls_context
         self._idle_check_after = idle_check_after
+        self._sign = signer
         self._idle: asyncio.Queue[_Connection] = asyncio.Queue()
         self._slots = asyncio.Semaphore(pool_size)
         self._local_hostname: str | None = None
@@ -94,6 +98,8 @@ class SmtpTransport:
         if self._closed:
             raise DeliveryError("the SMTP transport is shutting down", transient=True)
         data = flatten(message)
+        if self._sign is not None and _plain(data, sender, recipients):
+            data = self._sign(data)  # else signed in _transmit, over the flattening the server gets
         async with self._slots:
             connection = await self._checkout()
             try:
@@ -226,10 +232,14 @@ class SmtpTransport:
         recipients: Sequence[str],
     ) -> tuple[int, str]:
         smtp = connection.smtp
-        if data.isascii() and sender.isascii() and all(r.isascii() for r in recipients):
+        if _plain(data, sender, recipients):
             refused, reply = await smtp.sendmail(sender, list(recipients), data)
-        else:  # 8-bit content or internationalised addresses: aiosmtplib negotiates the options
+        elif self._sign is None:  # 8-bit content or internationalised addresses: aiosmtplib negotiates
             refused, reply = await smtp.send_message(message, sender=sender, recipients=list(recipients))
+        else:  # the same negotiation, with the bytes of this server's flattening signed
+            options, utf8, cte = _eight_bit_options(smtp, sender, recipients)
+            signed = self._sign(flatten_message(message, utf8=utf8, cte_type=cte))
+            refused, reply = await smtp.sendmail(sender, list(recipients), signed, mail_options=options)
         if refused:
             codes = ", ".join(str(response.code) for response in refused.values())
             reply = f"{reply} ({len(refused)} of {len(recipients)} recipients refused: {codes})"
@@ -255,6 +265,31 @@ def flatten(message: EmailMessage) -> bytes:
     buffer = io.BytesIO()
     _Generator(buffer, policy=_POLICY).flatten(message)
     return buffer.getvalue()
+
+
+def _plain(data: bytes, sender: str, recipients: Sequence[str]) -> bool:
+    """7-bit content between ASCII addresses: sent as flattened, with no SMTP extension needed."""
+    return data.isascii() and sender.isascii() and all(r.isascii() for r in recipients)
+
+
+def _eight_bit_options(
+    smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str]
+) -> tuple[list[str], bool, str]:
+    """``(MAIL options, utf8, cte_type)`` as :meth:`aiosmtplib.SMTP.send_message` chooses them, from
+    the extensions the server announced (every pooled connection said EHLO when it was opened)."""
+    options: list[str] = []
+    utf8 = not (sender.isascii() and all(r.isascii() for r in recipients))
+    if utf8:
+        if not smtp.supports_extension("smtputf8"):
+            raise aiosmtplib.SMTPNotSupported(
+                "An address containing non-ASCII characters was provided, "
+                "but SMTPUTF8 is not supported by this server"
+            )
+        options.append("SMTPUTF8")
+    if smtp.supports_extension("8BITMIME"):
+        options.append("BODY=8BITMIME")
+        return options, utf8, "8bit"
+    return options, utf8, "7bit"
 
 
 def _dropped_while_idle(error: Exception) -> bool:

@@ -59,6 +59,12 @@ class Ack:
     # A signed callback's ``webhook-id``: remembered in the transaction that records the
     # acknowledgement, so a replay is never applied twice and a crash never loses one.
     webhook_id: str | None = None
+    # Manual records only (SPEC §15): who entered it and when, from the clock; ``received_at`` is
+    # the time it claims. None for the platform's own acknowledgements.
+    by: str | None = None
+    entered_at: datetime | None = None
+    # Email replies: the DKIM results the receiving server wrote in Authentication-Results.
+    dkim: str | None = None
 
 
 # -- parsing ------------------------------------------------------------------------------------

@@ -5,12 +5,14 @@ what the history holds."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
+from notifier.domain.manual import ManualRecord
 from notifier.domain.notices import Notice
+from notifier.domain.report_acks import is_manual_source
 
 
 class Role(enum.StrEnum):
@@ -65,9 +67,17 @@ class AckRecord:
     status: str
     items: str  # JSON list of {"request_id", "status"}
     ticket: str | None
-    received_at: datetime
+    received_at: datetime  # the time it claims, the time that counts
     note: str | None
     outcome: str
+    by: str | None = None  # who entered it by hand; None for the platform's own
+    entered_at: datetime | None = None  # when it was entered by hand
+    dkim: str | None = None  # an email reply's DKIM results
+
+    @property
+    def manual(self) -> bool:
+        """Entered by hand: it names who entered it, or (older rows) came from the CLI or console."""
+        return is_manual_source(self.source, self.by)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +138,13 @@ class ConsoleStore(Protocol):
 
     async def ack_history(self, notice_id: str, *, limit: int) -> list[AckRecord]:
         """The acknowledgements received for a notice, in the order received."""
+        ...
+
+    async def manual_records(
+        self, notice_ids: Sequence[str], *, of: Literal["notice", "request"] = "notice", limit: int = 500
+    ) -> dict[str, list[ManualRecord]]:
+        """Each notice's manual records other than acknowledgements, oldest first (with
+        ``of="request"``, each request's, by request id)."""
         ...
 
     async def search(self, term: str, *, limit: int) -> list[SearchHit]:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from notifier.domain.batching import Pending, PendingGroup
+from notifier.domain.manual import Entry
 from notifier.domain.models import TakedownRequest
 from notifier.domain.notices import Attempt, Notice, NoticeContent, SendResult
 from notifier.domain.withdrawal import WithdrawalStep
@@ -60,7 +61,7 @@ class NoticeStore(Protocol):
         ...
 
     async def withdraw(
-        self, request_ids: Sequence[str], *, at: datetime, reason: str
+        self, request_ids: Sequence[str], *, at: datetime, reason: str, entry: Entry | None = None
     ) -> list[WithdrawalStep]:
         """Withdraw each request (SPEC §14) as :func:`notifier.domain.withdrawal.plan_withdrawal`
         says, each a compare-and-set on its state: an unsent one leaves its notice (a notice left
@@ -134,14 +135,20 @@ class NoticeStore(Protocol):
         """Notices with their request ids and attempts (unknown ids are left out)."""
         ...
 
-    async def retry_failed(self, notice_id: str, *, now: datetime, deliver_by: datetime) -> Notice | None:
+    async def retry_failed(
+        self, notice_id: str, *, now: datetime, deliver_by: datetime, entry: Entry | None = None
+    ) -> Notice | None:
         """``failed`` → ``queued`` on its primary channel, due now, requests back to ``batched``;
-        None when the notice is unknown or not failed."""
+        None when the notice is unknown or not failed. With ``entry``, a manual record of it in the
+        same transaction."""
         ...
 
-    async def mark_submitted(self, notice_id: str, *, at: datetime, ticket: str | None) -> Notice | None:
+    async def mark_submitted(
+        self, notice_id: str, *, at: datetime, ticket: str | None, entry: Entry | None = None
+    ) -> Notice | None:
         """Staff submitted a portal notice: ``awaiting_submission`` → ``delivered`` at ``at``,
-        requests → ``delivered``. None when the notice is unknown or not awaiting submission."""
+        requests → ``delivered``. None when the notice is unknown or not awaiting submission.
+        With ``entry``, a manual record of it in the same transaction."""
         ...
 
     async def unalerted_failures(self, *, limit: int) -> list[Notice]:

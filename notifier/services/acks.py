@@ -292,6 +292,7 @@ class AckService:
                 received_at=self._clock.now(),
                 source=source,
                 ticket=verdict.ticket,
+                dkim=verdict.dkim,
             )
             await self.acknowledge(ack)
         else:

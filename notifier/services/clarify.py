@@ -16,6 +16,7 @@ from typing import Protocol
 
 import structlog
 
+from notifier.domain.manual import Entry
 from notifier.domain.models import TakedownRequest
 from notifier.domain.notices import Authority, MessageKind, Notice, SendResult
 from notifier.errors import NotifierError
@@ -25,7 +26,9 @@ log = structlog.get_logger("notifier.clarify")
 
 
 class ClarifyStore(Protocol):
-    async def record_clarification(self, notice_id: str, *, at: datetime) -> tuple[Notice, bool] | None: ...
+    async def record_clarification(
+        self, notice_id: str, *, at: datetime, entry: Entry | None = None
+    ) -> tuple[Notice, bool] | None: ...
 
     async def notice_requests(self, notice_id: str) -> list[TakedownRequest]: ...
 
@@ -47,12 +50,13 @@ async def send_clarification(
     now: datetime,
     authority: Authority,
     labels: Mapping[str, str],
+    entry: Entry | None = None,
 ) -> Clarified:
     """Record the answer to ``notice_id``'s clarification at ``now`` and send it; the note is the
     staff's text, sent to the platform and never logged."""
     if not note.strip():
         raise NotifierError("the note is empty: write the answer to the platform's question")
-    recorded = await store.record_clarification(notice_id, at=now)
+    recorded = await store.record_clarification(notice_id, at=now, entry=entry)
     if recorded is None:
         raise NotifierError(f"{notice_id}: no clarification was asked, or the notice is not open")
     notice, first = recorded

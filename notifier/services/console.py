@@ -128,7 +128,9 @@ class Event:
     """One line of a notice's timeline."""
 
     at: datetime
-    kind: str  # created, attempt, bounce, receipt, ack, reminder, ack_breach, removal_breach
+    # created, attempt, bounce, receipt, ack, reminder, ack_breach, removal_breach; manual records:
+    # submitted, retry, clarify, withdraw
+    kind: str
     channel: str = ""
     outcome: str = ""
     code: int | None = None
@@ -137,6 +139,8 @@ class Event:
     source: str = ""
     ticket: str | None = None
     note: str | None = None
+    by: str | None = None  # who entered it by hand (SPEC §15)
+    entered_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,8 +200,22 @@ async def notice_page(store: Store, notice_id: str, bounds: Mapping[str, SlaBoun
             ticket=a.ticket,
             note=a.note,
             detail=a.items if a.items != "[]" else "",
+            by=a.by,
+            entered_at=a.entered_at,
         )
         for a in acks
+    ]
+    manual = (await store.manual_records([notice_id], limit=HISTORY)).get(notice_id, [])
+    events += [
+        Event(
+            at=m.at,
+            kind=m.action.value,
+            source=m.source.value,
+            detail=m.request_id or "",
+            by=m.by,
+            entered_at=m.entered_at,
+        )
+        for m in manual
     ]
     events += [
         Event(at=d.sent_at or d.decided_at, kind=d.kind.value, detail=d.message_ref or "") for d in decisions

@@ -23,6 +23,7 @@ from notifier.domain.report import (
     platform_documents,
     tally,
 )
+from notifier.domain.report_acks import AckSources, ack_source_figures
 from notifier.domain.verification import (
     VerificationRow,
     empty_verification_figures,
@@ -69,6 +70,15 @@ class FiguresStore(ReportStore, Protocol):
         """The figures of the platforms of ``bounds`` over the requests the window selects (as
         :func:`notifier.domain.report.in_window` does); a platform with none may be left out."""
         ...
+
+
+@runtime_checkable
+class AckSourcesReportStore(Protocol):
+    """A report store that tells acknowledgements entered by hand from the platform's own (§15)."""
+
+    async def ack_sources(
+        self, *, since: datetime | None, until: datetime | None, platforms: Sequence[str]
+    ) -> dict[str, AckSources]: ...
 
 
 @runtime_checkable
@@ -168,8 +178,12 @@ async def build_report(
         if isinstance(store, VerificationReportStore):
             checked = await store.verification_rows(since=since, until=until, platforms=list(bounds))
             verified = verification_figures(checked)
+        sources: dict[str, AckSources] = {}
+        if isinstance(store, AckSourcesReportStore):
+            sources = await store.ack_sources(since=since, until=until, platforms=list(bounds))
         for group in documents:
             group.update(verified.get(group["platform"], empty_verification_figures()))
+            group.update(ack_source_figures(sources, group["platform"]))
         document["platforms"] = documents
         return document
     document["profiles"] = [
@@ -183,6 +197,7 @@ async def build_report(
 __all__ = [
     "FORMATS",
     "GROUPINGS",
+    "AckSourcesReportStore",
     "FiguresStore",
     "ProfileBounds",
     "ReportStore",

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from notifier.domain.report import PERCENTILES, REMOVED_WITHIN, REPORT_KEYS
+from notifier.domain.report_acks import ACK_SOURCE_KEYS
 from notifier.domain.verification import VERIFY_REPORT_KEYS
 from notifier.services.report_html import render_html
 from notifier.services.report_table import render_table, table_text
@@ -45,7 +46,7 @@ def _keys(by: str) -> list[str]:
     """The keys of a group, in order: checks are per platform, so a group by profile has none."""
     if by == "profile":
         return ["profile", "label", *REPORT_KEYS[1:]]
-    return [*REPORT_KEYS, *VERIFY_REPORT_KEYS]
+    return [*REPORT_KEYS, *VERIFY_REPORT_KEYS, *ACK_SOURCE_KEYS]
 
 
 def csv_header(by: str = "platform") -> list[str]:

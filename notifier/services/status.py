@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from notifier.domain.manual import ManualRecord
 from notifier.domain.models import NoticeState, RequestState, StoredRequest, format_timestamp
 from notifier.domain.notices import Notice
 from notifier.domain.sla import SlaFacts, paused
-from notifier.ports import Store
+from notifier.ports import AckRecord, Store
 
 DEAD_LETTERS_LISTED = 100
+HISTORY_LISTED = 500  # acknowledgements and manual records shown per notice
 
 
 def _filled(
@@ -117,15 +120,57 @@ async def lookup(store: Store, ids: Sequence[str], *, now: datetime) -> dict[str
     notices = await store.get_notices(ids)
     found = {r.request.request_id for r in requests} | {n.notice_id for n in notices}
     theirs = {n.notice_id: n for n in await store.get_notices([r.notice_id for r in requests if r.notice_id])}
+    by_request = await store.manual_records([r.request.request_id for r in requests], of="request")
     views = []
     for stored in requests:
         view = request_view(stored, theirs.get(stored.notice_id or ""), now=now)
         view.update(await verification_view(store, stored.request.request_id))
+        view["manual_records"] = [manual_view(m) for m in by_request.get(stored.request.request_id, [])]
         views.append(view)
+    by_notice = await store.manual_records([n.notice_id for n in notices], limit=HISTORY_LISTED)
+    notice_views = []
+    for notice in notices:
+        view = notice_view(notice)
+        history = await store.ack_history(notice.notice_id, limit=HISTORY_LISTED)
+        view["acknowledgements"] = [ack_view(a) for a in history]
+        view["manual_records"] = [manual_view(m) for m in by_notice.get(notice.notice_id, [])]
+        notice_views.append(view)
     return {
         "requests": views,
-        "notices": [notice_view(n) for n in notices],
+        "notices": notice_views,
         "unknown": [i for i in ids if i not in found],
+    }
+
+
+def ack_view(ack: AckRecord) -> dict[str, Any]:
+    """One acknowledgement as received or entered (SPEC §15): ``at`` is the time it claims (the
+    one that counts), ``entered_at`` and ``by`` who typed it in and when (None for the platform's
+    own), ``dkim`` what the receiving server said of an email reply's signature. The operator's
+    note is not shown: it may name a victim."""
+    return {
+        "source": ack.source,
+        "status": ack.status,
+        "outcome": ack.outcome,
+        "at": _ts(ack.received_at),
+        "entered_at": _ts(ack.entered_at),
+        "by": ack.by,
+        "manual": ack.manual,
+        "ticket": ack.ticket,
+        "items": json.loads(ack.items) if ack.items else [],
+        "dkim": ack.dkim,
+    }
+
+
+def manual_view(record: ManualRecord) -> dict[str, Any]:
+    """A retry, portal submission, clarification answer or withdrawal entered by hand."""
+    return {
+        "action": record.action.value,
+        "source": record.source.value,
+        "notice_id": record.notice_id,
+        "request_id": record.request_id,
+        "at": _ts(record.at),
+        "entered_at": _ts(record.entered_at),
+        "by": record.by,
     }
 
 

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import structlog
 
+from notifier.domain.manual import Entry
 from notifier.domain.models import StoredRequest
 from notifier.domain.notices import Authority, MessageKind, Notice
 from notifier.domain.withdrawal import WithdrawalKind, WithdrawalStep
@@ -27,7 +28,7 @@ log = structlog.get_logger("notifier.withdraw")
 
 class WithdrawStore(Protocol):
     async def withdraw(
-        self, request_ids: Sequence[str], *, at: datetime, reason: str
+        self, request_ids: Sequence[str], *, at: datetime, reason: str, entry: Entry | None = None
     ) -> list[WithdrawalStep]: ...
 
     async def get_notices(self, notice_ids: Sequence[str]) -> list[Notice]: ...
@@ -51,12 +52,13 @@ async def withdraw_requests(
     now: datetime,
     authority: Authority,
     labels: Mapping[str, str],
+    entry: Entry | None = None,
 ) -> Withdrawn:
     """Withdraw ``request_ids`` at ``now`` and tell the platforms of the sent ones; ``reason`` is
     the staff's note, sent to the platform and never logged."""
     if not reason.strip():
         raise NotifierError("the reason is empty: say why the requests are withdrawn")
-    steps = await store.withdraw(request_ids, at=now, reason=reason)
+    steps = await store.withdraw(request_ids, at=now, reason=reason, entry=entry)
     done = Withdrawn(steps=steps)
     sent: dict[str, list[str]] = {}
     for step in steps:

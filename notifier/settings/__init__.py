@@ -14,6 +14,7 @@ from ``notifier.settings``.
 
 from __future__ import annotations
 
+from notifier.settings.dkim import DEFAULT_SIGNED_HEADERS, DkimKey, DkimSettings
 from notifier.settings.fields import Duration, Email, EmailList, is_loopback, mask_url, sqlite_path
 from notifier.settings.loading import DEFAULT_CONFIG, ENV_PREFIX, Settings, env_overrides, load_settings
 from notifier.settings.mail import (
@@ -51,6 +52,7 @@ from notifier.settings.sections import (
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "DEFAULT_SIGNED_HEADERS",
     "ENV_PREFIX",
     "AlertsSettings",
     "AuthoritySettings",
@@ -59,6 +61,8 @@ __all__ = [
     "Channel",
     "ConsoleSettings",
     "DeadlineSettings",
+    "DkimKey",
+    "DkimSettings",
     "Duration",
     "Email",
     "EmailList",

@@ -16,6 +16,7 @@ from notifier.domain.deadlines import DeadlineProfile, looser_keys
 from notifier.domain.durations import format_duration
 from notifier.domain.validation import PLATFORM_ID_PATTERN
 from notifier.errors import ConfigError
+from notifier.settings.dkim import DkimSettings
 from notifier.settings.fields import Section, sqlite_path
 from notifier.settings.mail import AlertsSettings, ImapSettings, InboundSmtpSettings, SmtpSettings
 from notifier.settings.platforms import PlatformSettings
@@ -54,6 +55,7 @@ class Settings(Section):
     )
     smtp: SmtpSettings = SmtpSettings()
     alerts: AlertsSettings = AlertsSettings()
+    dkim: DkimSettings = DkimSettings()
     inbound_smtp: InboundSmtpSettings = InboundSmtpSettings()
     imap: ImapSettings = ImapSettings()
     http: HttpSettings = HttpSettings()

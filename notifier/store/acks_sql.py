@@ -29,9 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.acks import Ack, AckPlan, RequestChange
 from notifier.domain.delivery import DeliveryDecision
+from notifier.domain.manual import Entry, ManualAction
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.notices import Attempt, Notice
 from notifier.store.ingest import as_utc
+from notifier.store.manual_sql import record_manual
 from notifier.store.notice_queries import add_attempt, with_details
 from notifier.store.tables import acks, notices, requests, seen_mail, seen_webhooks
 
@@ -102,7 +104,9 @@ class AckSqlMixin:
             return False
         return True
 
-    async def record_clarification(self, notice_id: str, *, at: datetime) -> tuple[Notice, bool] | None:
+    async def record_clarification(
+        self, notice_id: str, *, at: datetime, entry: Entry | None = None
+    ) -> tuple[Notice, bool] | None:
         """The authority answers the clarification asked about an open notice (SPEC §14):
         ``clarified_at`` is set, compare-and-set, only while one is asked and not yet answered,
         and the SLA timer is brought forward to ``at`` at the latest, so the monitor judges the
@@ -134,6 +138,7 @@ class AckSqlMixin:
                 row = (await conn.execute(earlier)).first()
                 if row is None:
                     return None
+            await record_manual(conn, entry, ManualAction.CLARIFY, at=at, notice_id=notice_id)
             [notice] = await with_details(conn, [row])
         return notice, first
 
@@ -276,6 +281,9 @@ def ack_row(ack: Ack, outcome: str) -> dict[str, Any]:
         "received_at": as_utc(ack.received_at),
         "note": ack.note,
         "outcome": outcome,
+        "by": ack.by,
+        "entered_at": None if ack.entered_at is None else as_utc(ack.entered_at),
+        "dkim": ack.dkim,
     }
 
 

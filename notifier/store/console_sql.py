@@ -135,6 +135,9 @@ class ConsoleSqlMixin:
                 received_at=row.received_at,
                 note=row.note,
                 outcome=row.outcome,
+                by=row.by,
+                entered_at=row.entered_at,
+                dkim=row.dkim,
             )
             for row in rows
         ]

@@ -346,55 +346,6 @@ class NoticeSqlMixin:
                 found.update({n.notice_id: n for n in await with_details(conn, rows)})
         return [found[i] for i in wanted if i in found]
 
-    async def retry_failed(self, notice_id: str, *, now: datetime, deliver_by: datetime) -> Notice | None:
-        now = as_utc(now)
-        stmt = (
-            update(notices)
-            .where(notices.c.notice_id == notice_id, notices.c.state == NoticeState.FAILED.value)
-            .values(
-                state=NoticeState.QUEUED.value,
-                next_attempt_at=now,
-                deliver_by=as_utc(deliver_by),
-                channel=notices.c.primary_channel,
-                fallback_used=False,
-                alerted_at=None,
-                updated_at=now,
-            )
-            .returning(*notices.c)
-        )
-        async with self._write("retry_failed") as conn:
-            row = (await conn.execute(stmt)).first()
-            if row is None:
-                return None
-            await conn.execute(
-                update(requests)
-                .where(requests.c.notice_id == notice_id, requests.c.state == RequestState.FAILED.value)
-                .values(state=RequestState.BATCHED.value)
-            )
-            [notice] = await with_details(conn, [row])
-        return notice
-
-    async def mark_submitted(self, notice_id: str, *, at: datetime, ticket: str | None) -> Notice | None:
-        at = as_utc(at)
-        values: dict[str, Any] = {"state": NoticeState.DELIVERED.value, "delivered_at": at}
-        values |= {"updated_at": at, "sla_due_at": at}  # the SLA clock starts: see ports.SlaStore
-        if ticket is not None:
-            # Typed in by staff: kept to match replies by, but not an automated receipt.
-            values["ticket"] = ticket
-        stmt = (
-            update(notices)
-            .where(notices.c.notice_id == notice_id, notices.c.state == NoticeState.AWAITING_SUBMISSION.value)
-            .values(values)
-            .returning(*notices.c)
-        )
-        async with self._write("mark_submitted") as conn:
-            row = (await conn.execute(stmt)).first()
-            if row is None:
-                return None
-            await requests_delivered(conn, notice_id, at)
-            [notice] = await with_details(conn, [row])
-        return notice
-
     async def unalerted_failures(self, *, limit: int) -> list[Notice]:
         stmt = (
             select(notices)

@@ -42,9 +42,11 @@ from notifier.store.acks_sql import AckSqlMixin
 from notifier.store.console_sql import ConsoleSqlMixin
 from notifier.store.engine import READ_ONLY, build_engine, describe_failure, is_unavailable, parse_store_url
 from notifier.store.ingest import Item, as_utc, dead_letter_row, plan_batch
+from notifier.store.manual_sql import ManualSqlMixin
 from notifier.store.notices_sql import NoticeSqlMixin
 from notifier.store.open_items_sql import OpenItemsSqlMixin
 from notifier.store.rate_sql import RateSqlMixin
+from notifier.store.report_acks_sql import ReportAcksSqlMixin
 from notifier.store.report_sql import ReportSqlMixin
 from notifier.store.sla_sql import SlaSqlMixin
 from notifier.store.tables import dead_letters, notices, request_conflicts, requests
@@ -72,6 +74,8 @@ class SqlStore(
     ConsoleSqlMixin,
     VerifySqlMixin,
     WithdrawSqlMixin,
+    ManualSqlMixin,
+    ReportAcksSqlMixin,
 ):
     """:class:`notifier.ports.Store` (intake, notices, acknowledgements) on SQLite or PostgreSQL.
 

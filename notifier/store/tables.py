@@ -401,3 +401,6 @@ verify_followups = Table(
     Column("message_ref", Text, nullable=True),
     Index(None, "sent_at"),
 )
+
+# Manual records (migration 0035) live in a module of their own and add to this metadata.
+from notifier.store import tables_manual as _tables_manual  # noqa: E402, F401

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from notifier.domain.manual import Entry, ManualAction
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.withdrawal import (
     UNSENT_NOTICE_STATES,
@@ -20,6 +21,7 @@ from notifier.domain.withdrawal import (
     plan_withdrawal,
 )
 from notifier.store.ingest import as_utc
+from notifier.store.manual_sql import record_manual
 from notifier.store.tables import notices, requests
 
 _FINAL = [
@@ -38,7 +40,7 @@ class WithdrawSqlMixin:
         def _write(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
     async def withdraw(
-        self, request_ids: Sequence[str], *, at: datetime, reason: str
+        self, request_ids: Sequence[str], *, at: datetime, reason: str, entry: Entry | None = None
     ) -> list[WithdrawalStep]:
         """Withdraw each request as :func:`notifier.domain.withdrawal.plan_withdrawal` says, one
         compare-and-set each; the steps taken and refused, in the order asked (unknown ids left
@@ -66,6 +68,10 @@ class WithdrawSqlMixin:
                         kind=None,
                         refusal="it changed meanwhile: try again",
                     )
+                elif step.kind is not None:
+                    withdrawn = ManualAction.WITHDRAW
+                    notice_id, ids = step.notice_id, [request_id]
+                    await record_manual(conn, entry, withdrawn, at=at, notice_id=notice_id, request_ids=ids)
                 steps.append(step)
         return steps
 

@@ -27,9 +27,10 @@ from notifier.domain.acks import Ack, AckStatus, plan_ack
 from notifier.domain.models import DeadLetter, Priority, RequestState, TakedownRequest
 from notifier.domain.notices import Attempt, AttemptOutcome, Notice, SendResult
 from notifier.domain.report import Bounds, ReportRow, platform_documents, platform_reports
+from notifier.domain.report_acks import AckSources
 from notifier.domain.sla import SlaKind
 from notifier.ports import Incoming, Store
-from notifier.services.report import FiguresStore, ReportStore, build_report
+from notifier.services.report import AckSourcesReportStore, FiguresStore, ReportStore, build_report
 from notifier.store import SqlStore, create_store
 from notifier.store.tables import requests, sla_decisions
 
@@ -205,6 +206,13 @@ class RowsOnly:
 
     async def dead_letter_counts(self, since: datetime | None, until: datetime | None) -> dict[str, int]:
         return await self._store.dead_letter_counts(since, until)
+
+    async def ack_sources(
+        self, *, since: datetime | None, until: datetime | None, platforms: Sequence[str]
+    ) -> dict[str, AckSources]:
+        """Who answered is counted by the store either way (SPEC §15): not part of the tally."""
+        assert isinstance(self._store, AckSourcesReportStore)
+        return await self._store.ack_sources(since=since, until=until, platforms=platforms)
 
 
 async def history(store: ReportingStore) -> None:

@@ -117,3 +117,28 @@ async def test_a_hard_bounce_of_the_notice_without_a_fallback_fails_it(store: Sq
     [after] = await store.get_notices([notice.notice_id])
     assert (after.state, after.delivered_at) == (NoticeState.FAILED, None)
     assert [n.notice_id for n in await store.unalerted_failures(limit=5)] == [notice.notice_id]
+
+
+async def test_a_platforms_reply_keeps_what_the_receiving_server_said_of_its_dkim_signature(
+    store: SqlStore,
+) -> None:
+    clock, alerts = SimulatedClock(), RecordingAlerts()
+    notice = await _delivered(store, clock)
+    reply = EmailMessage()
+    # The topmost header is the authority's own server's; the one below came with the message.
+    reply["Authentication-Results"] = (
+        "mx.authority.example (Postfix); dkim=pass (2048-bit key; unprotected) header.d=telegram.org "
+        'header.i=@telegram.org header.s=mail header.b="Ab3dEf"; spf=pass smtp.mailfrom=abuse@telegram.org'
+    )
+    reply["Authentication-Results"] = "mx.authority.example; dkim=fail header.d=forged.example"
+    reply["From"] = "abuse@telegram.org"
+    reply["To"] = "takedown@authority.example"
+    reply["Subject"] = f"Re: Takedown notice {notice.notice_id}"
+    reply["In-Reply-To"] = f"<{notice.notice_id}.notice@authority.example>"
+    reply.set_content("Thank you, we have received your report and are reviewing it.")
+
+    await _service(store, clock, alerts).handle_mail(bytes(reply), source="email:imap")
+
+    [ack] = await store.ack_history(notice.notice_id, limit=5)
+    assert (ack.source, ack.by, ack.entered_at) == ("email:imap", None, None)
+    assert ack.dkim == "mx.authority.example: dkim=pass header.d=telegram.org header.i=@telegram.org"

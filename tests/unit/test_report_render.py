@@ -13,6 +13,7 @@ from typing import Any
 
 from notifier.domain.models import RequestState
 from notifier.domain.report import REPORT_KEYS, Bounds, ReportRow
+from notifier.domain.report_acks import ACK_SOURCE_KEYS
 from notifier.domain.verification import VERIFY_REPORT_KEYS
 from notifier.services.report import build_report, csv_header, render, render_csv, render_html, render_json
 
@@ -97,7 +98,9 @@ async def test_json_document_has_the_specified_keys_and_rfc3339_times() -> None:
     assert document["until"] is None
     assert [p["platform"] for p in document["platforms"]] == list(BOUNDS)
     for figures in document["platforms"]:
-        assert list(figures) == SPEC_KEYS + list(VERIFY_REPORT_KEYS)  # §8's, then §13's
+        # §8's, then §13's, then who answered (§15)
+        assert list(figures) == SPEC_KEYS + list(VERIFY_REPORT_KEYS) + list(ACK_SOURCE_KEYS)
+        assert (figures["platform_acks"], figures["manual_acks"]) == (0, 0)  # a store that cannot tell
     telegram = document["platforms"][0]
     assert telegram["time_to_removal_s"] == {"p50": 7200, "p90": 144000, "max": 144000}
     assert (telegram["removal_breaches"], telegram["dead_letters"]) == (1, 1)
@@ -116,8 +119,12 @@ async def test_csv_has_one_row_per_platform_with_flattened_percentiles() -> None
     assert header == csv_header()
     assert "time_to_removal_s_p90" in header
     assert "time_to_removal_s" not in header
-    # §8's keys with 3 distributions flattened and four removal buckets, then §13's with 1 distribution.
-    assert len(header) == len(SPEC_KEYS) - 4 + 3 * 3 + 4 + len(VERIFY_REPORT_KEYS) - 1 + 3
+    # §8's keys with 3 distributions flattened and four removal buckets, then §13's with 1
+    # distribution, then §15's two counts of acknowledgements.
+    assert len(header) == len(SPEC_KEYS) - 4 + 3 * 3 + 4 + len(VERIFY_REPORT_KEYS) - 1 + 3 + len(
+        ACK_SOURCE_KEYS
+    )
+    assert header[-2:] == ["platform_acks", "manual_acks"]
     telegram, _, quiet = rows
     assert (telegram["time_to_removal_s_p50"], telegram["time_to_removal_s_max"]) == ("7200", "144000")
     assert (quiet["requests"], quiet["time_to_ack_s_p50"], quiet["oldest_open_s"]) == ("0", "", "")

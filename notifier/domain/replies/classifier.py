@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from notifier.domain.replies.authres import describe, dkim_results
 from notifier.domain.replies.kinds import AUTOMATED, bounce_status, delayed, kind_of
 from notifier.domain.replies.matching import match, message_of, sent_by_us
-from notifier.domain.replies.reading import parse
+from notifier.domain.replies.reading import Mail, parse
 from notifier.domain.replies.verdict import MailKind, MailVerdict
 from notifier.domain.replies.wording import removal_claimed, ticket_of
 
@@ -67,6 +68,7 @@ def classify(
             reason=reason,
             ticket=ticket,
             removal_claimed=ticket is not None and removal_claimed(mail),
+            dkim=_dkim(mail),
         )
     bounce = kind is MailKind.BOUNCE
     return MailVerdict(
@@ -79,4 +81,10 @@ def classify(
         message=message_of(mail, kind, ids, envelope_recipients=envelope_recipients, our_domains=our_domains),
         delayed=bounce and delayed(mail),
         reason=reason,
+        dkim=_dkim(mail) if kind is MailKind.HUMAN else None,
     )
+
+
+def _dkim(mail: Mail) -> str | None:
+    """What the receiving server (the topmost ``Authentication-Results``) said of DKIM."""
+    return describe(dkim_results(mail.headers.get("authentication-results", ())))

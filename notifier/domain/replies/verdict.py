@@ -35,6 +35,9 @@ class MailVerdict:
     # its status: a "failed" 4.x.x is a soft bounce, a 5.x.x a hard one.
     delayed: bool = False
     reason: str = ""  # why: names the evidence, never quotes the message
+    # Human replies: what the receiving server's Authentication-Results said of the reply's DKIM
+    # signatures ("mx.example: dkim=pass header.d=platform.example …"), None when it said nothing.
+    dkim: str | None = None
 
     @property
     def counts_as_acknowledgement(self) -> bool:

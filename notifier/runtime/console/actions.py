@@ -2,7 +2,8 @@
 retry a failed notice, choose the interface's language. Each calls the use case ``notifier ack`` and
 ``notifier retry`` call (:mod:`notifier.services.operator`); nothing is decided here. The guard in
 :mod:`.app` has already checked the session, the CSRF token and the role. The recorder is named
-``console:<username>`` in the acknowledgement history and the log; notes are never logged.
+``console:<username>`` in the acknowledgement history and the log, and every action keeps the
+logged-in user as who entered it, with the clock's time (SPEC §15); notes are never logged.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from notifier.domain.acks import AckStatus
+from notifier.domain.manual import Entry, EntrySource
 from notifier.errors import InvalidRequest
 from notifier.runtime.console.app import PREFIX, USER, deps, render
 from notifier.runtime.console.i18n import LANGUAGES
@@ -55,6 +57,7 @@ async def acknowledge(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     actor = f"console:{request[USER].username}"
     now = d.clock.now()
+    entry = Entry(by=request[USER].username, entered_at=now, source=EntrySource.CONSOLE)
     status = _text(form, "status")
     ticket = _text(form, "ticket")
     try:
@@ -62,7 +65,9 @@ async def acknowledge(request: web.Request) -> web.StreamResponse:
             raise InvalidRequest(f"status: one of {', '.join(STATUSES)}")
         at = _at(_text(form, "at"), now)
         if status == "submitted":
-            await record_submitted(d.store, notice_id, at=at, now=now, ticket=ticket, actor=actor)
+            await record_submitted(
+                d.store, notice_id, at=at, now=now, ticket=ticket, actor=actor, entry=entry
+            )
         else:
             request_ids = [
                 line.strip()
@@ -82,6 +87,7 @@ async def acknowledge(request: web.Request) -> web.StreamResponse:
                 now=now,
                 note=_text(form, "note"),
                 source=actor,
+                entry=entry,
             )
     except InvalidRequest as error:
         return await _failed(request, notice_id, error.reason)
@@ -92,9 +98,11 @@ async def retry(request: web.Request) -> web.StreamResponse:
     d = deps(request)
     notice_id = request.match_info["notice_id"]
     actor = f"console:{request[USER].username}"
+    now = d.clock.now()
+    entry = Entry(by=request[USER].username, entered_at=now, source=EntrySource.CONSOLE)
     try:
         await retry_notice(
-            d.store, notice_id, now=d.clock.now(), deliver_within=d.deliver_within, actor=actor
+            d.store, notice_id, now=now, deliver_within=d.deliver_within, actor=actor, entry=entry
         )
     except InvalidRequest as error:
         return await _failed(request, notice_id, error.reason)
