@@ -130,8 +130,9 @@ async def lookup(store: Store, ids: Sequence[str], *, now: datetime) -> dict[str
 
 
 async def verification_view(store: Store, request_id: str) -> dict[str, Any]:
-    """What the checks found (SPEC §13): verified removal, re-appearance, false claims, the newest
-    checks and the earlier requests of the same URL or evidence on the platform."""
+    """What the checks found (SPEC §13): verified removal, re-appearance (and the new notices that
+    re-listed it), false claims, the newest checks and the earlier requests of the same URL or
+    evidence on the platform."""
     found = await store.request_verification(request_id)
     if found is None:
         return {}
@@ -141,6 +142,8 @@ async def verification_view(store: Store, request_id: str) -> dict[str, Any]:
         "false_claims": found.false_claims,
         "checks": [check.as_dict() for check in found.checks],
         "linked_requests": found.linked_requests,
+        # Later notices that listed it again: content back after a verified removal.
+        "renotices": found.renotices,
     }
 
 
