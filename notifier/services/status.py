@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from notifier.domain.models import NoticeState, RequestState, StoredRequest, format_timestamp
@@ -45,9 +45,9 @@ async def overview(store: Store, platforms: Sequence[str]) -> dict[str, Any]:
 
 
 def paused_seconds(notice: Notice | None, now: datetime) -> int:
-    """How long the removal clock of a notice's requests stood still for a clarification (whole
-    seconds; up to ``now`` while it is unanswered)."""
-    if notice is None or notice.clarification_requested_at is None:
+    """How long the removal clock of a notice's requests stood still for clarifications, every
+    pause summed (whole seconds; the current one up to ``now`` while it is unanswered)."""
+    if notice is None:
         return 0
     facts = SlaFacts(
         delivered_at=notice.delivered_at,
@@ -55,6 +55,7 @@ def paused_seconds(notice: Notice | None, now: datetime) -> int:
         open_requests=0,
         clarification_requested_at=notice.clarification_requested_at,
         clarified_at=notice.clarified_at,
+        earlier_paused=timedelta(seconds=notice.earlier_paused_s),
     )
     return int(paused(facts, now=now).total_seconds())
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, case, func, literal, or_, select, update
@@ -31,6 +31,7 @@ from notifier.domain.acks import Ack, AckPlan, RequestChange
 from notifier.domain.delivery import DeliveryDecision
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.notices import Attempt, Notice
+from notifier.domain.sla import SlaFacts, pause_asked
 from notifier.store.ingest import as_utc
 from notifier.store.notice_queries import add_attempt, with_details
 from notifier.store.tables import acks, notices, requests, seen_mail, seen_webhooks
@@ -81,8 +82,6 @@ class AckSqlMixin:
             notice_values["resolved_at"] = _first(notices.c.resolved_at, as_utc(plan.notice_resolved_at))
         if ack.ticket is not None:
             notice_values["ticket"] = _first(notices.c.ticket, ack.ticket)
-        if plan.clarification_requested_at is not None:
-            notice_values["clarification_requested_at"] = as_utc(plan.clarification_requested_at)
         move_notice = (
             update(notices)
             .where(notices.c.notice_id == ack.notice_id, notices.c.state == plan.notice_before.value)
@@ -91,6 +90,9 @@ class AckSqlMixin:
         )
         try:
             async with self._write("apply_ack") as conn:
+                if plan.clarification_requested_at is not None:
+                    pause = await _pause_values(conn, ack.notice_id, plan.clarification_requested_at)
+                    move_notice = move_notice.values(pause)
                 if (await conn.execute(move_notice)).first() is None:
                     raise _StalePlan
                 if not await self._first_sight(conn, ack):
@@ -321,3 +323,27 @@ async def _move_requests(conn: AsyncConnection, notice_id: str, group: Sequence[
         )
         if len((await conn.execute(stmt)).all()) != len(chunk):
             raise _StalePlan
+
+
+async def _pause_values(conn: AsyncConnection, notice_id: str, at: datetime) -> dict[str, Any]:
+    """A clarification asked at ``at``: where the notice's pause begins and the earlier pauses it
+    keeps (:func:`notifier.domain.sla.pause_asked`), read under the write's lock."""
+    row = (
+        await conn.execute(
+            select(
+                notices.c.clarification_requested_at, notices.c.clarified_at, notices.c.earlier_paused_s
+            ).where(notices.c.notice_id == notice_id)
+        )
+    ).first()
+    if row is None:
+        return {"clarification_requested_at": as_utc(at)}
+    facts = SlaFacts(
+        delivered_at=None,
+        acknowledged_at=None,
+        open_requests=0,
+        clarification_requested_at=row.clarification_requested_at,
+        clarified_at=row.clarified_at,
+        earlier_paused=timedelta(seconds=int(row.earlier_paused_s)),
+    )
+    began, earlier = pause_asked(facts, at=as_utc(at))
+    return {"clarification_requested_at": began, "earlier_paused_s": int(earlier.total_seconds())}

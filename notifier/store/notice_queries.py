@@ -135,6 +135,7 @@ def _notice(row: Row[Any], request_ids: list[str], attempts: list[Attempt]) -> N
         deadline=row.deadline,
         clarification_requested_at=row.clarification_requested_at,
         clarified_at=row.clarified_at,
+        earlier_paused_s=int(row.earlier_paused_s),
         state=NoticeState(row.state),
         created_at=row.created_at,
         request_ids=tuple(request_ids),

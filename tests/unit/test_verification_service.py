@@ -277,7 +277,11 @@ async def test_a_reappearance_after_verified_removal_is_counted_and_renoticed_on
     assert renotice.request_ids == ("r-back",)
     assert [(r.request_id, r.urls) for r in listed] == [("r-back", (site.url("back"),))]
     # The request keeps its first notice, and its SLA figures are its first removal's.
-    assert (stored.notice_id, stored.state, stored.resolved_at) == (notice_id, RequestState.REMOVED, removed_at)
+    assert (stored.notice_id, stored.state, stored.resolved_at) == (
+        notice_id,
+        RequestState.REMOVED,
+        removed_at,
+    )
     [figures] = report["platforms"]
     assert (figures["notices"], figures["removed"], figures["reappeared"]) == (1, 1, 1)
     assert figures["time_to_removal_s"]["max"] == int(timedelta(hours=3).total_seconds())
