@@ -101,6 +101,8 @@ class VerificationService:
         self._slots = asyncio.Semaphore(concurrency)
         self._claim_lease = claim_lease
         self._kick = asyncio.Event()
+        # Told when a round queued re-notices, so the dispatcher sends them now.
+        self.on_renotice: Callable[[], None] | None = None
         self.rounds = 0
         self.idle = False
         self.wake_at: datetime | None = None
@@ -210,6 +212,8 @@ class VerificationService:
         ]
         updates = [update for update, _ in outcomes]
         numbers = await self._store.record_rounds(updates, followups, renotices)
+        if renotices and self.on_renotice is not None:
+            self.on_renotice()
         for renotice in renotices:
             log.info(
                 "verify.renotice_decided",

@@ -66,7 +66,9 @@ class AckSqlMixin:
                 select(requests.c.request_id, requests.c.state).where(requests.c.notice_id == notice_id)
             )
             states = {row.request_id: RequestState(row.state) for row in result}
-        return notice, {request_id: states[request_id] for request_id in notice.request_ids}
+        # A re-notice's requests belong to their first notice, whose answers move them: to the
+        # re-notice's answer they read as settled, so it moves the re-notice alone (SPEC §13).
+        return notice, {r: states.get(r, RequestState.REMOVED) for r in notice.request_ids}
 
     async def apply_ack(self, ack: Ack, plan: AckPlan) -> bool:
         history = ack_row(ack, APPLIED)  # validates the times before the write lock is taken
