@@ -326,7 +326,7 @@ class Demo:
             await clock.advance(target - now)
         await self.settle()
 
-    async def report(self) -> dict[str, Any]:
+    async def report(self, by: str = "platform") -> dict[str, Any]:
         assert self.daemon is not None and self.daemon.store is not None and self.settings is not None
         return await build_report(
             self.daemon.store,  # type: ignore[arg-type]
@@ -335,6 +335,7 @@ class Demo:
             since=None,
             until=None,
             profiles=profile_bounds(self.settings),
+            by=by,
         )
 
 

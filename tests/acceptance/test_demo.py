@@ -369,6 +369,12 @@ def test_one_hour_orders_and_a_clarification_on_the_clock(month: DemoResult) -> 
     figures = {p["platform"]: p for p in month.report["platforms"]}
     assert figures["videohost"]["removal_breaches"] == 1
     assert figures["videohost"]["removed_within"]["1h"] == len(orders) - 1
+    # By deadline profile: the orders apart, judged on their one hour.
+    [order] = [g for g in month.by_profile["profiles"] if g["profile"] == scenario.ORDER_PROFILE]
+    assert (order["requests"], order["removed"], order["removal_breaches"]) == (len(orders), len(orders), 1)
+    assert order["removed_within"]["1h"] == len(orders) - 1
+    assert order["within_bound"] == round((len(orders) - 1) / len(orders), 4)
+    assert (month.folder / "report-by-profile.json").is_file()
     # The email platform asked, the authority answered three hours later, then it removed.
     asked = [a for a in month.record.actions if a.what == "clarification_asked"]
     assert len(asked) == 1 and asking in asked[0].request_ids
