@@ -83,9 +83,17 @@ class VerifySqlMixin:
 
     async def verify_targets(self, ids: Sequence[str]) -> list[VerifyClaim]:
         wanted = list(ids)
+        # A re-notice's id names its member requests.
+        members = select(notice_members.c.request_id).where(notice_members.c.notice_id.in_(wanted))
         stmt = (
             select(*_CLAIM_COLUMNS)
-            .where(or_(requests.c.request_id.in_(wanted), requests.c.notice_id.in_(wanted)))
+            .where(
+                or_(
+                    requests.c.request_id.in_(wanted),
+                    requests.c.notice_id.in_(wanted),
+                    requests.c.request_id.in_(members),
+                )
+            )
             .order_by(requests.c.notice_id, requests.c.notice_position, requests.c.request_id)
         )
         async with self._read("verify_targets") as conn:

@@ -260,6 +260,7 @@ async def test_a_reappearance_after_verified_removal_is_counted_and_renoticed_on
         [renotice] = await restarted.get_notices([renotice_id])
         listed = await restarted.notice_requests(renotice_id)
         [stored] = await restarted.get_requests(["r-back"])
+        targets = await restarted.verify_targets([renotice_id])  # notifier verify <re-notice id>
         report = await build_report(
             restarted, {"telegram": Bounds(ack_within=BOUND, removal_within=BOUND)}, now=clock.now()
         )
@@ -276,6 +277,7 @@ async def test_a_reappearance_after_verified_removal_is_counted_and_renoticed_on
     assert (renotice.platform, renotice.channel, renotice.state) == ("telegram", "email", NoticeState.QUEUED)
     assert renotice.request_ids == ("r-back",)
     assert [(r.request_id, r.urls) for r in listed] == [("r-back", (site.url("back"),))]
+    assert [t.request_id for t in targets] == ["r-back"]
     # The request keeps its first notice, and its SLA figures are its first removal's.
     assert (stored.notice_id, stored.state, stored.resolved_at) == (
         notice_id,
