@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import cast
@@ -55,6 +56,7 @@ def ack_service(
     *,
     on_redelivery: Callable[[], None] | None = None,
     alerts: OperationsAlerts | None = None,
+    rng: random.Random | None = None,
 ) -> AckService:
     fallbacks = {
         platform_id: FallbackRule(primary=platform.channel, fallback=platform.fallback)
@@ -69,6 +71,7 @@ def ack_service(
         our_domains=[settings.authority.email.rpartition("@")[2]],
         on_redelivery=on_redelivery,
         alerts=alerts,
+        rng=rng,
     )
 
 
@@ -76,11 +79,18 @@ class Daemon:
     """``notifier run``: every service of the daemon, started and stopped together."""
 
     def __init__(
-        self, settings: Settings, *, clock: Clock | None = None, resolver: AbstractResolver | None = None
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        resolver: AbstractResolver | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         """``resolver`` answers the prober's name look-ups (the system's by default): the demo's
-        sandbox platforms are names only it knows."""
+        sandbox platforms are names only it knows. ``rng`` draws the retry jitter (unseeded by
+        default; the demo seeds it, so a run is the same every time)."""
         self.settings = settings
+        self._rng = rng
         self.clock: Clock = clock or SystemClock()
         self._resolver = resolver
         self.metrics = Metrics()
@@ -139,6 +149,7 @@ class Daemon:
             lease=settings.runtime.lease,
             concurrency=settings.runtime.send_concurrency,
             in_call_wait=settings.runtime.in_call_retry_wait.total_seconds(),
+            rng=self._rng,
         )
         intake.on_accepted = self.dispatcher.kick
         self.acks = ack_service(
@@ -148,6 +159,7 @@ class Daemon:
             self.metrics,
             on_redelivery=self.dispatcher.kick,
             alerts=channels.operations(),
+            rng=self._rng,
         )
         console = console_deps(
             settings, cast(ConsoleBackend, store), self.acks, self.clock, sla_bounds(settings)
@@ -222,6 +234,7 @@ class Daemon:
                     category_labels=settings.category_labels,
                 ),
             )
+            self.verification.on_renotice = self.dispatcher.kick  # a re-notice is queued: send it
             self.supervisor.spawn("verify", self.verification.run)
         if settings.inbound_smtp.listen:
             self.inbound_smtp = InboundSmtp(settings=settings.inbound_smtp, sink=self.acks)

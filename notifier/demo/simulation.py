@@ -34,9 +34,11 @@ from notifier.errors import NotifierError
 from notifier.intake.local import LocalQueue
 from notifier.sandbox.platforms import Sandbox
 from notifier.sandbox.staff import Inbound
+from notifier.services.clarify import send_clarification
 from notifier.services.operator import record_submitted
 from notifier.services.report import build_report, platform_bounds, profile_bounds
 from notifier.settings import Settings, load_settings
+from notifier.wiring import Channels, authority
 
 SETTLE_TIMEOUT_S = 120.0
 
@@ -57,11 +59,18 @@ class Tap:
     def __init__(self, clock: SimulatedClock) -> None:
         self.clock = clock
         self.events: Counter[str] = Counter()
+        # Notices a platform asked to clarify, as the daemon recorded them: the authority answers.
+        self.questions: list[str] = []
 
     def __call__(
         self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         self.events[str(event_dict.get("event", ""))] += 1
+        if (
+            event_dict.get("event") == "ack.received"
+            and event_dict.get("status") == "clarification_requested"
+        ):
+            self.questions.append(str(event_dict.get("notice_id", "")))
         event_dict["sim_time"] = self.clock.now().isoformat().replace("+00:00", "Z")
         return event_dict
 
@@ -93,6 +102,8 @@ class Demo:
         self.sandbox: Sandbox | None = None
         self.settings: Settings | None = None
         self._stale = True  # something may have moved a check timer since the last round
+        self._answered: set[str] = set()  # clarifications the authority's staff plan to answer
+        self._channels: Channels | None = None
 
     # -- set-up -----------------------------------------------------------------------------------
 
@@ -125,6 +136,7 @@ class Demo:
                 overrides[prefix + "URL"] = sandbox.api.url
                 overrides[prefix + "TOKEN_ENV"] = ""
                 overrides[prefix + "SIGNING_SECRET_ENV"] = ""
+        overrides.update(_order_overrides(base))
         # Overrides of keys the file does not have are refused by the loader: keep only known ones.
         return load_settings(self.config, {**self.environ, **overrides})
 
@@ -155,14 +167,22 @@ class Demo:
             for url in scenario.urls(arrival):
                 self.sandbox.content.publish(url, platform=arrival.platform, request_id=arrival.request_id)
         self.settings = self._settings(self.sandbox, inbound_port, http_port, secret_env)
-        self.daemon = Daemon(self.settings, clock=self.clock, resolver=self.sandbox.content.resolver())
+        # The retry jitter drawn from the seed: a run's delivery times are the same every time.
+        retries = random.Random(f"{self.seed}/retries")  # noqa: S311  (simulation, not security)
+        self.daemon = Daemon(
+            self.settings, clock=self.clock, resolver=self.sandbox.content.resolver(), rng=retries
+        )
         await self.daemon.start()
+        # What `notifier clarify` sends through: the platforms' channels.
+        self._channels = Channels(self.settings, self.clock)
 
     async def stop(self) -> None:
         if self.daemon is not None:
             if not self.daemon.supervisor.stop.is_set():
                 self.daemon.stop()
             await self.daemon.wait()
+        if self._channels is not None:
+            await self._channels.close()
         if self.sandbox is not None:
             await self.sandbox.stop()
 
@@ -235,6 +255,37 @@ class Demo:
 
         return action
 
+    def _clarifications(self) -> None:
+        """Staff of the authority see a platform's question in ``notifier status`` and answer it
+        (what ``notifier clarify NOTICE_ID --note-file F`` does) :data:`scenario.CLARIFY_AFTER` later."""
+        assert self.sandbox is not None
+        for notice_id in self.tap.questions:
+            if notice_id in self._answered:
+                continue
+            self._answered.add(notice_id)
+            self.sandbox.timeline.at(
+                self.clock.now() + scenario.CLARIFY_AFTER,
+                f"{notice_id} clarified by the authority",
+                self._clarify(notice_id),
+            )
+
+    def _clarify(self, notice_id: str) -> Callable[[], Any]:
+        async def action() -> None:
+            assert self.daemon is not None and self.daemon.store is not None
+            assert self.settings is not None and self._channels is not None
+            await send_clarification(
+                self.daemon.store,
+                self._channels.routes(),
+                notice_id=notice_id,
+                note=scenario.CLARIFICATION_NOTE,
+                now=self.clock.now(),
+                authority=authority(self.settings),
+                labels=self.settings.category_labels,
+            )
+            self.daemon.sla.kick()
+
+        return action
+
     async def _submit_due(self, pending: list[scenario.Arrival]) -> int:
         now = self.clock.now()
         due = [a for a in pending if a.at <= now]
@@ -254,6 +305,7 @@ class Demo:
         while True:
             await self.settle()
             self._office()
+            self._clarifications()
             if await self._submit_due(pending) or await timeline.run_due(clock.now()):
                 self._stale = True
                 continue
@@ -274,7 +326,7 @@ class Demo:
             await clock.advance(target - now)
         await self.settle()
 
-    async def report(self) -> dict[str, Any]:
+    async def report(self, by: str = "platform") -> dict[str, Any]:
         assert self.daemon is not None and self.daemon.store is not None and self.settings is not None
         return await build_report(
             self.daemon.store,  # type: ignore[arg-type]
@@ -283,4 +335,23 @@ class Demo:
             since=None,
             until=None,
             profiles=profile_bounds(self.settings),
+            by=by,
         )
+
+
+def _order_overrides(base: Settings) -> dict[str, str]:
+    """The one-hour orders' profile and category, where the configuration has none of its own
+    (``config/notifier.toml`` ships the profiles commented out)."""
+    overrides: dict[str, str] = {}
+    if scenario.ORDER_PROFILE not in base.deadlines:
+        prefix = f"NOTIFIER_DEADLINES__{scenario.ORDER_PROFILE.upper()}__"
+        overrides |= {
+            prefix + "LABEL": scenario.ORDER_LABEL,
+            prefix + "ACK_WITHIN": "1h",
+            prefix + "REMOVAL_WITHIN": "1h",
+            prefix + "REMIND_AT": "0.5",
+            prefix + "URGENT": "true",
+        }
+    if scenario.ORDER_CATEGORY not in base.categories:
+        overrides[f"NOTIFIER_CATEGORIES__{scenario.ORDER_CATEGORY.upper()}"] = scenario.ORDER_CATEGORY_LABEL
+    return overrides

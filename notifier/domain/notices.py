@@ -93,6 +93,7 @@ class Notice:
     deadline: str | None = None  # the deadline profile of its requests; None: the platform's bounds
     clarification_requested_at: datetime | None = None  # the platform asked for a clarification
     clarified_at: datetime | None = None  # the authority answered it: the removal clock restarted
+    earlier_paused_s: int = 0  # the clarification pauses answered before the one above, summed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

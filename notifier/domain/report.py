@@ -114,6 +114,7 @@ class ReportRow:
     deadline: str | None = None  # its deadline profile; None: its platform's bounds
     clarification_requested_at: datetime | None = None  # its notice's clarification, asked
     clarified_at: datetime | None = None  # and answered
+    earlier_paused_s: int = 0  # the pauses of its notice's earlier clarifications, summed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -281,6 +282,7 @@ class PlatformTally:
             stopped = answered is None or answered < asked
             start = None if stopped else answered
             self.paused += seconds((self.now if stopped or answered is None else answered) - asked)
+            self.paused += row.earlier_paused_s
         if row.state in RESOLVED and row.resolved_at is not None:
             waited = row.resolved_at - delivered
             on_clock = row.resolved_at - start if start is not None else timedelta(0)

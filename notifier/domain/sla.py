@@ -77,6 +77,8 @@ class SlaFacts:
     # for the full bound from that moment (TCO Regulation Art. 3(8)).
     clarification_requested_at: datetime | None = None
     clarified_at: datetime | None = None
+    # Every pause counts: the earlier clarifications' pauses, answered before the current one.
+    earlier_paused: timedelta = timedelta(0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,14 +107,26 @@ def removal_clock(facts: SlaFacts) -> datetime | None:
 
 
 def paused(facts: SlaFacts, *, now: datetime) -> timedelta:
-    """How long the removal clock stood still: from the clarification asked to its answer (or to
-    ``now`` while unanswered); nothing when none was asked."""
+    """How long the removal clock stood still, every pause summed: the earlier clarifications'
+    pauses, and the current one from its asking to its answer (or to ``now`` while unanswered)."""
     asked = facts.clarification_requested_at
     if asked is None:
-        return timedelta(0)
+        return facts.earlier_paused
     answered = facts.clarified_at
     end = answered if answered is not None and answered >= asked else now
-    return max(timedelta(0), end - asked)
+    return facts.earlier_paused + max(timedelta(0), end - asked)
+
+
+def pause_asked(facts: SlaFacts, *, at: datetime) -> tuple[datetime, timedelta]:
+    """A clarification asked at ``at``: when the pause it is part of began, and the earlier pauses
+    to keep. Asked again while one is unanswered, the clock was already stopped: the pause goes
+    on from the first asking. Asked after an answer, the answered pause joins the earlier ones."""
+    asked, answered = facts.clarification_requested_at, facts.clarified_at
+    if asked is None:
+        return at, facts.earlier_paused
+    if answered is None or answered < asked:
+        return asked, facts.earlier_paused
+    return at, facts.earlier_paused + (answered - asked)
 
 
 def reminder_at(delivered_at: datetime, bounds: SlaBounds) -> datetime:

@@ -32,6 +32,7 @@ from notifier.ports.sla import SlaClaim, SlaDecision, SlaReschedule, SlaStore
 from notifier.ports.verification import (
     Checker,
     Followup,
+    Renotice,
     RequestVerification,
     VerificationStore,
     VerifyClaim,
@@ -55,6 +56,7 @@ __all__ = [
     "NoticeStore",
     "OpenItems",
     "PlatformFigures",
+    "Renotice",
     "RequestVerification",
     "Role",
     "SearchHit",

@@ -61,6 +61,16 @@ class Followup:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Renotice:
+    """A new notice owed for content back after a verified removal: the requests of one earlier
+    notice found live again, each with only the URLs found live."""
+
+    of_notice: str
+    requests: tuple[tuple[str, tuple[str, ...]], ...]  # (request_id, its URLs found live)
+    decided_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RequestVerification:
     """What ``status --json`` shows of a request's verification."""
 
@@ -69,6 +79,7 @@ class RequestVerification:
     false_claims: int
     checks: list[UrlCheck] = field(default_factory=list)
     linked_requests: list[str] = field(default_factory=list)
+    renotices: list[str] = field(default_factory=list)  # the later notices that re-listed it
 
 
 class VerificationStore(Protocol):
@@ -86,13 +97,17 @@ class VerificationStore(Protocol):
         ...
 
     async def record_rounds(
-        self, updates: Sequence[VerifyUpdate], followups: Sequence[Followup] = ()
+        self,
+        updates: Sequence[VerifyUpdate],
+        followups: Sequence[Followup] = (),
+        renotices: Sequence[Renotice] = (),
     ) -> list[int]:
-        """Keep the checks and each request's new facts and decide the follow-ups they owe, all in
-        one transaction (a false claim is never counted without its follow-up, nor the other way
-        round); move each timer to ``next_at`` (only where it still holds ``claimed_until``, when
-        given). Each follow-up's ``seq`` is ignored: the next number of its notice is given, and
-        the numbers are returned in order."""
+        """Keep the checks and each request's new facts and decide the follow-ups and re-notices
+        they owe, all in one transaction (a false claim or a re-appearance is never counted
+        without its message, nor the other way round); move each timer to ``next_at`` (only where
+        it still holds ``claimed_until``, when given). Each follow-up's ``seq`` is ignored: the next
+        number of its notice is given, and the numbers are returned in order. Each re-notice is a
+        new notice, queued for the dispatcher, whose members are its requests."""
         ...
 
     async def next_verify_due(self) -> datetime | None:
@@ -122,7 +137,7 @@ class VerificationStore(Protocol):
         ...
 
     async def renoticed(self, request_id: str) -> bool:
-        """Whether a re-appearance of this request was already notified."""
+        """Whether a re-appearance of this request was already notified (a re-notice decided)."""
         ...
 
     async def request_verification(self, request_id: str, *, checks: int = 20) -> RequestVerification | None:

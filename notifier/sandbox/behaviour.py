@@ -37,6 +37,9 @@ class Profile:
     exact_removal_hours: float | None = None  # removal exactly this long after receipt
     bounce_first: bool = False  # the first delivery soft-bounces (mailbox full); the re-send is answered
     rejected_share: float = 0.0  # API platforms: the share of items refused instead of removed
+    # Email platforms: the human answer (at ``ack_hours``) is a question about the notice; the
+    # removal comes ``removal_hours`` after the authority's answer to it.
+    asks_clarification: bool = False
 
 
 PROFILES: dict[str, Profile] = {
@@ -50,6 +53,10 @@ PROFILES: dict[str, Profile] = {
         "api", auto_reply=False, ack_hours=(0.1, 2.0), removal_hours=(2.0, 30.0), rejected_share=0.08
     ),
     "portal": Profile("portal", auto_reply=False, removal_hours=(4.0, 26.0)),
+    # One-hour removal orders over the API: answered within the hour, or (one of them) hours late.
+    "order": Profile("order", auto_reply=False, ack_hours=(0.05, 0.4), removal_hours=(0.2, 0.9)),
+    "order_late": Profile("order_late", auto_reply=False, ack_hours=(0.1, 0.4), removal_hours=(2.0, 4.0)),
+    "clarify": Profile("clarify", ack_hours=(0.5, 2.0), removal_hours=(2.0, 8.0), asks_clarification=True),
 }
 
 
@@ -75,7 +82,9 @@ class Action:
     at: datetime
     platform: str
     notice_id: str
-    what: str  # notice_received | bounce | auto_reply | received | removed | rejected | portal_ticket
+    # notice_received | bounce | auto_reply | received | clarification_asked | removed | rejected
+    # | portal_ticket
+    what: str
     request_ids: tuple[str, ...] = ()
     detail: str = ""
 

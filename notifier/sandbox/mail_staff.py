@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 from notifier.clock import Clock
-from notifier.sandbox.behaviour import Action, Behaviour, Inbound, Record, notice_rng, random_delay
+from notifier.sandbox.behaviour import (
+    Action,
+    Behaviour,
+    Inbound,
+    Profile,
+    Record,
+    notice_rng,
+    random_delay,
+)
 from notifier.sandbox.bounces import MAILBOX_FULL_STATUS, mailbox_full_bounce
 from notifier.sandbox.content import ContentServer
 from notifier.sandbox.smtp import Received
@@ -49,6 +58,8 @@ class MailStaff:
         self._scale = scale
         self._domain = next(iter(sorted(self.addresses))).rpartition("@")[2]
         self._answered: set[str] = set()  # notices handled (a re-send after a bounce is answered)
+        # Notices whose staff asked a question: the removal waits for the authority's answer.
+        self._asked: dict[str, tuple[str, str, tuple[str, ...], timedelta]] = {}
         self._bounced: set[str] = set()
         self._tickets = itertools.count(48_210)
 
@@ -63,6 +74,9 @@ class MailStaff:
         message_id = str(mail["Message-ID"] or "")
         local = message_id.strip("<>").partition("@")[0]
         notice_id, _, kind = local.rpartition(".")
+        if kind == "clarification" and notice_id in self._asked:
+            self._clarified(notice_id)
+            return
         if kind != "notice" or notice_id in self._answered:
             return  # reminders and escalations are read, not answered; a duplicate is ignored
         rng = notice_rng(self._seed, notice_id)
@@ -81,7 +95,19 @@ class MailStaff:
         self._record.add(Action(self._clock.now(), self.platform, notice_id, "notice_received", request_ids))
         if self._content is not None:
             self._content.received(self.platform, notice_id, request_ids, posts=_posts(mail))
-        subject = str(mail["Subject"] or "")
+        self._plan(rng, profile, notice_id, (message_id, str(mail["Subject"] or "")), request_ids)
+
+    def _plan(
+        self,
+        rng: random.Random,
+        profile: Profile,
+        notice_id: str,
+        thread: tuple[str, str],
+        request_ids: tuple[str, ...],
+    ) -> None:
+        """What the staff will send about a notice they received (in ``thread``: its Message-ID
+        and subject), and when."""
+        message_id, subject = thread
         if profile.auto_reply:
             ticket = f"{self.platform[:2].upper()}-{next(self._tickets)}"
             self._timeline.at(
@@ -90,13 +116,22 @@ class MailStaff:
                 lambda: self._auto_reply(notice_id, message_id, subject, ticket, request_ids),
             )
         ack_after = random_delay(rng, profile.ack_hours) if profile.ack_hours else None
+        if profile.asks_clarification and ack_after is not None and profile.removal_hours is not None:
+            after_answer = random_delay(rng, profile.removal_hours)
+            self._asked[notice_id] = (message_id, subject, request_ids, after_answer)
+            self._timeline.at(
+                self.later(ack_after),
+                f"{notice_id} clarification asked",
+                lambda: self._question(notice_id, message_id, subject, request_ids),
+            )
+            return
         if ack_after is not None:
             self._timeline.at(
                 self.later(ack_after),
                 f"{notice_id} received",
                 lambda: self._reply(notice_id, message_id, subject, request_ids, removed=False),
             )
-        removal_after = None
+        removal_after: timedelta | None = None
         if profile.exact_removal_hours is not None:
             removal_after = timedelta(hours=profile.exact_removal_hours)
         elif profile.removal_hours is not None:
@@ -160,6 +195,30 @@ class MailStaff:
         await self._inbound.send(mail, sender=sender, recipient=self._inbound.reply_to)
         what = "removed" if removed else "received"
         self._record.add(Action(self._clock.now(), self.platform, notice_id, what, request_ids))
+
+    def _clarified(self, notice_id: str) -> None:
+        """The authority answered the question: the removal follows, once."""
+        message_id, subject, request_ids, removal_after = self._asked.pop(notice_id)
+        self._timeline.at(
+            self.later(removal_after),
+            f"{notice_id} removed",
+            lambda: self._reply(notice_id, message_id, subject, request_ids, removed=True),
+        )
+
+    async def _question(
+        self, notice_id: str, message_id: str, subject: str, request_ids: tuple[str, ...]
+    ) -> None:
+        sender = f"trust-safety@{self._domain}"
+        body = (
+            "Hello,\n\nThank you for your notice. Before we act on it, could you clarify which posts of "
+            "the channel you are asking us to remove? Several posts at the reported address were "
+            "published on the same day.\n\nRegards,\nTrust & Safety\n"
+        )
+        mail = self._mail(sender=sender, subject=f"Re: {subject}", body=body, in_reply_to=message_id)
+        await self._inbound.send(mail, sender=sender, recipient=self._inbound.reply_to)
+        self._record.add(
+            Action(self._clock.now(), self.platform, notice_id, "clarification_asked", request_ids)
+        )
 
     async def _bounce(
         self, received: Received, original: EmailMessage, notice_id: str, request_ids: tuple[str, ...]

@@ -285,7 +285,11 @@ class AckService:
             # platform. Never an acknowledgement.
             log.info("mail.ignored", notice_id=notice_id, reason="a reply to an operations alert", **fields)
         elif kind is MailKind.HUMAN:
-            status = AckStatus.REMOVED if verdict.removal_claimed else AckStatus.RECEIVED
+            status = AckStatus.RECEIVED
+            if verdict.removal_claimed:
+                status = AckStatus.REMOVED
+            elif verdict.clarification_requested:  # a question about the notice (SPEC §14)
+                status = AckStatus.CLARIFICATION_REQUESTED
             ack = Ack(
                 notice_id=notice_id,
                 status=status,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from notifier.domain.manual import ManualRecord
@@ -48,9 +48,9 @@ async def overview(store: Store, platforms: Sequence[str]) -> dict[str, Any]:
 
 
 def paused_seconds(notice: Notice | None, now: datetime) -> int:
-    """How long the removal clock of a notice's requests stood still for a clarification (whole
-    seconds; up to ``now`` while it is unanswered)."""
-    if notice is None or notice.clarification_requested_at is None:
+    """How long the removal clock of a notice's requests stood still for clarifications, every
+    pause summed (whole seconds; the current one up to ``now`` while it is unanswered)."""
+    if notice is None:
         return 0
     facts = SlaFacts(
         delivered_at=notice.delivered_at,
@@ -58,6 +58,7 @@ def paused_seconds(notice: Notice | None, now: datetime) -> int:
         open_requests=0,
         clarification_requested_at=notice.clarification_requested_at,
         clarified_at=notice.clarified_at,
+        earlier_paused=timedelta(seconds=notice.earlier_paused_s),
     )
     return int(paused(facts, now=now).total_seconds())
 
@@ -175,8 +176,9 @@ def manual_view(record: ManualRecord) -> dict[str, Any]:
 
 
 async def verification_view(store: Store, request_id: str) -> dict[str, Any]:
-    """What the checks found (SPEC §13): verified removal, re-appearance, false claims, the newest
-    checks and the earlier requests of the same URL or evidence on the platform."""
+    """What the checks found (SPEC §13): verified removal, re-appearance (and the new notices that
+    re-listed it), false claims, the newest checks and the earlier requests of the same URL or
+    evidence on the platform."""
     found = await store.request_verification(request_id)
     if found is None:
         return {}
@@ -186,6 +188,8 @@ async def verification_view(store: Store, request_id: str) -> dict[str, Any]:
         "false_claims": found.false_claims,
         "checks": [check.as_dict() for check in found.checks],
         "linked_requests": found.linked_requests,
+        # Later notices that listed it again: content back after a verified removal.
+        "renotices": found.renotices,
     }
 
 

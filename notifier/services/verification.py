@@ -11,8 +11,11 @@ What a round changes: the first round that saw every URL removed sets ``verified
 (a silent platform that removed is credited then); a ``live`` URL after the platform said removed
 is a **false claim** (counted once per claim, ``verify.contradicted``), and the notice gets one
 follow-up listing only the URLs still up; content live again after a verified removal is a
-**re-appearance** (``verify.reappeared``), notified once unless ``verify.renotice = false``.
-Follow-ups are decided in the store before anything is sent and sent at least once.
+**re-appearance** (``verify.reappeared``), notified once per request unless
+``verify.renotice = false``: a new notice (a new notice id) listing the same request with the URLs
+found live, queued for the dispatcher. The request keeps its first notice and its SLA figures.
+Follow-ups and re-notices are decided in the store, in the round's transaction, before anything is
+sent, and sent at least once.
 
 Between rounds the loop sleeps on the business clock until the earliest timer, or until kicked,
 but never longer than ``poll_interval`` of real time.
@@ -43,13 +46,14 @@ from notifier.domain.verification import (
 )
 from notifier.errors import StoreUnavailable
 from notifier.metrics import Metrics
-from notifier.ports import Checker, Followup, VerificationStore, VerifyClaim, VerifyUpdate
+from notifier.ports import Checker, Followup, Renotice, VerificationStore, VerifyClaim, VerifyUpdate
 from notifier.settings import Settings
 from notifier.waiting import idle
 
 log = structlog.get_logger("notifier.verify")
 
 CLAIM_LEASE = timedelta(minutes=5)
+REAPPEARED = "reappeared"
 # A request of a platform this process does not verify is looked at again this much later.
 UNJUDGED_RECHECK = timedelta(hours=1)
 
@@ -97,6 +101,8 @@ class VerificationService:
         self._slots = asyncio.Semaphore(concurrency)
         self._claim_lease = claim_lease
         self._kick = asyncio.Event()
+        # Told when a round queued re-notices, so the dispatcher sends them now.
+        self.on_renotice: Callable[[], None] | None = None
         self.rounds = 0
         self.idle = False
         self.wake_at: datetime | None = None
@@ -169,6 +175,7 @@ class VerificationService:
         outcomes = await asyncio.gather(*(self._one(claim, now, force=force) for claim in claims))
         # One follow-up per notice and kind: the URLs of all its requests found up in this round.
         owed: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+        live: dict[str, set[str]] = {}
         results: list[RoundResult] = []
         for claim, (update, followup) in zip(claims, outcomes, strict=True):
             if update.checks:
@@ -177,6 +184,7 @@ class VerificationService:
                 ids, urls = owed.setdefault((claim.notice_id, followup[0]), ([], []))
                 ids.append(claim.request_id)
                 urls.extend(followup[1])
+                live[claim.request_id] = set(followup[1])
         followups = [
             Followup(
                 notice_id=notice_id,
@@ -187,8 +195,31 @@ class VerificationService:
                 decided_at=now,
             )
             for (notice_id, kind), (ids, urls) in owed.items()
+            if kind != REAPPEARED
         ]
-        numbers = await self._store.record_rounds([update for update, _ in outcomes], followups)
+        # Content back after a verified removal: a new notice per earlier notice, listing each
+        # request found up again with the URLs seen live (the same requests, a new notice id).
+        renotices = [
+            Renotice(
+                of_notice=notice_id,
+                requests=tuple(
+                    (request_id, tuple(u for u in urls if u in live[request_id])) for request_id in ids
+                ),
+                decided_at=now,
+            )
+            for (notice_id, kind), (ids, urls) in owed.items()
+            if kind == REAPPEARED
+        ]
+        updates = [update for update, _ in outcomes]
+        numbers = await self._store.record_rounds(updates, followups, renotices)
+        if renotices and self.on_renotice is not None:
+            self.on_renotice()
+        for renotice in renotices:
+            log.info(
+                "verify.renotice_decided",
+                notice_id=renotice.of_notice,
+                request_ids=[request_id for request_id, _ in renotice.requests],
+            )
         for decided, seq in zip(followups, numbers, strict=True):
             log.info(
                 "verify.followup_decided",
@@ -267,7 +298,7 @@ class VerificationService:
                 self._metrics.reappeared.inc()
                 log.warning("verify.reappeared", urls=len(verdict.live_urls), **ids)
                 if self._renotice and not await self._store.renoticed(claim.request_id):
-                    followup = ("reappeared", verdict.live_urls)
+                    followup = (REAPPEARED, verdict.live_urls)
             elif facts.state is RequestState.REMOVED and facts.verified_removed_at is None:
                 claimed_at = facts.resolved_at
                 if claim.contradicted_at is None or (

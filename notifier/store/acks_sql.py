@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, case, func, literal, or_, select, update
@@ -32,6 +32,7 @@ from notifier.domain.delivery import DeliveryDecision
 from notifier.domain.manual import Entry, ManualAction
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.notices import Attempt, Notice
+from notifier.domain.sla import SlaFacts, pause_asked
 from notifier.store.ingest import as_utc
 from notifier.store.manual_sql import record_manual
 from notifier.store.notice_queries import add_attempt, with_details
@@ -67,7 +68,9 @@ class AckSqlMixin:
                 select(requests.c.request_id, requests.c.state).where(requests.c.notice_id == notice_id)
             )
             states = {row.request_id: RequestState(row.state) for row in result}
-        return notice, {request_id: states[request_id] for request_id in notice.request_ids}
+        # A re-notice's requests belong to their first notice, whose answers move them: to the
+        # re-notice's answer they read as settled, so it moves the re-notice alone (SPEC §13).
+        return notice, {r: states.get(r, RequestState.REMOVED) for r in notice.request_ids}
 
     async def apply_ack(self, ack: Ack, plan: AckPlan) -> bool:
         history = ack_row(ack, APPLIED)  # validates the times before the write lock is taken
@@ -83,8 +86,6 @@ class AckSqlMixin:
             notice_values["resolved_at"] = _first(notices.c.resolved_at, as_utc(plan.notice_resolved_at))
         if ack.ticket is not None:
             notice_values["ticket"] = _first(notices.c.ticket, ack.ticket)
-        if plan.clarification_requested_at is not None:
-            notice_values["clarification_requested_at"] = as_utc(plan.clarification_requested_at)
         move_notice = (
             update(notices)
             .where(notices.c.notice_id == ack.notice_id, notices.c.state == plan.notice_before.value)
@@ -93,6 +94,9 @@ class AckSqlMixin:
         )
         try:
             async with self._write("apply_ack") as conn:
+                if plan.clarification_requested_at is not None:
+                    pause = await _pause_values(conn, ack.notice_id, plan.clarification_requested_at)
+                    move_notice = move_notice.values(pause)
                 if (await conn.execute(move_notice)).first() is None:
                     raise _StalePlan
                 if not await self._first_sight(conn, ack):
@@ -329,3 +333,27 @@ async def _move_requests(conn: AsyncConnection, notice_id: str, group: Sequence[
         )
         if len((await conn.execute(stmt)).all()) != len(chunk):
             raise _StalePlan
+
+
+async def _pause_values(conn: AsyncConnection, notice_id: str, at: datetime) -> dict[str, Any]:
+    """A clarification asked at ``at``: where the notice's pause begins and the earlier pauses it
+    keeps (:func:`notifier.domain.sla.pause_asked`), read under the write's lock."""
+    row = (
+        await conn.execute(
+            select(
+                notices.c.clarification_requested_at, notices.c.clarified_at, notices.c.earlier_paused_s
+            ).where(notices.c.notice_id == notice_id)
+        )
+    ).first()
+    if row is None:
+        return {"clarification_requested_at": as_utc(at)}
+    facts = SlaFacts(
+        delivered_at=None,
+        acknowledged_at=None,
+        open_requests=0,
+        clarification_requested_at=row.clarification_requested_at,
+        clarified_at=row.clarified_at,
+        earlier_paused=timedelta(seconds=int(row.earlier_paused_s)),
+    )
+    began, earlier = pause_asked(facts, at=as_utc(at))
+    return {"clarification_requested_at": began, "earlier_paused_s": int(earlier.total_seconds())}

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from notifier.domain.models import NoticeState, Priority, RequestState
 from notifier.domain.notices import Attempt, AttemptOutcome, Notice
 from notifier.store.ingest import as_utc
+from notifier.store.renotice_sql import members_of
 from notifier.store.tables import notice_attempts, notices, requests
 
 SENDING = NoticeState.SENDING.value
@@ -105,6 +106,8 @@ async def with_details(conn: AsyncConnection, rows: Sequence[Row[Any]]) -> list[
     )
     for owner_id, request_id in result:
         members[owner_id].append(request_id)
+    for owner_id, listed in (await members_of(conn, ids)).items():
+        members[owner_id].extend(listed)  # a re-notice's requests
     attempts: dict[str, list[Attempt]] = {i: [] for i in ids}
     result = await conn.execute(
         select(notice_attempts).where(notice_attempts.c.notice_id.in_(ids)).order_by(notice_attempts.c.id)
@@ -132,6 +135,7 @@ def _notice(row: Row[Any], request_ids: list[str], attempts: list[Attempt]) -> N
         deadline=row.deadline,
         clarification_requested_at=row.clarification_requested_at,
         clarified_at=row.clarified_at,
+        earlier_paused_s=int(row.earlier_paused_s),
         state=NoticeState(row.state),
         created_at=row.created_at,
         request_ids=tuple(request_ids),

@@ -51,6 +51,7 @@ from notifier.store.notice_queries import (
     requests_delivered,
     with_details,
 )
+from notifier.store.renotice_sql import member_requests
 from notifier.store.tables import notice_attempts, notices, platform_sequences, requests
 
 
@@ -183,6 +184,8 @@ class NoticeSqlMixin:
         )
         async with self._read("notice_requests") as conn:
             bodies = (await conn.execute(stmt)).scalars().all()
+            if not bodies:  # a re-notice: its requests are members, not its own
+                return await member_requests(conn, notice_id)
         return [TakedownRequest.from_canonical(json.loads(body)) for body in bodies]
 
     # -- claiming ---------------------------------------------------------------------------------

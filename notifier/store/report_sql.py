@@ -204,7 +204,10 @@ def figures_statement(
             _count(unfiled.c.notice_id.is_not(None)).label("undelivered_breaches"),
             _count(and_(state == removed, on_clock <= bound.c.removal_within)).label("removed_in_bound"),
             func.coalesce(
-                func.sum(func.floor(func.extract("epoch", paused_for))).filter(asked.is_not(None)), 0
+                func.sum(func.floor(func.extract("epoch", paused_for)) + notices.c.earlier_paused_s).filter(
+                    asked.is_not(None)
+                ),
+                0,
             ).label("paused_s"),
             *(
                 _count(to_removal <= bindparam(f"within_{name}", within, type_=INTERVAL())).label(
@@ -347,6 +350,7 @@ class ReportSqlMixin:
                 c.deadline,
                 notices.c.clarification_requested_at,
                 notices.c.clarified_at,
+                notices.c.earlier_paused_s,
             )
             .select_from(
                 requests.outerjoin(unfiled, unfiled.c.notice_id == c.notice_id).outerjoin(
@@ -375,6 +379,7 @@ class ReportSqlMixin:
                         deadline=row.deadline,
                         clarification_requested_at=row.clarification_requested_at,
                         clarified_at=row.clarified_at,
+                        earlier_paused_s=int(row.earlier_paused_s or 0),
                     )
                     for row in chunk
                 )

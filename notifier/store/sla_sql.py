@@ -82,6 +82,7 @@ class SlaSqlMixin:
                 notices.c.deadline,
                 notices.c.clarification_requested_at,
                 notices.c.clarified_at,
+                notices.c.earlier_paused_s,
             )
         )
         async with self._write("claim_sla_due") as conn:
@@ -120,6 +121,7 @@ class SlaSqlMixin:
                     rendered_at=row.rendered_at,
                     clarification_requested_at=row.clarification_requested_at,
                     clarified_at=row.clarified_at,
+                    earlier_paused=timedelta(seconds=int(row.earlier_paused_s)),
                 ),
             )
             for row in rows

@@ -201,6 +201,8 @@ notices = Table(
     # authority (it runs again for the full bound from then).
     Column("clarification_requested_at", UTCDateTime, nullable=True),
     Column("clarified_at", UTCDateTime, nullable=True),
+    # The seconds of the clarification pauses answered before the current one (every pause counts).
+    Column("earlier_paused_s", Integer, nullable=False, server_default="0"),
     Index(None, "platform", "state"),
     # Claiming: due queued/retrying notices, and sending ones whose lease has run out.
     Index(None, "state", "next_attempt_at"),
@@ -400,6 +402,17 @@ verify_followups = Table(
     Column("sent_at", UTCDateTime, nullable=True),
     Column("message_ref", Text, nullable=True),
     Index(None, "sent_at"),
+)
+
+# A request in a later notice than its own (``requests.notice_id``): a re-notice of content back
+# after a verified removal lists it again, with only the URLs found live (JSON list) in ``urls``.
+notice_members = Table(
+    "notice_members",
+    metadata,
+    Column("notice_id", String(64), primary_key=True),
+    Column("request_id", String(128), primary_key=True, index=True),
+    Column("position", Integer, nullable=False),
+    Column("urls", Text, nullable=False),
 )
 
 # Manual records (migration 0035) live in a module of their own and add to this metadata.

@@ -20,10 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.models import RequestState, TakedownRequest
 from notifier.domain.verification import CheckOutcome, UrlCheck, VerificationRow, VerifyFacts
-from notifier.ports import Followup, RequestVerification, VerifyClaim, VerifyUpdate
+from notifier.ports import Followup, Renotice, RequestVerification, VerifyClaim, VerifyUpdate
 from notifier.store.ingest import as_utc
+from notifier.store.renotice_sql import add_renotice, renotices_of
 from notifier.store.report_sql import window
-from notifier.store.tables import requests, url_checks, verify_followups
+from notifier.store.tables import notice_members, requests, url_checks, verify_followups
 
 _CLAIM_COLUMNS = (
     requests.c.request_id,
@@ -55,6 +56,8 @@ class VerifySqlMixin:
 
         def _read(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
+        async def _next_sequence(self, conn: AsyncConnection, platform: str) -> int: ...
+
     async def claim_verify_due(self, *, now: datetime, lease: timedelta, limit: int) -> list[VerifyClaim]:
         if limit < 1:
             return []
@@ -80,18 +83,29 @@ class VerifySqlMixin:
 
     async def verify_targets(self, ids: Sequence[str]) -> list[VerifyClaim]:
         wanted = list(ids)
+        # A re-notice's id names its member requests.
+        members = select(notice_members.c.request_id).where(notice_members.c.notice_id.in_(wanted))
         stmt = (
             select(*_CLAIM_COLUMNS)
-            .where(or_(requests.c.request_id.in_(wanted), requests.c.notice_id.in_(wanted)))
+            .where(
+                or_(
+                    requests.c.request_id.in_(wanted),
+                    requests.c.notice_id.in_(wanted),
+                    requests.c.request_id.in_(members),
+                )
+            )
             .order_by(requests.c.notice_id, requests.c.notice_position, requests.c.request_id)
         )
         async with self._read("verify_targets") as conn:
             return [_claim(row, None) for row in await conn.execute(stmt)]
 
     async def record_rounds(
-        self, updates: Sequence[VerifyUpdate], followups: Sequence[Followup] = ()
+        self,
+        updates: Sequence[VerifyUpdate],
+        followups: Sequence[Followup] = (),
+        renotices: Sequence[Renotice] = (),
     ) -> list[int]:
-        if not updates and not followups:
+        if not updates and not followups and not renotices:
             return []
         rows = [_check_row(update_, check) for update_ in updates for check in update_.checks]
         async with self._write("record_rounds") as conn:
@@ -99,6 +113,8 @@ class VerifySqlMixin:
                 await conn.execute(url_checks.insert(), rows[start : start + _INSERT_CHUNK])
             for update_ in updates:
                 await _record_facts(conn, update_)
+            for renotice in renotices:
+                await add_renotice(conn, renotice, self._next_sequence)
             return [await _add_followup(conn, followup) for followup in followups]
 
     async def next_verify_due(self) -> datetime | None:
@@ -152,9 +168,13 @@ class VerifySqlMixin:
             await conn.execute(stmt)
 
     async def renoticed(self, request_id: str) -> bool:
-        stmt = select(verify_followups.c.request_ids).where(verify_followups.c.kind == "reappeared")
+        member = select(notice_members.c.notice_id).where(notice_members.c.request_id == request_id)
+        # Re-appearances notified before re-notices existed went out as follow-ups.
+        earlier = select(verify_followups.c.request_ids).where(verify_followups.c.kind == "reappeared")
         async with self._read("renoticed") as conn:
-            return any(request_id in json.loads(ids) for (ids,) in await conn.execute(stmt))
+            if (await conn.execute(member.limit(1))).first() is not None:
+                return True
+            return any(request_id in json.loads(ids) for (ids,) in await conn.execute(earlier))
 
     async def request_verification(self, request_id: str, *, checks: int = 20) -> RequestVerification | None:
         async with self._read("request_verification") as conn:
@@ -180,12 +200,14 @@ class VerifySqlMixin:
             )
             kept = [_check(check) for check in newest]
             linked = await _linked(conn, row)
+            renotices = await renotices_of(conn, request_id)
         return RequestVerification(
             verified_removed_at=row.verified_removed_at,
             reappeared_at=row.reappeared_at,
             false_claims=int(row.false_claims),
             checks=kept,
             linked_requests=linked,
+            renotices=renotices,
         )
 
     async def verification_rows(

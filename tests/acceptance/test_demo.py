@@ -10,7 +10,12 @@
 * Verification: what the prober saw is what the sandbox's content server did. Every post taken
   down is verified removed, at the claim (or, on the silent platform, at the first check after its
   quiet removal); every post a platform said it removed but left up is a false claim chased by one
-  follow-up; the post that came back is a re-appearance, re-noticed once; no check is inconclusive.
+  follow-up; the post that came back is a re-appearance, re-noticed once in a new notice (a new
+  notice id listing the same request), its first removal still its time to removal; no check is
+  inconclusive.
+* Deadlines by law: the API platform's one-hour orders are removed within the hour but one, the
+  only removal breach outside the silent platform; the email platform's question stops its
+  notice's removal clock for exactly the three hours the authority takes to answer it.
 """
 
 from __future__ import annotations
@@ -111,16 +116,21 @@ def test_the_demo_command_shows_the_silent_platform_breaching_and_the_email_plat
     for line in lines:
         if "sim_time" in line:
             events[line["event"]].append(line)
-    # The platforms' bounds: only the silent one breaches them. The authority's own clock: a portal
-    # notice the demo's staff file more than sla.file_within (2 h) after rendering is undelivered.
+    # The platforms' bounds: only the silent one breaches them, and the one-hour order the API
+    # platform answered late. The authority's own clock: a portal notice the demo's staff file
+    # more than sla.file_within (2 h) after rendering is undelivered.
     unfiled = [e for e in events["sla.breach"] if e["kind"] == "undelivered_breach"]
-    assert {e["platform"] for e in events["sla.breach"] if e not in unfiled} == {"streamly"}
+    assert {e["platform"] for e in events["sla.breach"] if e not in unfiled} == {"streamly", "videohost"}
+    late = [e for e in events["sla.breach"] if e["platform"] == "videohost"]
+    assert [e["kind"] for e in late] == ["removal_breach"]
+    assert figures["videohost"]["removal_breaches"] == 1
     assert {e["platform"] for e in unfiled} <= {"clipshare"}
     # The report counts them by request: at least one for each notice left unfiled.
     assert figures["clipshare"]["undelivered_breaches"] >= len(unfiled)
     assert (figures["clipshare"]["undelivered_breaches"] == 0) == (not unfiled)
-    assert {e["platform"] for e in events["sla.escalated"]} == {"streamly"}
-    assert len(events["sla.escalated"]) == silent["notices"]  # one escalation per silent notice
+    assert {e["platform"] for e in events["sla.escalated"]} == {"streamly", "videohost"}
+    # One escalation per silent notice, and one for the late order.
+    assert len(events["sla.escalated"]) == silent["notices"] + 1
     assert events["notice.bounced"], "the bouncing profile's notices bounced"
     assert all(e["sim_time"] <= "2024-10-01T15:00:00Z" for e in events["notice.delivered"])
 
@@ -164,13 +174,14 @@ def _expected(actions: list[Action]) -> dict[str, dict[str, datetime]]:
     for action in sorted(actions, key=lambda a: a.at):
         for request_id in action.request_ids:
             t = times[request_id]
+            # A re-notice is received and answered again later: the first of each counts.
             if action.what in ("notice_received", "portal_ticket"):
-                t["delivered"] = action.at
-            elif action.what in ("received", "removed", "rejected"):
+                t.setdefault("delivered", action.at)
+            elif action.what in ("received", "clarification_asked", "removed", "rejected"):
                 t.setdefault("acknowledged", action.at)
-                if action.what != "received":
+                if action.what in ("removed", "rejected"):
                     t.setdefault("resolved", action.at)
-                    t["outcome_" + action.what] = action.at
+                    t.setdefault("outcome_" + action.what, action.at)
     return times
 
 
@@ -314,8 +325,57 @@ def test_verification_is_what_the_content_server_did(month: DemoResult) -> None:
         if back is not None:
             assert facts[request_id].reappeared_at > back.at, request_id
 
-    # One follow-up per false claim and per re-appearance, each sent, listing those posts only.
+    # One follow-up per false claim, each sent, listing those posts only.
     chased = {(f.kind, r) for f in followups for r in f.request_ids}
-    assert chased == {("contradicted", r) for r in left_up} | {("reappeared", r) for r in restored}
+    assert chased == {("contradicted", r) for r in left_up}
     assert all(f.sent_at is not None for f in followups)
     assert month.events["verify.followup_sent"] == len(followups)
+    # A re-appearance gets a new notice: the same request, a new notice id, delivered and received
+    # by the platform; the request stays in its first notice.
+    stored = asyncio.run(_stored(month.folder, request_ids))
+    for request_id in request_ids:
+        renotices = facts[request_id].renotices
+        assert len(renotices) == (request_id in restored), request_id
+        if renotices:
+            assert renotices[0] != stored[request_id].notice_id
+            received = {
+                a.notice_id for a in actions if a.what == "notice_received" and request_id in a.request_ids
+            }
+            assert received == {stored[request_id].notice_id, renotices[0]}
+    assert month.events["verify.renotice_decided"] == len(restored)
+
+
+def test_one_hour_orders_and_a_clarification_on_the_clock(month: DemoResult) -> None:
+    arrivals = scenario.arrivals(90, 5)
+    orders, late = scenario.orders(arrivals), scenario.late_order(arrivals)
+    asking = scenario.clarified(arrivals)
+    assert len(orders) == 4 and late in orders and asking is not None
+    stored = asyncio.run(_stored(month.folder, [*orders, asking]))
+    hour = timedelta(hours=1)
+    for request_id in orders:
+        row = stored[request_id]
+        assert row.request.deadline == scenario.ORDER_PROFILE, request_id
+        assert row.state is RequestState.REMOVED, request_id
+        took = row.resolved_at - row.delivered_at
+        assert (took > hour) == (request_id == late), (request_id, took)
+        # Urgent: sent at once, in a notice of its own profile.
+        assert row.delivered_at - row.ingested_at == timedelta(0), request_id
+    figures = {p["platform"]: p for p in month.report["platforms"]}
+    assert figures["videohost"]["removal_breaches"] == 1
+    assert figures["videohost"]["removed_within"]["1h"] == len(orders) - 1
+    # By deadline profile: the orders apart, judged on their one hour.
+    [order] = [g for g in month.by_profile["profiles"] if g["profile"] == scenario.ORDER_PROFILE]
+    assert (order["requests"], order["removed"], order["removal_breaches"]) == (len(orders), len(orders), 1)
+    assert order["removed_within"]["1h"] == len(orders) - 1
+    assert order["within_bound"] == round((len(orders) - 1) / len(orders), 4)
+    assert (month.folder / "report-by-profile.json").is_file()
+    # The email platform asked, the authority answered three hours later, then it removed.
+    asked = [a for a in month.record.actions if a.what == "clarification_asked"]
+    assert len(asked) == 1 and asking in asked[0].request_ids
+    assert month.events["notice.clarified"] == 1
+    assert figures["telegram"]["paused_s"] == int(scenario.CLARIFY_AFTER.total_seconds()) * len(
+        asked[0].request_ids
+    )
+    removed = next(a for a in month.record.actions if a.what == "removed" and asking in a.request_ids)
+    assert removed.at > asked[0].at + scenario.CLARIFY_AFTER
+    assert stored[asking].state is RequestState.REMOVED

@@ -51,4 +51,10 @@ async def test_verify_checks_a_notice_now_and_status_shows_what_the_checks_found
     assert views["r-kept"]["verified_removed_at"] is None
     assert views["r-gone"]["checks"][0]["http_status"] == 410
     assert views["r-kept"]["checks"][0]["rule"] == "status:200"
-    assert {key for key in views["r-kept"]} >= {"reappeared_at", "false_claims", "linked_requests"}
+    assert {key for key in views["r-kept"]} >= {
+        "reappeared_at",
+        "false_claims",
+        "linked_requests",
+        "renotices",
+    }
+    assert views["r-kept"]["renotices"] == []

@@ -282,12 +282,20 @@ async def test_clarifications_are_judged_alike_by_the_store_and_the_service(stor
     await acknowledge(store, waiting, AckStatus.CLARIFICATION_REQUESTED, T0 + timedelta(hours=2))
     silent = await delivered(store, "telegram", "s1", at=T0 + timedelta(hours=2))
     assert silent.notice_id
+    # Asked twice (and once more while unanswered): both pauses count, 1 h and 3 h.
+    twice = await delivered(store, "telegram", "t1", at=T0)
+    await acknowledge(store, twice, AckStatus.CLARIFICATION_REQUESTED, T0 + timedelta(hours=1))
+    assert await store.record_clarification(twice.notice_id, at=T0 + timedelta(hours=2)) is not None
+    await acknowledge(store, twice, AckStatus.CLARIFICATION_REQUESTED, T0 + timedelta(hours=3))
+    await acknowledge(store, twice, AckStatus.CLARIFICATION_REQUESTED, T0 + timedelta(hours=4))
+    assert await store.record_clarification(twice.notice_id, at=T0 + timedelta(hours=6)) is not None
+    await acknowledge(store, twice, AckStatus.REMOVED, T0 + timedelta(hours=42))  # 36 h from the answer
     bounds = {"telegram": Bounds(ack_within=H36, removal_within=H36)}
     now = T0 + timedelta(days=3)
     by_store = await build_report(store, bounds, now=now)
     assert by_store == await build_report(RowsOnly(store), bounds, now=now)
     [telegram] = by_store["platforms"]
-    paused = 2 * (5 * 3600 - 40 * 60) + (now - T0 - timedelta(hours=2)).total_seconds()
+    paused = 2 * (5 * 3600 - 40 * 60) + (now - T0 - timedelta(hours=2)).total_seconds() + 4 * 3600
     assert telegram["paused_s"] == paused
     assert (telegram["within_bound"], telegram["removal_breaches"]) == (1.0, 1)  # only the silent one
 

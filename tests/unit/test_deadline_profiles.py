@@ -337,6 +337,55 @@ async def test_a_clarification_asked_at_minute_40_and_answered_at_hour_5_moves_t
     assert (telegram["paused_s"], telegram["removal_breaches"]) == (4 * 3600 + 20 * 60, 1)
 
 
+async def test_two_successive_clarifications_are_both_paused_and_summed(store: SqlStore) -> None:
+    """A second question after the first answer stops the clock again: the breach moves to a
+    full bound after the second answer, and ``paused_s`` is the sum of both pauses."""
+    world = World(store)
+    await world.submit("order-1", category="terrorist_content")
+    await world.at(timedelta(0))
+    [(notice_id, _)] = world.sent(MessageKind.NOTICE)
+
+    async def answer() -> None:
+        await send_clarification(
+            store,
+            world.dispatcher._routes,
+            notice_id=notice_id,
+            note="The URLs are the mirrors listed in the order's annex.",
+            now=world.clock.now(),
+            authority=AUTHORITY,
+            labels={},
+        )
+
+    await world.at(timedelta(minutes=40))
+    await world.ack(notice_id, AckStatus.CLARIFICATION_REQUESTED)
+    await world.at(timedelta(hours=5))
+    await answer()  # first pause: 4 h 20 min
+    await world.at(timedelta(hours=5, minutes=30))
+    await world.ack(notice_id, AckStatus.CLARIFICATION_REQUESTED)
+    await world.at(timedelta(hours=6) + TICK)  # the first answer's bound passes: stopped again
+    await world.at(timedelta(hours=7))
+    await world.ack(notice_id, AckStatus.CLARIFICATION_REQUESTED)  # asked again: the same pause
+    assert world.sent(MessageKind.ESCALATION) == []
+    await world.at(timedelta(hours=7, minutes=30))
+    await answer()  # second pause: 2 h, from its first asking
+    [view] = (await lookup(store, ["order-1"], now=world.clock.now()))["requests"]
+    assert view["paused_s"] == 4 * 3600 + 20 * 60 + 2 * 3600
+
+    await world.at(timedelta(hours=8, minutes=30))
+    assert world.sent(MessageKind.ESCALATION) == []  # exactly the bound from the second answer
+    await world.at(timedelta(hours=8, minutes=30) + TICK)
+    assert world.sent(MessageKind.ESCALATION) == [(notice_id, timedelta(hours=8, minutes=30) + TICK)]
+    one_hour = Bounds(ack_within=timedelta(hours=1), removal_within=timedelta(hours=1))
+    report = await build_report(
+        store,
+        {"telegram": Bounds(ack_within=PLATFORM_BOUND, removal_within=PLATFORM_BOUND)},
+        now=world.clock.now(),
+        profiles=ProfileBounds(on_platform={("telegram", "tco_removal_order"): one_hour}),
+    )
+    [telegram] = report["platforms"]
+    assert (telegram["paused_s"], telegram["removal_breaches"]) == (6 * 3600 + 20 * 60, 1)
+
+
 def test_a_callback_or_queue_message_may_ask_for_clarification() -> None:
     body = b'{"notice_id": "TD-telegram-20260302-000001", "status": "clarification_requested"}'
     ack = parse_ack(body, source="callback:telegram", received_at=datetime(2026, 3, 2, tzinfo=UTC))

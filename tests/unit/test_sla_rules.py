@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from notifier.domain.sla import SlaBounds, SlaFacts, SlaKind, outlook, paused, removal_clock
+from notifier.domain.sla import SlaBounds, SlaFacts, SlaKind, outlook, pause_asked, paused, removal_clock
 
 DELIVERED = datetime(2024, 9, 3, 9, 0, tzinfo=UTC)
 BOUNDS = SlaBounds(ack_within=timedelta(hours=36), removal_within=timedelta(hours=36), remind_at=0.66)
@@ -202,3 +202,22 @@ def test_a_clarification_asked_at_minute_40_answered_at_hour_5_moves_a_one_hour_
     assert breach.elapsed == hour + timedelta(seconds=1)  # on the clock since the answer
     assert paused(answered, now=start + 10 * hour) == timedelta(hours=4, minutes=20)
     assert paused(asked, now=start + 2 * hour) == timedelta(hours=1, minutes=20)
+
+
+def test_a_question_after_an_answer_keeps_the_answered_pause_and_one_while_open_changes_nothing() -> None:
+    start = datetime(2024, 9, 2, tzinfo=UTC)
+    minute = timedelta(minutes=1)
+    facts = SlaFacts(delivered_at=start, acknowledged_at=None, open_requests=1)
+    assert pause_asked(facts, at=start + 40 * minute) == (start + 40 * minute, timedelta(0))
+    asked = replace(facts, clarification_requested_at=start + 40 * minute)
+    # Asked again while open: the pause goes on from the first asking.
+    assert pause_asked(asked, at=start + 90 * minute) == (start + 40 * minute, timedelta(0))
+    answered = replace(asked, clarified_at=start + 300 * minute)
+    # Asked after the answer: the 4 h 20 min pause joins the earlier ones, a new one begins.
+    began, earlier = pause_asked(answered, at=start + 330 * minute)
+    assert (began, earlier) == (start + 330 * minute, 260 * minute)
+    again = replace(answered, clarification_requested_at=began, earlier_paused=earlier)
+    assert removal_clock(again) is None
+    done = replace(again, clarified_at=start + 420 * minute)
+    assert paused(done, now=start + 600 * minute) == 260 * minute + 90 * minute
+    assert removal_clock(done) == start + 420 * minute

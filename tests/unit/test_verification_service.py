@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from notifier.channels.prober import Prober, ProberOptions
 from notifier.clock import SimulatedClock
 from notifier.domain.acks import Ack, AckStatus, plan_ack
-from notifier.domain.models import Evidence, Priority, TakedownRequest
+from notifier.domain.models import Evidence, NoticeState, Priority, RequestState, TakedownRequest
 from notifier.domain.notices import Attempt, AttemptOutcome, MessageKind, SendResult
 from notifier.domain.report import Bounds
 from notifier.domain.verification import CheckOutcome, VerifyRules, VerifySchedule
@@ -82,7 +82,13 @@ class Outbox:
 
 
 def service(
-    store: SqlStore, prober: Prober, clock: SimulatedClock, outbox: Outbox, metrics: Metrics
+    store: SqlStore,
+    prober: Prober,
+    clock: SimulatedClock,
+    outbox: Outbox,
+    metrics: Metrics,
+    *,
+    renotice: bool = True,
 ) -> VerificationService:
     return VerificationService(
         store=store,
@@ -92,6 +98,7 @@ def service(
         clock=clock,
         metrics=metrics,
         send_followup=outbox,
+        renotice=renotice,
         poll_interval=60.0,
     )
 
@@ -248,14 +255,58 @@ async def test_a_reappearance_after_verified_removal_is_counted_and_renoticed_on
             await checker.round()
 
         found = await restarted.request_verification("r-back")
+        assert found is not None
+        [renotice_id] = found.renotices
+        [renotice] = await restarted.get_notices([renotice_id])
+        listed = await restarted.notice_requests(renotice_id)
+        [stored] = await restarted.get_requests(["r-back"])
+        targets = await restarted.verify_targets([renotice_id])  # notifier verify <re-notice id>
+        report = await build_report(
+            restarted, {"telegram": Bounds(ack_within=BOUND, removal_within=BOUND)}, now=clock.now()
+        )
     finally:
         await restarted.close()
     assert [e["event"] for e in logs if e["event"] == "verify.reappeared"] == ["verify.reappeared"]
-    assert found is not None
     assert found.reappeared_at == removed_at + timedelta(days=1)
     assert found.verified_removed_at == removed_at
-    assert [(f.kind, f.urls) for f in outbox.sent] == [("reappeared", (site.url("back"),))]
     assert [c.outcome for c in found.checks][:3] == [CheckOutcome.LIVE] * 3
+    # Re-notified once, as a new notice (not a follow-up of the first): the same request, a new id,
+    # queued for the dispatcher on the first notice's channel.
+    assert outbox.sent == []
+    assert renotice_id != notice_id
+    assert (renotice.platform, renotice.channel, renotice.state) == ("telegram", "email", NoticeState.QUEUED)
+    assert renotice.request_ids == ("r-back",)
+    assert [(r.request_id, r.urls) for r in listed] == [("r-back", (site.url("back"),))]
+    assert [t.request_id for t in targets] == ["r-back"]
+    # The request keeps its first notice, and its SLA figures are its first removal's.
+    assert (stored.notice_id, stored.state, stored.resolved_at) == (
+        notice_id,
+        RequestState.REMOVED,
+        removed_at,
+    )
+    [figures] = report["platforms"]
+    assert (figures["notices"], figures["removed"], figures["reappeared"]) == (1, 1, 1)
+    assert figures["time_to_removal_s"]["max"] == int(timedelta(hours=3).total_seconds())
+
+
+async def test_with_renotice_off_a_reappearance_is_counted_but_not_renotified(
+    store: SqlStore, prober: Prober, site: Platform
+) -> None:
+    clock, outbox, metrics = SimulatedClock(), Outbox(), Metrics()
+    notice_id = await delivered_notice(store, clock, site, ["back"])
+    site.up.clear()
+    await claim_removed(store, notice_id, clock.now())
+    checker = service(store, prober, clock, outbox, metrics, renotice=False)
+    await checker.round()
+    site.up.add("back")
+    await clock.advance(timedelta(days=1))
+    await checker.round()
+
+    found = await store.request_verification("r-back")
+    assert found is not None
+    assert found.reappeared_at == clock.now()
+    assert (found.renotices, outbox.sent) == ([], [])
+    assert not await store.renoticed("r-back")
 
 
 async def test_the_followup_goes_in_the_notices_thread_listing_only_the_urls_still_up(

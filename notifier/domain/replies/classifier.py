@@ -23,7 +23,7 @@ from notifier.domain.replies.kinds import AUTOMATED, bounce_status, delayed, kin
 from notifier.domain.replies.matching import match, message_of, sent_by_us
 from notifier.domain.replies.reading import Mail, parse
 from notifier.domain.replies.verdict import MailKind, MailVerdict
-from notifier.domain.replies.wording import removal_claimed, ticket_of
+from notifier.domain.replies.wording import clarification_asked, removal_claimed, ticket_of
 
 __all__ = ["classify"]
 
@@ -63,20 +63,25 @@ def classify(
     if kind is MailKind.UNRELATED:
         # A ticket is kept: the caller may know it (a portal's confirmation names only its ticket),
         # and the mail is then a human reply about that notice.
+        removed = ticket is not None and removal_claimed(mail)
         return MailVerdict(
             kind=kind,
             reason=reason,
             ticket=ticket,
-            removal_claimed=ticket is not None and removal_claimed(mail),
+            removal_claimed=removed,
+            clarification_requested=ticket is not None and not removed and clarification_asked(mail),
             dkim=_dkim(mail),
         )
     bounce = kind is MailKind.BOUNCE
+    removed = kind is MailKind.HUMAN and removal_claimed(mail)
     return MailVerdict(
         kind=kind,
         notice_ids=ids,
         matched_by=matched_by,
         ticket=ticket,
-        removal_claimed=kind is MailKind.HUMAN and removal_claimed(mail),
+        removal_claimed=removed,
+        # A removal said in the same reply wins: the clock it would stop is already stopped.
+        clarification_requested=kind is MailKind.HUMAN and not removed and clarification_asked(mail),
         bounce_status=bounce_status(mail) if bounce else None,
         message=message_of(mail, kind, ids, envelope_recipients=envelope_recipients, our_domains=our_domains),
         delayed=bounce and delayed(mail),

@@ -24,6 +24,9 @@ class MailVerdict:
     matched_by: str = ""  # in-reply-to, references, verp, returned-headers, subject, ticket or ""
     ticket: str | None = None  # the platform's ticket, from an auto-reply or a human reply
     removal_claimed: bool = False  # human replies only: the wording certainly says removed
+    # Human replies only, and never with removal_claimed: the platform asks the authority to
+    # clarify the notice (SPEC §14), which stops its removal clock.
+    clarification_requested: bool = False
     bounce_status: str | None = None  # RFC 3464 Status, e.g. "5.1.1"
     # Which of our messages about notice_ids[0] the mail answers or returns: its message tag,
     # "notice", "reminder", "escalation", "escalation-2" (any "escalation-N"), or "alert" for an

@@ -1,4 +1,5 @@
-"""What a reply says in its own words: the platform's ticket, and whether it claims the removal."""
+"""What a reply says in its own words: the platform's ticket, whether it claims the removal, and
+whether it asks the authority a question about the notice (a request for clarification)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Final
 from notifier.domain.replies.ours import TOKEN
 from notifier.domain.replies.reading import Mail
 
-__all__ = ["removal_claimed", "ticket_of"]
+__all__ = ["clarification_asked", "removal_claimed", "ticket_of"]
 
 _TICKET: Final = re.compile(  # one run of separators before the value: no nested backtracking
     r"\b(?:ticket|case|incident|reference|ref|complaint|tracking)(?:[ \t]?(?:id|no\.?|number|num)\b)?[\s:#]*"
@@ -39,6 +40,34 @@ _DOUBT: Final = re.compile(  # negation, condition, future, partiality or a ques
     re.I,
 )
 _SENTENCE: Final = re.compile(r"(?<=[.!?;。])\s+|\n+")
+# The platform asks the authority about the notice: to clarify, to say which content, to give more
+# information. Each form names who needs it (we / us / you to us), so a template's offer ("if you
+# need more information, contact us") or our own request quoted back does not read as a question.
+_ASKED: Final = re.compile(
+    r"\b(?:could|can|would|will)\s+you\s+(?:please\s+|kindly\s+)?(?:clarify|specify|explain|confirm\s+which"
+    r"|tell\s+us|let\s+us\s+know|provide|send|share|identify|point\s+(?:us\s+)?to)\b"
+    r"|\b(?:we|i)(?:['’]d|['’]ll|\s+would|\s+will)?\s+(?:need|require|request)\s+(?:some\s+)?"
+    r"(?:more|additional|further)\s+(?:information|info|details|context|clarification)\b"
+    r"|\b(?:we|i)\s+(?:need|require|request|would\s+like|ask\s+for)\s+(?:a\s+|some\s+|further\s+)?"
+    r"clarification\b|\bplease\s+(?:clarify|specify|provide|send\s+us|share|advise\s+which|let\s+us\s+know\s+which)\b"
+    r"|\bwhich\s+(?:specific\s+|exact\s+)?(?:content|post|posts|url|urls|link|links|item|items|video|videos"
+    r"|image|images|account|accounts|material|message|messages|channel)\b[^.!\n]{0,120}\?"
+    r"|\b(?:unable|not\s+able|could\s+not|couldn['’]t|cannot|can['’]t)\s+(?:to\s+)?(?:determine|identify|tell)"
+    r"\s+which\b"
+    r"|추가[ \t]?(?:정보|자료|설명|내용)[^.!?\n]{0,40}(?:필요|요청|제공|보내|주시|부탁|바랍)"
+    r"|명확(?:히|하게)[^.!?\n]{0,40}(?:주시|주십시오|주세요|부탁|바랍|요청|\?)"
+    r"|확인이[ \t]?필요(?:합니다|해요|하오니|하여|한[ \t]?사항)"
+    r"|(?:보내|알려|제공해|설명해)[ \t]?주시겠(?:습니까|어요)"
+    r"|어떤[ \t]?(?:게시물|콘텐츠|컨텐츠|URL|링크|영상|이미지|계정)[^.!?\n]{0,60}(?:\?|알려|주시|말씀)",
+    re.I,
+)
+# The same words in an offer, a condition or a closing formula: not a question about this notice.
+_OFFERED: Final = re.compile(
+    r"\b(?:if|in\s+case|should\s+(?:we|you)|whether|may|might|do\s+not\s+hesitate|don['’]t\s+hesitate"
+    r"|feel\s+free)\b|please\s+(?:provide|quote|include|use|reference)\s+(?:the|this|your|our)\s+"
+    r"(?:ticket|reference|case|tracking)\b|경우|만약|하시면|시면|다면|라면|수[ \t]?있습니다|내부|소요",
+    re.I,
+)
 
 
 def ticket_of(mail: Mail) -> str | None:
@@ -56,6 +85,16 @@ def removal_claimed(mail: Mail) -> bool:
     subject = TOKEN.sub(" ", mail.first("subject"))
     return any(
         _REMOVED.search(sentence) and not _DOUBT.search(sentence)
+        for sentence in _SENTENCE.split(f"{subject}\n{_own_words(mail)}")
+    )
+
+
+def clarification_asked(mail: Mail) -> bool:
+    """True for a sentence of the reply's own words that asks the authority about the notice (to
+    clarify, say which content, give more information) and is no offer or condition."""
+    subject = TOKEN.sub(" ", mail.first("subject"))
+    return any(
+        _ASKED.search(sentence) and not _OFFERED.search(sentence)
         for sentence in _SENTENCE.split(f"{subject}\n{_own_words(mail)}")
     )
 
