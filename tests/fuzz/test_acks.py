@@ -61,7 +61,7 @@ def test_arbitrary_bytes_are_parsed_or_refused_naming_the_field(raw: bytes) -> N
     targets.check_ack(raw)
 
 
-@budget(200)
+@budget(100)
 @given(
     data=st.dictionaries(
         st.sampled_from([*targets.ACK_FIELDS, "Status", "\r\n", "x" * 300, "\x00"]), json_values, max_size=6
@@ -93,7 +93,7 @@ def test_a_valid_acknowledgement_parses_round_trips_and_plans_without_moving_bac
     assert parsed.notice_id == ack["notice_id"]
 
 
-@budget(200)
+@budget(80)
 @given(text=valid_acks.map(json.dumps).flatmap(mutated))
 def test_a_valid_acknowledgement_mutated_anywhere_is_parsed_or_refused(text: bytes) -> None:
     targets.check_ack(text)
