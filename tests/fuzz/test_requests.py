@@ -13,7 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from notifier.clock import SimulatedClock
+from notifier.domain.errors import InvalidRequest
 from notifier.domain.models import IntakeOutcome
+from notifier.domain.validation import parse_request
 from notifier.intake.memory import MemoryQueue
 from notifier.intake.service import IntakeService
 from notifier.metrics import Metrics
@@ -34,6 +36,7 @@ hostile_strings = st.sampled_from(
         "https://\u202et.example/",
         "http://",
         "https://t.example/" + "a" * 2100,
+        "https://t.example:" + "p" * 1500 + "/",
         "\ud800",
         "",
         "9999-12-31T23:59:59-23:59",
@@ -117,3 +120,18 @@ async def test_every_message_on_the_intake_queue_is_stored_or_dead_lettered_with
         if outcome is not None:
             assert outcome in tuple(IntakeOutcome)
             assert json.loads(body)["request_id"] in stored
+
+
+# -- regressions ----------------------------------------------------------------------------------
+
+
+def test_a_url_whose_port_is_long_text_is_refused_with_a_short_reason() -> None:
+    url = "https://t.example:" + "p" * 1500 + "/"
+    body = json.dumps({"request_id": "r-1", "platform": "telegram", "urls": [url], "category": "terrorism"})
+    try:
+        parse_request(body, targets.VOCABULARY)
+    except InvalidRequest as error:
+        assert error.reason.startswith("urls[0]: is not a valid URL (Port could not be cast")
+        assert len(error.reason) < 200
+    else:
+        raise AssertionError("a URL with a port of letters was accepted")
