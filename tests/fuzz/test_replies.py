@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from notifier.domain.replies import MailKind
+from notifier.domain.replies.reading import parse
 from tests.fuzz import targets
 from tests.fuzz.budget import budget
 from tests.fuzz.strategies import mutated
@@ -127,3 +128,31 @@ def test_a_mail_that_declares_itself_auto_replied_is_never_an_acknowledgement(ra
     verdict = targets.check_mail(join(declared, body, crlf=True))
     assert verdict.kind is not MailKind.HUMAN
     assert not verdict.counts_as_acknowledgement
+
+
+# -- regressions ----------------------------------------------------------------------------------
+
+
+def test_a_delivery_status_part_of_two_million_blank_lines_is_read_only_up_to_its_256th() -> None:
+    """Each blank line of a delivery-status part is a message of its own to the email package: 40 KB
+    of newlines took 5 s to parse, 4 MB would have taken minutes. The head is read, the rest cut."""
+    raw = (
+        b"Content-Type: message/delivery-status\r\n\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        + b"\r\n" * 2_000_000
+    )
+
+    mail = parse(raw)
+    verdict = targets.check_mail(raw)
+
+    assert len(mail.dsn) <= 256
+    assert mail.dsn[0] == {"action": "failed", "status": "5.1.1"}
+    assert verdict.kind is MailKind.BOUNCE
+
+
+def test_a_report_with_fewer_blank_lines_than_the_limit_is_read_whole() -> None:
+    blocks = b"".join(
+        b"Final-Recipient: rfc822; r%d@t.example\r\nAction: failed\r\n\r\n" % i for i in range(200)
+    )
+    raw = b"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n" + blocks
+
+    assert sum(1 for block in parse(raw).dsn if block.get("action") == "failed") == 200
