@@ -156,3 +156,15 @@ def test_a_report_with_fewer_blank_lines_than_the_limit_is_read_whole() -> None:
     raw = b"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n" + blocks
 
     assert sum(1 for block in parse(raw).dsn if block.get("action") == "failed") == 200
+
+
+def test_a_part_header_of_repeated_content_types_is_read_without_the_policys_structured_parse() -> None:
+    """The default policy parsed each part's Content-Type value structurally, inside the parser:
+    100 KB of ``Content-Type: `` repeated took 6 s. Headers are decoded by the classifier's own code."""
+    raw = b"Content-Type: message/delivery-status\r\n\r\n" + b"Content-Type: " * 300_000
+
+    mail = parse(raw)
+
+    assert isinstance(mail.first("content-type"), str)
+    assert "message/delivery-status" in mail.types
+    assert targets.check_mail(raw).kind is MailKind.BOUNCE
