@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit run demo bench lock clean
+.PHONY: install test lint typecheck unit run demo bench fuzz lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,16 @@ bench: $(STAMP)
 	$(BIN)/python bench/report.py
 	$(BIN)/python bench/sla.py
 	$(BIN)/python bench/console.py
+
+# Coverage-guided fuzzing of the parsers, the callback verifier and the reply classifier (atheris),
+# FUZZ_SECONDS per target; new inputs and crashes go to var/fuzz/<target>/ (README.md, Development).
+# make test runs the same harnesses for a fixed number of inputs.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= requests acks callbacks replies
+fuzz: $(STAMP)
+	@for target in $(FUZZ_TARGETS); do \
+		$(BIN)/python -m tests.fuzz.run $$target --seconds $(FUZZ_SECONDS) || exit 1; \
+	done
 
 # Re-resolve the pinned dependencies after editing pyproject.toml (needs uv: pip install uv).
 lock:

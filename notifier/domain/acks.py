@@ -20,6 +20,8 @@ from notifier.domain.errors import InvalidRequest
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.notices import NOTICE_ID_PATTERN
 from notifier.domain.validation import MAX_BODY_BYTES, REQUEST_ID_PATTERN
+from notifier.domain.validation import _location as location
+from notifier.domain.validation import _shorten as shorten
 
 
 class AckStatus(enum.StrEnum):
@@ -126,7 +128,8 @@ def parse_ack(body: bytes, *, source: str, received_at: datetime) -> Ack:
         model = _AckIn.model_validate_json(body)
     except ValidationError as error:
         first = error.errors(include_url=False, include_input=False)[0]
-        loc = ".".join(str(p) for p in first["loc"])
+        # An unknown field's name is the sender's text: echoed cleaned and cut, like a request's.
+        loc = shorten(location(first["loc"]), 60)
         if first["type"] == "json_invalid":
             raise InvalidRequest("body is not valid JSON") from None
         if first["type"] == "extra_forbidden":

@@ -85,7 +85,8 @@ def check_url(url: str) -> str:
         host = parts.hostname
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError as error:
-        raise _err("url_parse", "is not a valid URL ({error})", error=str(error)) from None
+        # urllib's message quotes the part it could not read (a port of 2,000 letters): cut it.
+        raise _err("url_parse", "is not a valid URL ({error})", error=_shorten(str(error), 80)) from None
     scheme = parts.scheme.lower()
     if not scheme:
         raise _err("url_relative", "is not an absolute URL (no scheme)")

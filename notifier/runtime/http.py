@@ -5,20 +5,21 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import time
 from dataclasses import replace
 from typing import Any
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from notifier.clock import Clock
 from notifier.domain.acks import parse_ack
 from notifier.domain.models import IntakeOutcome
 from notifier.domain.notices import parse_notice_id
+from notifier.domain.signatures import CallbackRejected, CallbackVerifier
 from notifier.domain.validation import MAX_BODY_BYTES
-from notifier.errors import InvalidRequest, NotifierError, StoreUnavailable
+from notifier.errors import ConfigError, InvalidRequest, NotifierError, StoreUnavailable
 from notifier.intake.service import IntakeService
 from notifier.metrics import Metrics
 from notifier.ports import IntakeQueue, Store
@@ -93,10 +94,10 @@ def _refuse(kind: type[web.HTTPException], message: str) -> web.HTTPException:
     return kind(text=json.dumps({"error": message}), content_type="application/json")
 
 
-async def _verified_callback(request: web.Request, platform: str) -> bytes:
-    """The body of a callback whose signature holds; raises the answer otherwise."""
-    secrets: dict[str, str | None] = request.app[_SERVICES]["callback_secrets"]
-    if platform not in secrets:
+async def _verified_callback(request: web.Request, platform: str) -> tuple[bytes, str]:
+    """The body and ``webhook-id`` of a callback whose signature holds; raises the answer otherwise."""
+    verifiers: dict[str, CallbackVerifier | None] = request.app[_SERVICES]["callback_verifiers"]
+    if platform not in verifiers:
         raise _refuse(web.HTTPNotFound, f"unknown platform {platform[:40]!r}")
     body = await read_limited(request)
     if body is None:
@@ -106,27 +107,24 @@ async def _verified_callback(request: web.Request, platform: str) -> bytes:
             text=json.dumps({"error": f"body is over the {MAX_BODY_BYTES}-byte limit"}),
             content_type="application/json",
         )
-    secret = secrets[platform]
-    if secret is None:
+    verifier = verifiers[platform]
+    if verifier is None:
         log.warning("callback.rejected", platform=platform, reason="no signing secret configured")
         raise _refuse(web.HTTPUnauthorized, "callbacks are not configured for this platform")
     try:
         # Real time, not the business clock: the 5-minute tolerance is about the transport.
-        Webhook(secret).verify(body, dict(request.headers))
-    except WebhookVerificationError as error:
-        log.warning("callback.rejected", platform=platform, reason=str(error))
-        raise _refuse(
-            web.HTTPUnauthorized, "bad or missing signature, or timestamp outside 5 minutes"
-        ) from None
-    return body
+        webhook_id = verifier.verify(body, request.headers.items(), now=time.time())
+    except CallbackRejected as error:
+        log.warning("callback.rejected", platform=platform, reason=error.reason)
+        raise _refuse(web.HTTPUnauthorized, error.reason) from None
+    return body, webhook_id
 
 
 async def post_callback(request: web.Request) -> web.Response:
     """A platform's signed acknowledgement (Standard Webhooks; SPEC §5.3)."""
     services = request.app[_SERVICES]
     platform = request.match_info["platform"]
-    body = await _verified_callback(request, platform)
-    webhook_id = request.headers.get("webhook-id") or None
+    body, webhook_id = await _verified_callback(request, platform)
     acks: AckService = services["acks"]
     clock: Clock = services["clock"]
     try:
@@ -206,7 +204,7 @@ def build_http_app(
         "intake_token": intake_token,
         "acks": acks,
         "clock": clock,
-        "callback_secrets": callback_secrets,
+        "callback_verifiers": _verifiers(callback_secrets),
         "open_items": open_items,
     }
     app.router.add_get("/healthz", healthz)
@@ -217,6 +215,16 @@ def build_http_app(
     if console is not None:
         mount_console(app, console)
     return app
+
+
+def _verifiers(secrets: dict[str, str | None]) -> dict[str, CallbackVerifier | None]:
+    verifiers: dict[str, CallbackVerifier | None] = {}
+    for platform, secret in secrets.items():
+        try:
+            verifiers[platform] = CallbackVerifier.from_secret(secret) if secret else None
+        except ValueError as error:
+            raise ConfigError(f"the callback secret of platform {platform}: {error}") from None
+    return verifiers
 
 
 class HttpServer:

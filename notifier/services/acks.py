@@ -25,7 +25,7 @@ import structlog
 from notifier.clock import Clock
 from notifier.domain.acks import Ack, AckPlan, AckStatus, plan_ack
 from notifier.domain.delivery import Bounce, Channels, DeliveryDecision, Step, after_bounce
-from notifier.domain.models import RequestState
+from notifier.domain.models import DeadLetter, RequestState
 from notifier.domain.notices import Attempt, AttemptOutcome, Notice, parse_notice_id
 from notifier.domain.replies import ALERT, MailKind, MailVerdict, classify
 from notifier.errors import StoreUnavailable, TransientError
@@ -37,6 +37,9 @@ from notifier.services.alerts import OperationsAlerts
 log = structlog.get_logger("notifier.acks")
 
 _CLASSIFY_INLINE_BYTES = 256 * 1024
+# Mail that came in over SMTP exists nowhere else once it is answered 250: kept (as a dead letter
+# with the reason) when it matches no notice of ours. Mail read over IMAP stays in its mailbox.
+KEPT_WHEN_UNMATCHED = frozenset({"email:smtp"})
 _PLAN_TRIES = 5  # concurrent acknowledgements of one notice: plan again this often before giving up
 
 
@@ -241,6 +244,22 @@ class AckService:
     # -- email replies (the MailSink of the IMAP reader and the inbound SMTP listener) -------------
 
     async def handle_mail(self, raw: bytes, *, source: str, envelope_recipients: Sequence[str] = ()) -> None:
+        """Take in one received email: applied, kept as a dead letter with the reason, or (read over
+        IMAP, where it stays in its mailbox) logged as unmatched. Raises only a transient error (the
+        store is away): the sender, or the next poll, hands the mail over again."""
+        try:
+            await self._handle_mail(raw, source=source, envelope_recipients=envelope_recipients)
+        except TransientError:
+            raise
+        except Exception as error:
+            # A mail that makes its handling fail would fail the same way each time it is handed
+            # over again (refused with 451, or read again at every poll): kept instead, with the
+            # reason. Only the exception's type and place are logged: its text may quote the mail.
+            reason = f"mail could not be handled ({type(error).__name__} at {_where(error)})"
+            log.error("mail.failed", source=source, error=type(error).__name__, where=_where(error))
+            await self._keep_mail(raw, source=source, reason=reason)
+
+    async def _handle_mail(self, raw: bytes, *, source: str, envelope_recipients: Sequence[str]) -> None:
         if len(raw) > _CLASSIFY_INLINE_BYTES:
             # Parsing megabytes of MIME takes a fraction of a second: not on the event loop.
             verdict = await asyncio.to_thread(
@@ -261,13 +280,26 @@ class AckService:
                 if kind is MailKind.UNRELATED:
                     kind = MailKind.HUMAN  # no automated markers, and about a notice of ours
         fields = {"source": source, "kind": kind.value, "matched_by": matched_by or None}
-        if not notice_ids:
-            log.info("mail.unmatched", reason=verdict.reason, **fields)
+        if not notice_ids or parse_notice_id(notice_ids[0]) is None:
+            why = verdict.reason if not notice_ids else "matched text is not a notice id"
+            log.info("mail.unmatched", reason=why, **fields)
+            if source in KEPT_WHEN_UNMATCHED:
+                await self._keep_mail(raw, source=source, reason=f"unmatched mail ({kind.value}): {why}")
             return
-        if parse_notice_id(notice_ids[0]) is None:
-            log.info("mail.unmatched", reason="matched text is not a notice id", **fields)
+        if source in KEPT_WHEN_UNMATCHED and await self._store.ack_context(notice_ids[0]) is None:
+            log.info("mail.unmatched", reason="no such notice", notice_id=notice_ids[0], **fields)
+            reason = f"unmatched mail ({kind.value}): about {notice_ids[0]}, which is no notice of ours"
+            await self._keep_mail(raw, source=source, reason=reason)
             return
         await self._answer(notice_ids[0], kind, verdict, source=source, fields=fields)
+
+    async def _keep_mail(self, raw: bytes, *, source: str, reason: str) -> None:
+        """Keep a mail nothing else keeps, as a dead letter with the reason (``status`` lists it).
+        Handed over again (its 250 lost on the way), the same mail is kept once."""
+        letter = DeadLetter(source=source, reason=reason, at=self._clock.now(), body=raw, redelivered=True)
+        await self._store.ingest([], [letter], now=letter.at)
+        self._metrics.dead_letters.labels(source=source).inc()
+        log.warning("mail.dead_lettered", source=source, reason=reason, size=len(raw))
 
     async def _answer(
         self, notice_id: str, kind: MailKind, verdict: MailVerdict, *, source: str, fields: dict[str, Any]
@@ -302,3 +334,14 @@ class AckService:
         else:
             # Feedback reports and other automated mail are never a platform's acknowledgement.
             log.info("mail.ignored", notice_id=notice_id, reason=verdict.reason, **fields)
+
+
+def _where(error: BaseException) -> str:
+    """The file and line an exception was raised at (``kinds.py:120``): enough to find the fault,
+    nothing of the data it was raised about."""
+    traceback = error.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    if traceback is None:
+        return "unknown place"
+    return f"{traceback.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{traceback.tb_lineno}"

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo, field_validator, model_validator
 
+from notifier.domain.signatures import decode_secret
 from notifier.settings.fields import Duration, EmailList, PositiveDuration, Section, env_secret
 
 
@@ -94,6 +95,11 @@ class PlatformApiSettings(Section):
             raise ValueError(
                 f"the secret in {self.signing_secret_env} must start with whsec_ (Standard Webhooks)"
             )
+        if self._signing_secret:
+            try:
+                decode_secret(self._signing_secret.get_secret_value())
+            except ValueError as error:
+                raise ValueError(f"{self.signing_secret_env}: {error}") from None
         return self
 
 

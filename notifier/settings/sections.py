@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo, field_validator, model_validator
 
+from notifier.domain.signatures import decode_secret
 from notifier.settings.fields import (
     Duration,
     Email,
@@ -129,6 +130,11 @@ class HttpSettings(Section):
         self._callback_secret = env_secret(
             info, "http.callback_secret_env", self.callback_secret_env, required=False
         )
+        if self._callback_secret is not None:
+            try:
+                decode_secret(self._callback_secret.get_secret_value())
+            except ValueError as error:
+                raise ValueError(f"{self.callback_secret_env}: {error}") from None
         return self
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from email.message import EmailMessage
 
+import pytest
 from structlog.testing import capture_logs
 
 from notifier.clock import SimulatedClock
@@ -142,3 +143,67 @@ async def test_a_platforms_reply_keeps_what_the_receiving_server_said_of_its_dki
     [ack] = await store.ack_history(notice.notice_id, limit=5)
     assert (ack.source, ack.by, ack.entered_at) == ("email:imap", None, None)
     assert ack.dkim == "mx.authority.example: dkim=pass header.d=telegram.org header.i=@telegram.org"
+
+
+def _reply(subject: str, body: str = "Thanks, we are looking into it.") -> bytes:
+    reply = EmailMessage()
+    reply["From"] = "abuse@t.example"
+    reply["To"] = "takedown@authority.example"
+    reply["Subject"] = subject
+    reply.set_content(body)
+    return bytes(reply)
+
+
+async def test_unmatched_mail_over_smtp_is_kept_as_a_dead_letter_with_the_reason(store: SqlStore) -> None:
+    clock, alerts = SimulatedClock(), RecordingAlerts()
+    raw = _reply("A question about something else")
+
+    await _service(store, clock, alerts).handle_mail(raw, source="email:smtp")
+    await _service(store, clock, alerts).handle_mail(raw, source="email:smtp")  # its 250 was lost
+
+    [letter] = await store.dead_letters()
+    assert (letter.source, letter.body) == ("email:smtp", raw)
+    assert letter.reason.startswith("unmatched mail (unrelated): ")
+
+
+async def test_mail_over_smtp_about_a_notice_that_is_not_ours_is_kept_as_a_dead_letter(
+    store: SqlStore,
+) -> None:
+    clock, alerts = SimulatedClock(), RecordingAlerts()
+    raw = _reply("Re: [TD-telegram-20991231-000001] Takedown notice")
+
+    await _service(store, clock, alerts).handle_mail(raw, source="email:smtp")
+
+    [letter] = await store.dead_letters()
+    assert letter.reason == (
+        "unmatched mail (human): about TD-telegram-20991231-000001, which is no notice of ours"
+    )
+
+
+async def test_unmatched_mail_read_over_imap_stays_in_its_mailbox_and_is_not_dead_lettered(
+    store: SqlStore,
+) -> None:
+    clock, alerts = SimulatedClock(), RecordingAlerts()
+
+    await _service(store, clock, alerts).handle_mail(_reply("Something else"), source="email:imap")
+
+    assert await store.dead_letters() == []
+
+
+async def test_a_mail_whose_handling_fails_is_kept_with_the_reason_instead_of_refused_forever(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock, alerts = SimulatedClock(), RecordingAlerts()
+
+    def broken(raw: bytes, **_: object) -> None:
+        raise KeyError("a victim's name that must not be logged")
+
+    monkeypatch.setattr("notifier.services.acks.classify", broken)
+    raw = _reply("Re: anything")
+    with capture_logs() as logs:
+        await _service(store, clock, alerts).handle_mail(raw, source="email:imap")
+
+    [letter] = await store.dead_letters()
+    assert letter.body == raw
+    assert letter.reason.startswith("mail could not be handled (KeyError at test_ack_service_mail.py:")
+    assert "victim" not in repr(logs)
