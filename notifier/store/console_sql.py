@@ -2,8 +2,10 @@
 
 Each statement reads index ranges and stops at a ``LIMIT``: the overview's figures are counts over
 the (platform, state, delivered_at) index and the receipt and acknowledgement time indexes (migration
-0030), the work queue reads one state's notices, a notice's history its own rows. Only a search
-for part of a URL or case reference reads the requests' bodies, and stops at its limit.
+0030), the work queue reads one state's notices, a notice's history its own rows. A search for
+an id or a ticket is an exact match on a key; one for part of a URL or case reference reads, on
+PostgreSQL, the trigram index of migration 0036 over exactly :data:`SEARCHED` (or, without
+``pg_trgm``, the requests' bodies, stopping at its limit).
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.models import NoticeState
 from notifier.domain.notices import Notice
 from notifier.ports import AckRecord, Cutoffs, PlatformFigures, SearchHit
+from notifier.store.console_tables import SEARCHED
 from notifier.store.ingest import as_utc
 from notifier.store.notice_queries import with_details
 from notifier.store.tables import acks, notices, requests
@@ -27,8 +30,11 @@ _DELIVERED = NoticeState.DELIVERED.value
 _ACKNOWLEDGED = NoticeState.ACKNOWLEDGED.value
 _WAS_DELIVERED = (_DELIVERED, _ACKNOWLEDGED, NoticeState.RESOLVED.value)
 _FIGURES = ("breached", "due_soon", "delivered_today", "receipts_today", "acks_today")
-# A part of a URL shorter than this matches too much to be worth reading the bodies for.
+# A part of a URL shorter than this matches too much to be worth reading the bodies for (and
+# trigrams need three characters).
 MIN_PART = 3
+# SQLite's spelling of SEARCHED (SQLite has no trigram index; it reads the bodies).
+_SEARCHED_SQLITE = "(json_extract(body, '$.urls') || ' ' || coalesce(json_extract(body, '$.case_ref'), ''))"
 
 
 def _count(*where: Any, table: Any = notices) -> Any:
@@ -164,9 +170,11 @@ class ConsoleSqlMixin:
             # for in the requests' URLs and case references, which reads their bodies.
             if not hits and len(term) >= MIN_PART:
                 pattern = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                postgres = conn.dialect.name == "postgresql"
+                searched: Any = literal_column(SEARCHED if postgres else _SEARCHED_SQLITE)
                 found = await conn.execute(
                     select(r.request_id, r.platform, r.state, r.notice_id)
-                    .where(r.body.like(pattern, escape="\\"))
+                    .where(searched.ilike(pattern, escape="\\"))
                     .limit(limit)
                 )
                 for row in found:

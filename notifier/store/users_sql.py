@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.ports import Role, Session, User
 from notifier.store.ingest import as_utc
-from notifier.store.tables import user_sessions, users
+from notifier.store.console_tables import user_sessions, users
 
 
 class UserSqlMixin:

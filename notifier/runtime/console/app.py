@@ -66,10 +66,11 @@ class ConsoleDeps:
     secure_cookies: bool = True
     due_within: timedelta = timedelta(hours=6)
     refresh_s: int = 30
-    # The overview's figures are shared by every viewer for this long: a room of staff whose pages
-    # refresh themselves costs the store one set of counts per interval, not one per page.
+    # The overview's counts and the report are computed in the background at most this often and
+    # shared by every viewer (:mod:`.snapshots`): a room of staff whose pages refresh themselves
+    # costs the store one set of counts per interval, not one per page. 0: on every page.
     overview_cache_s: float = 10.0
-    overview_cache: tuple[float, datetime, list[Any]] | None = None
+    report_cache_s: float = 300.0
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     session_clock: Clock = field(default_factory=SystemClock)  # real time: sessions expire in it
 
