@@ -23,6 +23,7 @@ from notifier.ports.console import (
     SearchHit,
     Session,
     User,
+    UserEvent,
     UserStore,
 )
 from notifier.ports.dispatch import Channel, NoticeStore
@@ -66,6 +67,7 @@ __all__ = [
     "StatusCounts",
     "Store",
     "User",
+    "UserEvent",
     "UserStore",
     "VerificationStore",
     "VerifyClaim",

@@ -17,7 +17,10 @@ from notifier.store.tables import AutoId, UTCDateTime, metadata, requests
 # What a search for part of a URL or a case reference looks in: the request's URLs (as JSON) and
 # its case reference, never its explanation. On PostgreSQL, migration 0036 indexes exactly this
 # expression (the planner recognises the index by it).
-SEARCHED = "(((body::jsonb ->> 'urls'::text) || ' '::text) || COALESCE(body::jsonb ->> 'case_ref'::text, ''::text))"
+SEARCHED = (
+    "(((body::jsonb ->> 'urls'::text) || ' '::text) || "
+    "COALESCE(body::jsonb ->> 'case_ref'::text, ''::text))"
+)
 
 users = Table(
     "users",

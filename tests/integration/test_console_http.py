@@ -85,6 +85,7 @@ def pages(ids: dict[str, str]) -> list[str]:
         "/console/report.csv",
         "/console/report.json",
         "/console/report.html",
+        "/console/users",
     ]
 
 
@@ -94,6 +95,8 @@ def forms(ids: dict[str, str]) -> list[str]:
         f"/console/notices/{ids['failed']}/retry",
         "/console/language",
         "/console/logout",
+        "/console/users",
+        "/console/users/olivia/disable",
     ]
 
 

@@ -32,9 +32,12 @@ depends_on: str | Sequence[str] | None = None
 
 log = structlog.get_logger("notifier.store")
 
-# The searched text, exactly as notifier.store.console_sql writes it: the planner uses the index
+# The searched text, exactly as notifier.store.console_tables gives it: the planner uses the index
 # only for this very expression.
-SEARCHED = "(((body::jsonb ->> 'urls'::text) || ' '::text) || COALESCE(body::jsonb ->> 'case_ref'::text, ''::text))"
+SEARCHED = (
+    "(((body::jsonb ->> 'urls'::text) || ' '::text) || "
+    "COALESCE(body::jsonb ->> 'case_ref'::text, ''::text))"
+)
 TRGM_INDEX = "ix_requests_search_trgm"
 
 
