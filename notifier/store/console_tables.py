@@ -18,8 +18,7 @@ from notifier.store.tables import AutoId, UTCDateTime, metadata, requests
 # its case reference, never its explanation. On PostgreSQL, migration 0036 indexes exactly this
 # expression (the planner recognises the index by it).
 SEARCHED = (
-    "(((body::jsonb ->> 'urls'::text) || ' '::text) || "
-    "COALESCE(body::jsonb ->> 'case_ref'::text, ''::text))"
+    "(((body::jsonb ->> 'urls'::text) || ' '::text) || COALESCE(body::jsonb ->> 'case_ref'::text, ''::text))"
 )
 
 users = Table(

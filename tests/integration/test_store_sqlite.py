@@ -21,8 +21,8 @@ from notifier.domain.models import DeadLetter, IntakeOutcome, TakedownRequest
 from notifier.errors import AlreadyRunning, PermanentError, StoreUnavailable
 from notifier.ports import Incoming
 from notifier.store import SqlStore, acquire_run_lock, create_store
-from notifier.store.migrate import head_revision
 from notifier.store.console_tables import SEARCH_INDEX
+from notifier.store.migrate import head_revision
 from notifier.store.tables import dead_letters, metadata, requests
 
 NOW = datetime(2024, 9, 3, 1, 0, tzinfo=UTC)

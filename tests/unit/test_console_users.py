@@ -137,6 +137,32 @@ def test_passwd_and_disable_end_the_users_sessions(tmp_path: Path) -> None:
     asyncio.run(refused())
 
 
+def test_enable_and_role_change_the_user_and_every_change_is_recorded_by_the_cli(tmp_path: Path) -> None:
+    config = config_in(tmp_path)
+    assert cli(config, "user", "add", "olivia", "--role", "operator", password="first passphrase")[0] == 0
+    assert cli(config, "user", "disable", "olivia")[0] == 0
+    assert cli(config, "user", "enable", "olivia") == (0, "olivia: enabled\n")
+    assert cli(config, "user", "role", "olivia", "--role", "viewer") == (0, "olivia: now viewer\n")
+    assert cli(config, "user", "enable", "nobody")[0] == 1
+
+    async def check() -> None:
+        store = await opened(tmp_path)
+        try:
+            user = await authenticate(store, "olivia", "first passphrase")
+            assert user is not None and user.role is Role.VIEWER
+            events = await store.user_events(limit=10)
+            assert [(e.action, e.detail, e.actor) for e in reversed(events)] == [
+                ("added", "operator", "cli"),
+                ("disabled", None, "cli"),
+                ("enabled", None, "cli"),
+                ("role", "viewer", "cli"),
+            ]
+        finally:
+            await store.close()
+
+    asyncio.run(check())
+
+
 def test_a_session_expires_after_its_time_to_live(tmp_path: Path) -> None:
     config = config_in(tmp_path)
     assert cli(config, "user", "add", "olivia", "--role", "viewer", password="first passphrase")[0] == 0

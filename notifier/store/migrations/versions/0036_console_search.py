@@ -35,17 +35,14 @@ log = structlog.get_logger("notifier.store")
 # The searched text, exactly as notifier.store.console_tables gives it: the planner uses the index
 # only for this very expression.
 SEARCHED = (
-    "(((body::jsonb ->> 'urls'::text) || ' '::text) || "
-    "COALESCE(body::jsonb ->> 'case_ref'::text, ''::text))"
+    "(((body::jsonb ->> 'urls'::text) || ' '::text) || COALESCE(body::jsonb ->> 'case_ref'::text, ''::text))"
 )
 TRGM_INDEX = "ix_requests_search_trgm"
 
 
 def _trigram_index() -> None:
     bind = op.get_bind()
-    available = bind.execute(
-        sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")
-    ).first()
+    available = bind.execute(sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")).first()
     if available is None:
         log.warning("store.no_trigram_index", reason="the pg_trgm extension is not installed")
         return
