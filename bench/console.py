@@ -201,6 +201,7 @@ async def main() -> None:
             try:
                 base = str(server.make_url("")).rstrip("/")
                 url_part = sample_request[5].split('"urls":["')[1].split('"')[0].split("//")[1][:24]
+                case_ref = sample_request[5].split('"case_ref":"')[1].split('"')[0]
                 pages = {
                     "overview (as served)": "/console/",
                     "breached (telegram)": "/console/breached?platform=telegram",
@@ -210,6 +211,7 @@ async def main() -> None:
                     "search: notice id": f"/console/search?q={sample_notice}",
                     "search: ticket": "/console/search?q=TG-BENCH-4410",
                     "search: part of a URL": f"/console/search?q={url_part}",
+                    "search: case reference": f"/console/search?q={case_ref}",
                     "report page": "/console/report",
                     "report (30 days, HTML)": "/console/report.html?since=30d",
                     "report (30 days, CSV)": "/console/report.csv?since=30d",

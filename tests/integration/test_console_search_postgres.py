@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from notifier.domain.models import TakedownRequest
-from notifier.ports import Incoming
+from notifier.ports import Incoming, SearchHit
 from notifier.store import create_store
 from notifier.store.console_sql import index_fragment
 
@@ -36,7 +36,10 @@ async def test_a_part_of_a_url_or_a_case_reference_is_found_from_the_trigram_ind
     store = await create_store(postgres_url)
     try:
         await store.ingest([_request(i) for i in range(1, 301)], [], now=NOW)
-        ids = lambda hits: sorted(h.id for h in hits)  # noqa: E731
+
+        def ids(hits: list[SearchHit]) -> list[str]:
+            return sorted(h.id for h in hits)
+
         assert ids(await store.search("telegram.example/c/123/", limit=100)) == ["kcsc-2024-000123"]
         assert ids(await store.search("HTTPS://T.ME/channel_45/", limit=100)) == ["kcsc-2024-000045"]
         assert ids(await store.search("2024-df-000299", limit=100)) == ["kcsc-2024-000299"]

@@ -38,7 +38,8 @@ class Snapshot(Generic[T]):
     every_s: float
     name: str
     value: tuple[datetime, T] | None = None
-    _computed: float = 0.0  # time.monotonic() of ``value``
+    monotonic: Callable[[], float] = time.monotonic
+    _computed: float = 0.0  # ``monotonic()`` of ``value``
     _task: asyncio.Task[tuple[datetime, T]] | None = field(default=None, repr=False)
 
     async def get(self) -> tuple[datetime, T]:
@@ -47,7 +48,7 @@ class Snapshot(Generic[T]):
             return await self.compute()
         if self.value is None:
             return await asyncio.shield(self.refresh())
-        if time.monotonic() - self._computed >= self.every_s:
+        if self.monotonic() - self._computed >= self.every_s:
             self.refresh()
         return self.value
 
@@ -65,7 +66,7 @@ class Snapshot(Generic[T]):
         except Exception:
             log.exception("console.snapshot_failed", snapshot=self.name)
             raise
-        self.value, self._computed = value, time.monotonic()
+        self.value, self._computed = value, self.monotonic()
         log.debug("console.snapshot", snapshot=self.name, seconds=round(time.perf_counter() - started, 3))
         return value
 
