@@ -4,7 +4,7 @@ notices' files. Reads only; what they show comes from :mod:`notifier.services.co
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, datetime, timedelta
 from datetime import time as day_time
 from pathlib import Path
@@ -132,7 +132,7 @@ def _report_key(request: web.Request) -> ReportKey:
     return since, until, () if set(chosen) == set(d.report_bounds) else tuple(chosen)
 
 
-def _report_of(d: ConsoleDeps) -> Any:
+def _report_of(d: ConsoleDeps) -> Callable[[ReportKey], Awaitable[tuple[datetime, dict[str, Any]]]]:
     async def compute(key: ReportKey) -> tuple[datetime, dict[str, Any]]:
         since, until, chosen = key
         now = d.clock.now()
