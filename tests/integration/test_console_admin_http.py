@@ -218,3 +218,10 @@ async def test_the_sixth_wrong_password_is_locked_on_another_daemon_process_over
     finally:
         await second_store.close()
         await first_store.close()
+
+
+async def test_the_users_page_speaks_korean_to_a_korean_browser(client: Client) -> None:
+    await logged_in(client, "ada")
+    page = await (await client.get("/console/users", headers={"Accept-Language": "ko-KR,ko;q=0.9"})).text()
+    for label in ("사용자 추가", "역할 변경", "비밀번호 재설정", "계정 변경 기록", "운영자"):
+        assert label in page
