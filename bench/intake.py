@@ -5,7 +5,9 @@ Measures, in one run on this machine:
 1. a bare aio-pika consume-and-ack loop on a quorum queue (the reference: nothing stored);
 2. notifier's intake, RabbitMQ -> PostgreSQL, through the daemon's own IntakeService, adapters and
    JSON logging (to /dev/null), and its ratio to (1);
-3. notifier's intake, local SQLite queue -> SQLite store.
+3. notifier's intake, local SQLite queue -> SQLite store;
+4. with ``--without-search-index``, (2) again on a store without the console's trigram search
+   index (migration 0036), to show what maintaining that index costs intake.
 
 Each run publishes its messages first, then times consumption until the last one is stored
 (or acked, for the bare loop). Queues and the PostgreSQL database are the script's own and are
@@ -44,6 +46,7 @@ from notifier.logging import configure_logging
 from notifier.metrics import Metrics
 from notifier.ports import IntakeQueue, Store
 from notifier.store import create_store
+from notifier.store.console_tables import SEARCH_INDEX
 from tests.acceptance.dataset import valid_request
 
 AMQP_URL = os.environ.get("BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
@@ -155,12 +158,21 @@ async def run_intake(store: Store, queue: IntakeQueue, queue_name: str, count: i
     return elapsed
 
 
-async def amqp_to_postgres(payloads: list[bytes], prefetch: int, batch: int) -> float:
+async def amqp_to_postgres(
+    payloads: list[bytes], prefetch: int, batch: int, *, search_index: bool = True
+) -> float:
     database = f"notifier_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_ADMIN)
     await admin.execute(f'CREATE DATABASE "{database}"')
     queue_name = f"bench.requests.{uuid.uuid4().hex[:8]}"
-    store = await create_store(PG_ADMIN.rsplit("/", 1)[0] + f"/{database}")
+    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{database}"
+    store = await create_store(url)
+    if not search_index:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(f"DROP INDEX IF EXISTS {SEARCH_INDEX}")
+        finally:
+            await conn.close()
     queue = AmqpQueue(AMQP_URL, prefetch=prefetch, queues=[queue_name])
     try:
         await queue.connect()
@@ -205,6 +217,9 @@ async def main() -> None:
     parser.add_argument("--prefetch", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each is kept")
+    parser.add_argument(
+        "--without-search-index", action="store_true", help="also time it without the search index"
+    )
     args = parser.parse_args()
     with open(os.devnull, "w") as sink:  # noqa: ASYNC230 - opened once before anything is timed
         configure_logging(json=True, level="info", stream=sink)
@@ -214,11 +229,15 @@ async def main() -> None:
             f"{args.messages} requests of {size:.0f} bytes on average; "
             f"prefetch {args.prefetch}, batch {args.batch}"
         )
-        bare_s, amqp_s, local_s = [], [], []
+        bare_s, amqp_s, local_s, plain_s = [], [], [], []
         for _ in range(args.rounds):
             bare_s.append(await bare(payloads, args.prefetch))
             amqp_s.append(await amqp_to_postgres(payloads, args.prefetch, args.batch))
             local_s.append(await local_to_sqlite(payloads, args.batch))
+            if args.without_search_index:
+                plain_s.append(
+                    await amqp_to_postgres(payloads, args.prefetch, args.batch, search_index=False)
+                )
         n = args.messages
         bare_rate, amqp_rate, local_rate = n / min(bare_s), n / min(amqp_s), n / min(local_s)
         print(f"bare aio-pika consume+ack (quorum queue):  {bare_rate:9,.0f} msg/s")
@@ -227,6 +246,12 @@ async def main() -> None:
             f"({amqp_rate / bare_rate:.0%} of bare)"
         )
         print(f"notifier intake SQLite queue -> SQLite:    {local_rate:9,.0f} requests/s")
+        if plain_s:
+            plain_rate = n / min(plain_s)
+            print(
+                f"  the same to PostgreSQL without the search index: {plain_rate:9,.0f} requests/s  "
+                f"({plain_rate / bare_rate:.0%} of bare; the index costs {1 - amqp_rate / plain_rate:.0%})"
+            )
 
 
 if __name__ == "__main__":

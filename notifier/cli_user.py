@@ -1,4 +1,6 @@
-"""``notifier user add|passwd|disable``: the operations console's staff accounts (SPEC §16).
+"""``notifier user add|passwd|disable|enable|role``: the operations console's staff accounts
+(SPEC §16). Admins do the same on the console's *Users* page; both record each change, by ``cli``
+or ``console:<admin>``.
 
 Passwords are read from standard input (one line; asked for without echo on a terminal), never
 from an option, so they stay out of the shell's history and the process list.
@@ -22,7 +24,7 @@ from notifier.clock import SystemClock
 from notifier.errors import ConfigError, NotifierError
 from notifier.logging import configure_logging
 from notifier.ports import Role, Store
-from notifier.services.users import add_user, change_password, disable_user
+from notifier.services.users import add_user, change_password, disable_user, enable_user, set_role
 
 users = typer.Typer(help="The operations console's users.", no_args_is_help=True)
 
@@ -97,6 +99,29 @@ def disable(
     """Disable a user: no more logins, and their open sessions end."""
     _act(config, lambda store: disable_user(store, name, now=SystemClock().now()))
     out.print(f"{name}: disabled", markup=False)
+
+
+@users.command("enable")
+def enable(
+    name: Annotated[str, typer.Argument(help="The user name.")],
+    config: ConfigOption = None,
+) -> None:
+    """Enable a disabled user again."""
+    _act(config, lambda store: enable_user(store, name, now=SystemClock().now()))
+    out.print(f"{name}: enabled", markup=False)
+
+
+@users.command("role")
+def role(
+    name: Annotated[str, typer.Argument(help="The user name.")],
+    new_role: Annotated[
+        RoleOption, typer.Option("--role", help="viewer reads; operator records; admin too.")
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Change a user's role; their open sessions end."""
+    _act(config, lambda store: set_role(store, name, Role(new_role.value), now=SystemClock().now()))
+    out.print(f"{name}: now {new_role.value}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

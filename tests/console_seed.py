@@ -147,6 +147,7 @@ def console_deps(
         secure_cookies=secure,
         limiter=LoginLimiter(),
         overview_cache_s=0,  # every request reads the store: the tests see each change at once
+        report_cache_s=0,
     )
 
 

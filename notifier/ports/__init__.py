@@ -23,6 +23,7 @@ from notifier.ports.console import (
     SearchHit,
     Session,
     User,
+    UserEvent,
     UserStore,
 )
 from notifier.ports.dispatch import Channel, NoticeStore
@@ -68,6 +69,7 @@ __all__ = [
     "StatusCounts",
     "Store",
     "User",
+    "UserEvent",
     "UserStore",
     "VerificationStore",
     "VerifyClaim",

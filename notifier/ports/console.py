@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from notifier.domain.manual import ManualRecord
@@ -35,6 +35,17 @@ class Session:
     username: str
     csrf_token: str
     expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserEvent:
+    """A change to a staff account: ``action`` is added, role, disabled, enabled or password."""
+
+    at: datetime
+    actor: str  # console:NAME, or cli
+    username: str
+    action: str
+    detail: str | None = None  # the new role, for added and role
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +107,10 @@ class UserStore(Protocol):
 
     async def get_user(self, username: str) -> User | None: ...
 
+    async def list_users(self) -> list[User]:
+        """Every user, by name."""
+        ...
+
     async def update_user(
         self,
         username: str,
@@ -104,8 +119,32 @@ class UserStore(Protocol):
         password_hash: str | None = None,
         disabled: bool | None = None,
         language: str | None = None,
+        role: Role | None = None,
     ) -> bool:
-        """Change what is given; False when there is no such user. Disabling ends its sessions."""
+        """Change what is given; False when there is no such user. Disabling, a new password or a
+        new role ends its sessions."""
+        ...
+
+    async def record_user_event(self, event: UserEvent) -> None: ...
+
+    async def user_events(self, *, limit: int) -> list[UserEvent]:
+        """The latest changes to accounts, newest first."""
+        ...
+
+    async def login_locked(self, keys: Sequence[str], *, now: datetime) -> bool:
+        """Whether any of ``keys`` (``user:NAME``, ``addr:IP``) is locked out at ``now``."""
+        ...
+
+    async def login_failed(
+        self, keys: Sequence[str], *, now: datetime, window: timedelta, max_failures: int, lockout: timedelta
+    ) -> bool:
+        """Count a wrong password against every key; a key with more than ``max_failures`` within
+        ``window`` is locked until ``now + lockout``. True when that locked one of them. Counted in
+        the store: every process sharing it sees the same failures and lockouts."""
+        ...
+
+    async def login_succeeded(self, keys: Sequence[str]) -> None:
+        """Forget the wrong passwords counted against ``keys``."""
         ...
 
     async def create_session(

@@ -2,7 +2,12 @@
 
 Passwords are hashed with Argon2id (argon2-cffi's defaults, RFC 9106's second recommendation); a
 session is a random token in the browser's cookie and its SHA-256 in the store. No password, hash
-or token is ever logged.
+or token is ever logged. Every change to an account is recorded in the store with who made it
+(``actor``: ``cli``, or ``console:NAME`` for an admin in the console); an admin in the console
+cannot disable their own account nor change its role, so that one admin always remains.
+
+Wrong passwords are counted in the store per user name and per address (:class:`LoginPolicy`),
+so that every daemon process over one store refuses a locked name or address.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,7 +24,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from notifier.errors import InvalidRequest
-from notifier.ports import Role, Session, User, UserStore
+from notifier.ports import Role, Session, User, UserEvent, UserStore
 
 log = structlog.get_logger("notifier.users")
 
@@ -34,7 +40,32 @@ def _check_password(password: str) -> None:
         raise InvalidRequest(f"the password must have at least {MIN_PASSWORD} characters")
 
 
-async def add_user(store: UserStore, username: str, password: str, *, role: Role, now: datetime) -> User:
+_LOGGED = {
+    "added": "user.added",
+    "password": "user.password_changed",
+    "disabled": "user.disabled",
+    "enabled": "user.enabled",
+    "role": "user.role_changed",
+}
+
+
+async def _record(
+    store: UserStore, username: str, action: str, *, now: datetime, actor: str, detail: str | None = None
+) -> None:
+    await store.record_user_event(
+        UserEvent(at=now, actor=actor, username=username, action=action, detail=detail)
+    )
+    log.info(_LOGGED[action], username=username, actor=actor, **({"role": detail} if detail else {}))
+
+
+def _not_yourself(username: str, acting: str | None, what: str) -> None:
+    if acting is not None and acting == username:
+        raise InvalidRequest(f"{username}: you cannot {what} your own account (ask another admin)")
+
+
+async def add_user(
+    store: UserStore, username: str, password: str, *, role: Role, now: datetime, actor: str = "cli"
+) -> User:
     if not USERNAME.fullmatch(username):
         raise InvalidRequest(
             f"{username[:64]!r}: a user name is lower-case letters, digits, '.', '_' or '-' "
@@ -44,21 +75,58 @@ async def add_user(store: UserStore, username: str, password: str, *, role: Role
     user = User(username=username, role=role, password_hash=_hasher.hash(password))
     if not await store.add_user(user, now=now):
         raise InvalidRequest(f"{username}: the user exists already")
-    log.info("user.added", username=username, role=role.value)
+    await _record(store, username, "added", now=now, actor=actor, detail=role.value)
     return user
 
 
-async def change_password(store: UserStore, username: str, password: str, *, now: datetime) -> None:
+async def change_password(
+    store: UserStore, username: str, password: str, *, now: datetime, actor: str = "cli"
+) -> None:
+    """Set a new password; the user's open sessions end."""
     _check_password(password)
     if not await store.update_user(username, now=now, password_hash=_hasher.hash(password)):
         raise InvalidRequest(f"{username}: no such user")
-    log.info("user.password_changed", username=username)
+    await _record(store, username, "password", now=now, actor=actor)
 
 
-async def disable_user(store: UserStore, username: str, *, now: datetime) -> None:
+async def disable_user(
+    store: UserStore, username: str, *, now: datetime, actor: str = "cli", acting: str | None = None
+) -> None:
+    """No more logins; the user's open sessions end. ``acting``: the admin doing it, in the console."""
+    _not_yourself(username, acting, "disable")
     if not await store.update_user(username, now=now, disabled=True):
         raise InvalidRequest(f"{username}: no such user")
-    log.info("user.disabled", username=username)
+    await _record(store, username, "disabled", now=now, actor=actor)
+
+
+async def enable_user(store: UserStore, username: str, *, now: datetime, actor: str = "cli") -> None:
+    if not await store.update_user(username, now=now, disabled=False):
+        raise InvalidRequest(f"{username}: no such user")
+    await _record(store, username, "enabled", now=now, actor=actor)
+
+
+async def set_role(
+    store: UserStore,
+    username: str,
+    role: Role,
+    *,
+    now: datetime,
+    actor: str = "cli",
+    acting: str | None = None,
+) -> None:
+    """A new role; the user's open sessions end (they log in again with it)."""
+    _not_yourself(username, acting, "change the role of")
+    if not await store.update_user(username, now=now, role=role):
+        raise InvalidRequest(f"{username}: no such user")
+    await _record(store, username, "role", now=now, actor=actor, detail=role.value)
+
+
+async def list_users(store: UserStore) -> list[User]:
+    return await store.list_users()
+
+
+async def account_history(store: UserStore, *, limit: int = 50) -> list[UserEvent]:
+    return await store.user_events(limit=limit)
 
 
 async def set_language(store: UserStore, username: str, language: str, *, now: datetime) -> None:
@@ -112,3 +180,32 @@ async def current_session(store: UserStore, token: str, *, now: datetime) -> tup
 
 async def close_session(store: UserStore, token: str) -> None:
     await store.delete_session(_digest(token))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoginPolicy:
+    """More than ``max_failures`` wrong passwords within ``window``, per user name and per
+    address, lock that name or address out for ``lockout`` (the right password too)."""
+
+    max_failures: int = 5
+    lockout: timedelta = timedelta(minutes=15)
+    window: timedelta = timedelta(minutes=1)
+
+
+def login_keys(username: str, address: str) -> tuple[str, str]:
+    return f"user:{username[:64]}", f"addr:{address[:64]}"
+
+
+async def login_locked(store: UserStore, keys: Sequence[str], *, now: datetime) -> bool:
+    return await store.login_locked(keys, now=now)
+
+
+async def login_failed(store: UserStore, keys: Sequence[str], *, now: datetime, policy: LoginPolicy) -> bool:
+    """Count a wrong password; True when that locked the name or the address out."""
+    return await store.login_failed(
+        keys, now=now, window=policy.window, max_failures=policy.max_failures, lockout=policy.lockout
+    )
+
+
+async def login_succeeded(store: UserStore, keys: Sequence[str]) -> None:
+    await store.login_succeeded(keys)

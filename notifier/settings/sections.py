@@ -191,6 +191,10 @@ class ConsoleSettings(Section):
     max_failures: Annotated[int, Field(ge=1, le=100)] = 5
     lockout: Duration = timedelta(minutes=15)
     refresh: Duration = timedelta(seconds=30)  # how often the overview updates itself
+    # How old the overview's counts and the framed compliance report may be: they are computed in
+    # the background, at most this often, and shown with the time they were computed.
+    overview_every: Duration = timedelta(seconds=10)
+    report_every: Duration = timedelta(minutes=5)
 
     @field_validator("listen")
     @classmethod

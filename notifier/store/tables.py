@@ -309,30 +309,6 @@ sla_decisions = Table(
     Index(None, "sent_at"),
 )
 
-# The operations console (migration 0030): staff accounts with Argon2 hashes, and their sessions by
-# the SHA-256 of the cookie's token. ``role`` is viewer, operator or admin.
-users = Table(
-    "users",
-    metadata,
-    Column("username", String(64), primary_key=True),
-    Column("role", String(16), nullable=False),
-    Column("password_hash", Text, nullable=False),
-    Column("disabled", Boolean, nullable=False, server_default=false()),
-    Column("language", String(8), nullable=True),  # "en" or "ko"; NULL: the browser's
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-)
-
-user_sessions = Table(
-    "user_sessions",
-    metadata,
-    Column("token_hash", String(64), primary_key=True),
-    Column("username", String(64), nullable=False, index=True),
-    Column("csrf_token", String(64), nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("expires_at", UTCDateTime, nullable=False, index=True),
-)
-
 # The console's overview: deadlines per platform and state as index ranges, and today's receipts
 # and acknowledgements.
 Index(None, notices.c.platform, notices.c.state, notices.c.delivered_at)
@@ -417,3 +393,6 @@ notice_members = Table(
 
 # Manual records (migration 0035) live in a module of their own and add to this metadata.
 from notifier.store import tables_manual as _tables_manual  # noqa: E402, F401
+
+# The console's accounts, sessions, login throttling, account history and search index are in
+# notifier.store.console_tables, on this metadata (imported with the store package).

@@ -44,7 +44,7 @@ class Console:
     foreign: list[str]
     refused: list[str]
 
-    async def login(self, username: str) -> Page:
+    async def login(self, username: str, password: str = PASSWORD) -> Page:
         page = await self.context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         page.on("request", lambda r: None if r.url.startswith(self.base) else self.foreign.append(r.url))
@@ -54,7 +54,7 @@ class Console:
         await page.goto(f"{self.base}/console/queue")
         assert page.url == f"{self.base}/console/login"
         await page.fill("input[name=username]", username)
-        await page.fill("input[name=password]", PASSWORD)
+        await page.fill("input[name=password]", password)
         await page.click("button[type=submit]")
         await page.wait_for_url(f"{self.base}/console/")
         return page
@@ -190,3 +190,28 @@ async def test_the_korean_interface_renders_korean_labels(korean: Console) -> No
     await page.click("header form[action='/console/language'] button")
     await page.wait_for_url(f"{korean.base}/console/")
     assert "Overview" in await page.locator("nav").inner_text()
+
+
+async def test_an_admin_adds_a_user_who_then_logs_in(console: Console) -> None:
+    page = await console.login("ada")
+    await page.click("nav >> text=Users")
+    await page.wait_for_url(f"{console.base}/console/users")
+    form = page.locator("#add-user-form")
+    await form.locator("input[name=username]").fill("minji")
+    await form.locator("select[name=role]").select_option("operator")
+    await form.locator("input[name=password]").fill("minji's first passphrase")
+    await form.locator("button").click()
+    await page.wait_for_url(f"{console.base}/console/users")
+    assert "operator" in await page.locator("tr[data-user=minji]").inner_text()
+    history = await page.locator("#account-history tbody tr").first.inner_text()
+    assert "console:ada" in history
+    assert "minji" in history
+    await page.click("header form[action='/console/logout'] button")
+    await page.wait_for_url(f"{console.base}/console/login")
+    await page.close()
+    await console.context.clear_cookies()
+    joined = await console.login("minji", "minji's first passphrase")
+    assert "minji" in await joined.locator("header .who").inner_text()
+    assert await joined.locator("#nav-users").count() == 0  # an operator manages no users
+    assert console.foreign == []
+    assert console.refused == []

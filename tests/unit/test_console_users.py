@@ -12,9 +12,18 @@ from typer.testing import CliRunner
 from notifier.cli import app
 from notifier.ports import Role
 from notifier.runtime.console.i18n import KO, negotiate
-from notifier.runtime.console.security import LoginLimiter
-from notifier.services.users import authenticate, current_session, open_session
+from notifier.services.users import (
+    LoginPolicy,
+    authenticate,
+    current_session,
+    login_failed,
+    login_keys,
+    login_locked,
+    login_succeeded,
+    open_session,
+)
 from notifier.store import SqlStore, create_store
+from tests.stores import sqlite_store
 
 CONFIG = """
 [authority]
@@ -128,6 +137,32 @@ def test_passwd_and_disable_end_the_users_sessions(tmp_path: Path) -> None:
     asyncio.run(refused())
 
 
+def test_enable_and_role_change_the_user_and_every_change_is_recorded_by_the_cli(tmp_path: Path) -> None:
+    config = config_in(tmp_path)
+    assert cli(config, "user", "add", "olivia", "--role", "operator", password="first passphrase")[0] == 0
+    assert cli(config, "user", "disable", "olivia")[0] == 0
+    assert cli(config, "user", "enable", "olivia") == (0, "olivia: enabled\n")
+    assert cli(config, "user", "role", "olivia", "--role", "viewer") == (0, "olivia: now viewer\n")
+    assert cli(config, "user", "enable", "nobody")[0] == 1
+
+    async def check() -> None:
+        store = await opened(tmp_path)
+        try:
+            user = await authenticate(store, "olivia", "first passphrase")
+            assert user is not None and user.role is Role.VIEWER
+            events = await store.user_events(limit=10)
+            assert [(e.action, e.detail, e.actor) for e in reversed(events)] == [
+                ("added", "operator", "cli"),
+                ("disabled", None, "cli"),
+                ("enabled", None, "cli"),
+                ("role", "viewer", "cli"),
+            ]
+        finally:
+            await store.close()
+
+    asyncio.run(check())
+
+
 def test_a_session_expires_after_its_time_to_live(tmp_path: Path) -> None:
     config = config_in(tmp_path)
     assert cli(config, "user", "add", "olivia", "--role", "viewer", password="first passphrase")[0] == 0
@@ -146,38 +181,60 @@ def test_a_session_expires_after_its_time_to_live(tmp_path: Path) -> None:
     asyncio.run(check())
 
 
-class Ticking:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
+POLICY = LoginPolicy(max_failures=5, lockout=timedelta(seconds=900))
 
 
-def test_the_sixth_wrong_password_within_a_minute_locks_until_the_lockout_ends() -> None:
-    clock = Ticking()
-    limiter = LoginLimiter(max_failures=5, lockout_s=900, now=clock)
-    keys = ("user:olivia", "addr:10.0.0.7")
-    for _ in range(5):
-        assert not limiter.fail(keys)
-        clock.t += 10
-    assert not limiter.locked(keys)
-    assert limiter.fail(keys)
-    assert limiter.locked(keys)
-    assert limiter.locked(["addr:10.0.0.7"])
-    clock.t += 899
-    assert limiter.locked(keys)
-    clock.t += 2
-    assert not limiter.locked(keys)
+def test_the_sixth_wrong_password_within_a_minute_locks_until_the_lockout_ends(tmp_path: Path) -> None:
+    async def check() -> None:
+        store = await sqlite_store(tmp_path)
+        try:
+            keys = login_keys("olivia", "10.0.0.7")
+            at = NOW
+            for _ in range(5):
+                assert not await login_failed(store, keys, now=at, policy=POLICY)
+                at += timedelta(seconds=10)
+            assert not await login_locked(store, keys, now=at)
+            assert await login_failed(store, keys, now=at, policy=POLICY)
+            assert await login_locked(store, keys, now=at)
+            assert await login_locked(store, ["addr:10.0.0.7"], now=at)
+            assert await login_locked(store, keys, now=at + timedelta(seconds=899))
+            assert not await login_locked(store, keys, now=at + timedelta(seconds=901))
+        finally:
+            await store.close()
+
+    asyncio.run(check())
 
 
-def test_wrong_passwords_more_than_a_minute_apart_never_lock() -> None:
-    clock = Ticking()
-    limiter = LoginLimiter(max_failures=5, lockout_s=900, now=clock)
-    for _ in range(20):
-        assert not limiter.fail(["user:olivia"])
-        clock.t += 13  # five in 52 s, the sixth 65 s after the first
-    assert not limiter.locked(["user:olivia"])
+def test_wrong_passwords_more_than_a_minute_apart_never_lock(tmp_path: Path) -> None:
+    async def check() -> None:
+        store = await sqlite_store(tmp_path)
+        try:
+            at = NOW
+            for _ in range(20):
+                assert not await login_failed(store, ["user:olivia"], now=at, policy=POLICY)
+                at += timedelta(seconds=13)  # five in 52 s, the sixth 65 s after the first
+            assert not await login_locked(store, ["user:olivia"], now=at)
+        finally:
+            await store.close()
+
+    asyncio.run(check())
+
+
+def test_a_right_password_forgets_the_wrong_ones_before_it(tmp_path: Path) -> None:
+    async def check() -> None:
+        store = await sqlite_store(tmp_path)
+        try:
+            keys = login_keys("olivia", "10.0.0.7")
+            for _ in range(5):
+                assert not await login_failed(store, keys, now=NOW, policy=POLICY)
+            await login_succeeded(store, keys)
+            for _ in range(5):
+                assert not await login_failed(store, keys, now=NOW, policy=POLICY)
+            assert not await login_locked(store, keys, now=NOW)
+        finally:
+            await store.close()
+
+    asyncio.run(check())
 
 
 def test_every_label_the_templates_use_has_its_korean() -> None:

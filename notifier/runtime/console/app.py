@@ -35,7 +35,16 @@ from notifier.runtime.console.security import (
 )
 from notifier.services.acks import AckService
 from notifier.services.report import ReportStore
-from notifier.services.users import authenticate, close_session, current_session, open_session
+from notifier.services.users import (
+    authenticate,
+    close_session,
+    current_session,
+    login_failed,
+    login_keys,
+    login_locked,
+    login_succeeded,
+    open_session,
+)
 
 log = structlog.get_logger("notifier.console")
 
@@ -45,6 +54,8 @@ _HERE = Path(__file__).parent
 _OPEN = ("/console/login", "/console/static/")
 # State-changing requests a viewer may make: about their own session only.
 _ANY_ROLE = ("/console/logout", "/console/language")
+# Pages and forms for admins only: the staff's accounts.
+_ADMIN_ONLY = ("/console/users",)
 
 
 class ConsoleBackend(Store, ReportStore, Protocol):
@@ -67,10 +78,11 @@ class ConsoleDeps:
     due_within: timedelta = timedelta(hours=6)
     refresh_s: int = 30
     authority: str = ""  # its name heads the published report
-    # The overview's figures are shared by every viewer for this long: a room of staff whose pages
-    # refresh themselves costs the store one set of counts per interval, not one per page.
+    # The overview's counts and the report are computed in the background at most this often and
+    # shared by every viewer (:mod:`.snapshots`): a room of staff whose pages refresh themselves
+    # costs the store one set of counts per interval, not one per page. 0: on every page.
     overview_cache_s: float = 10.0
-    overview_cache: tuple[float, datetime, list[Any]] | None = None
+    report_cache_s: float = 300.0
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     session_clock: Clock = field(default_factory=SystemClock)  # real time: sessions expire in it
 
@@ -120,6 +132,7 @@ def render(request: web.Request, template: str, *, status: int = 200, **context:
             zone=zone.key,
             platform_names=d.platform_names,
             can_change=user is not None and user.role in (Role.OPERATOR, Role.ADMIN),
+            is_admin=user is not None and user.role is Role.ADMIN,
             refresh_s=d.refresh_s,
             **context,
         )
@@ -136,7 +149,8 @@ def _refuse_without_session(request: web.Request) -> web.StreamResponse:
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every console URL but the login form needs a live session; every state change a valid CSRF
-    token, and (but logging out or choosing a language) an operator's or admin's role."""
+    token, and (but logging out or choosing a language) an operator's or admin's role; the users'
+    pages an admin's."""
     if request.path.startswith(_OPEN):
         return await handler(request)
     d = deps(request)
@@ -157,6 +171,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if user.role is Role.VIEWER and not request.path.startswith(_ANY_ROLE):
             log.warning("console.forbidden", username=user.username, path=request.path)
             raise web.HTTPForbidden(text="viewers may read, not change\n")
+    if request.path.startswith(_ADMIN_ONLY) and user.role is not Role.ADMIN:
+        log.warning("console.forbidden", username=user.username, path=request.path)
+        raise web.HTTPForbidden(text="only admins manage users\n")
     return await handler(request)
 
 
@@ -190,18 +207,19 @@ async def login(request: web.Request) -> web.StreamResponse:
     username = str(form.get("username", ""))[:64].strip().lower()
     password = str(form.get("password", ""))
     address = client_address(request)
-    keys = (f"user:{username}", f"addr:{address}")
-    if d.limiter.locked(keys):
+    keys = login_keys(username, address)
+    now = d.session_clock.now()
+    if await login_locked(d.store, keys, now=now):
         log.warning("console.login_refused", username=username, address=address, reason="locked")
         return await login_form(request, error="Too many failed attempts; try again later.", status=429)
     user = await authenticate(d.store, username, password)
     if user is None:
-        if d.limiter.fail(keys):
+        if await login_failed(d.store, keys, now=now, policy=d.limiter.policy):
             log.warning("console.login_locked", username=username, address=address)
             return await login_form(request, error="Too many failed attempts; try again later.", status=429)
         log.info("console.login_failed", username=username, address=address)
         return await login_form(request, error="Wrong user name or password.", status=401)
-    d.limiter.succeed(keys)
+    await login_succeeded(d.store, keys)
     opened = await open_session(d.store, user, now=d.session_clock.now(), ttl=d.session_ttl)
     response = web.HTTPSeeOther(f"{PREFIX}/")
     response.set_cookie(SESSION_COOKIE, opened.token, **_cookie_args(d, int(d.session_ttl.total_seconds())))
@@ -219,7 +237,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 def build_console_app(console: ConsoleDeps) -> web.Application:
     """The console as an aiohttp application, to mount at ``/console/``."""
-    from notifier.runtime.console import actions, pages  # noqa: PLC0415 - they import this module
+    from notifier.runtime.console import actions, admin, pages  # noqa: PLC0415 - they import this module
 
     app = web.Application(middlewares=[security_headers, guard])
     app[DEPS] = console
@@ -230,6 +248,7 @@ def build_console_app(console: ConsoleDeps) -> web.Application:
     app.router.add_static("/static/", _HERE / "static", append_version=True)
     pages.register(app)
     actions.register(app)
+    admin.register(app)
     return app
 
 

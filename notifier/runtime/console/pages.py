@@ -4,17 +4,20 @@ notices' files. Reads only; what they show comes from :mod:`notifier.services.co
 
 from __future__ import annotations
 
-import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, datetime, timedelta
 from datetime import time as day_time
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
 from notifier.domain.durations import parse_duration
 from notifier.domain.notices import parse_notice_id
-from notifier.runtime.console.app import deps, render
+from notifier.runtime.console.app import DEPS, ConsoleDeps, deps, render
 from notifier.runtime.console.security import REPORT_CSP
+from notifier.runtime.console.snapshots import ReportKey, Reports, Snapshot
 from notifier.services import console as views
 from notifier.services.report import build_report, render_csv, render_html, render_json
 
@@ -30,15 +33,13 @@ _FILES = (
 )
 
 
+_OVERVIEW: web.AppKey[Snapshot[list[views.PlatformRow]]] = web.AppKey("console_overview", Snapshot)
+_REPORTS: web.AppKey[Reports] = web.AppKey("console_reports", Reports)
+
+
 async def overview(request: web.Request) -> web.Response:
     d = deps(request)
-    cached = d.overview_cache
-    if cached is not None and time.monotonic() - cached[0] < d.overview_cache_s:
-        _, now, rows = cached
-    else:
-        now = d.clock.now()
-        rows = await views.overview(d.store, d.sla_bounds, now=now, due_within=d.due_within, zone=d.zone)
-        d.overview_cache = (time.monotonic(), now, rows)
+    now, rows = await request.config_dict[_OVERVIEW].get()
     return render(
         request, "overview.html", rows=rows, now=now, due_hours=round(d.due_within.total_seconds() / 3600, 1)
     )
@@ -100,7 +101,7 @@ async def search(request: web.Request) -> web.Response:
     return render(request, "search.html", term=term, hits=hits)
 
 
-def _moment(value: str, *, end_of_day: bool, now: datetime, request: web.Request) -> datetime | None:
+def _moment(value: str, *, end_of_day: bool, now: datetime, zone: ZoneInfo) -> datetime | None:
     value = value.strip()
     if not value:
         return None
@@ -115,28 +116,58 @@ def _moment(value: str, *, end_of_day: bool, now: datetime, request: web.Request
             return datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             raise web.HTTPBadRequest(text=f"not a duration, date or time: {value[:40]!r}\n") from None
-    zone = deps(request).zone
     start = datetime.combine(day, day_time(0), tzinfo=zone)
     return start + timedelta(days=1) if end_of_day else start
 
 
-async def _report(request: web.Request) -> dict[str, object]:
+def _report_key(request: web.Request) -> ReportKey:
+    """The report's filters, checked (a bad one answers 400 before anything is computed)."""
     d = deps(request)
+    since = request.query.get("since", "30d").strip()
+    until = request.query.get("until", "").strip()
     now = d.clock.now()
-    since = _moment(request.query.get("since", "30d"), end_of_day=False, now=now, request=request)
-    until = _moment(request.query.get("until", ""), end_of_day=True, now=now, request=request)
-    chosen = [p for p in request.query.getall("platform", []) if p in d.report_bounds]
-    bounds = {p: d.report_bounds[p] for p in chosen} if chosen else d.report_bounds
-    return await build_report(d.store, bounds, now=now, since=since, until=until)
+    _moment(since, end_of_day=False, now=now, zone=d.zone)
+    _moment(until, end_of_day=True, now=now, zone=d.zone)
+    chosen = sorted({p for p in request.query.getall("platform", []) if p in d.report_bounds})
+    return since, until, () if set(chosen) == set(d.report_bounds) else tuple(chosen)
+
+
+def _report_of(d: ConsoleDeps) -> Callable[[ReportKey], Awaitable[tuple[datetime, dict[str, Any]]]]:
+    async def compute(key: ReportKey) -> tuple[datetime, dict[str, Any]]:
+        since, until, chosen = key
+        now = d.clock.now()
+        bounds = {p: d.report_bounds[p] for p in chosen} if chosen else d.report_bounds
+        document = await build_report(
+            d.store,
+            bounds,
+            now=now,
+            since=_moment(since, end_of_day=False, now=now, zone=d.zone),
+            until=_moment(until, end_of_day=True, now=now, zone=d.zone),
+        )
+        return now, document
+
+    return compute
+
+
+async def _report(request: web.Request) -> dict[str, Any]:
+    _, document = await request.config_dict[_REPORTS].get(_report_key(request))
+    return document
 
 
 async def report(request: web.Request) -> web.Response:
-    """The filters and the downloads; the report itself is the framed ``report.html``."""
+    """The filters and the downloads; the report itself is the framed ``report.html``, computed in
+    the background (:mod:`.snapshots`): this page says how old it may be."""
     query = request.query_string
+    key = _report_key(request)
+    kept = request.config_dict[_REPORTS].snapshot(key)
+    if kept.value is None:
+        kept.refresh()  # under way while the browser loads the frame
     return render(
         request,
         "report.html",
         query=query,
+        as_of=kept.value[0] if kept.value else None,
+        every_min=max(1, round(deps(request).report_cache_s / 60)),
         since=request.query.get("since", "30d"),
         until=request.query.get("until", ""),
         chosen=request.query.getall("platform", []),
@@ -160,7 +191,24 @@ async def report_file(request: web.Request) -> web.Response:
     return response
 
 
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    d = app[DEPS]
+
+    async def counts() -> tuple[datetime, list[views.PlatformRow]]:
+        now = d.clock.now()
+        rows = await views.overview(d.store, d.sla_bounds, now=now, due_within=d.due_within, zone=d.zone)
+        return now, rows
+
+    app[_OVERVIEW] = Snapshot(counts, every_s=d.overview_cache_s, name="overview")
+    app[_REPORTS] = reports = Reports(_report_of(d), every_s=d.report_cache_s)
+    reports.start()
+    yield
+    await reports.close()
+    await app[_OVERVIEW].close()
+
+
 def register(app: web.Application) -> None:
+    app.cleanup_ctx.append(_background)
     app.router.add_get("/", overview)
     app.router.add_get("/breached", breached)
     app.router.add_get("/queue", work_queue)

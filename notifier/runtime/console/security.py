@@ -7,27 +7,26 @@ every answer carries (SPEC §16).
   cookie); a state-changing request without the right one answers 403 and changes nothing.
 * Without a session, a page answers a redirect to the login page, a request that is not for HTML
   answers 401.
-* Wrong passwords are counted per user and per address over a minute: past ``max_failures`` the
-  user (or the address) is locked out for ``lockout``. Logged with the name and the address, never
-  the password.
+* Wrong passwords are counted per user and per address over a minute, in the store (every daemon
+  process counts the same attempts): past ``max_failures`` the user (or the address) is locked out
+  for ``lockout``. Logged with the name and the address, never the password.
 """
 
 from __future__ import annotations
 
 import hmac
-import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
 
 from aiohttp import web
+
+from notifier.services.users import LoginPolicy
 
 SESSION_COOKIE = "notifier_console"
 LOGIN_COOKIE = "notifier_console_login"
 CSRF_FIELD = "csrf_token"
-WINDOW_S = 60.0
-# Addresses and names tracked at once; past this the oldest entries are forgotten.
-_MAX_KEYS = 100_000
+WINDOW = timedelta(minutes=1)
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -39,47 +38,18 @@ REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; fram
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoginLimiter:
-    """Wrong passwords per key (``user:NAME``, ``addr:IP``) in a sliding minute, and lockouts."""
+    """The login throttle's settings; the counting is :mod:`notifier.services.users`' over the store."""
 
     max_failures: int = 5
     lockout_s: float = 900.0
-    now: Callable[[], float] = time.monotonic
-    _failures: dict[str, deque[float]] = field(default_factory=dict)
-    _locked_until: dict[str, float] = field(default_factory=dict)
 
-    def locked(self, keys: Iterable[str]) -> bool:
-        now = self.now()
-        for key in keys:
-            until = self._locked_until.get(key)
-            if until is not None:
-                if until > now:
-                    return True
-                del self._locked_until[key]
-        return False
-
-    def fail(self, keys: Iterable[str]) -> bool:
-        """Count a wrong password against every key; True when that locked one of them."""
-        now = self.now()
-        locked = False
-        for key in keys:
-            window = self._failures.setdefault(key, deque())
-            while window and window[0] <= now - WINDOW_S:
-                window.popleft()
-            window.append(now)
-            if len(window) > self.max_failures:
-                self._locked_until[key] = now + self.lockout_s
-                window.clear()
-                locked = True
-        if len(self._failures) > _MAX_KEYS:
-            for key in list(self._failures)[: len(self._failures) // 2]:
-                del self._failures[key]
-        return locked
-
-    def succeed(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            self._failures.pop(key, None)
+    @property
+    def policy(self) -> LoginPolicy:
+        return LoginPolicy(
+            max_failures=self.max_failures, lockout=timedelta(seconds=self.lockout_s), window=WINDOW
+        )
 
 
 def tokens_match(presented: str | None, expected: str | None) -> bool:

@@ -43,6 +43,8 @@ def console_deps(
         secure_cookies=secure_cookies(settings),
         due_within=console.due_within,
         refresh_s=int(console.refresh.total_seconds()),
+        overview_cache_s=console.overview_every.total_seconds(),
+        report_cache_s=console.report_every.total_seconds(),
         limiter=LoginLimiter(max_failures=console.max_failures, lockout_s=console.lockout.total_seconds()),
     )
 

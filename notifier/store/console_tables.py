@@ -1,0 +1,84 @@
+"""The console's tables (SPEC §16), on :data:`notifier.store.tables.metadata`.
+
+Migration 0030: staff accounts with Argon2 hashes (``role`` is viewer, operator or admin), and
+their sessions by the SHA-256 of the cookie's token. Migration 0036: wrong passwords per key
+(``user:NAME``, ``addr:IP``) and the lockouts they caused, shared by every daemon process; and the
+history of changes to accounts, with who made them. On PostgreSQL, 0036 also adds the trigram index
+the search reads (an expression index, not described here: see
+:data:`notifier.store.console_sql.SEARCHED`).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, Index, String, Table, Text, false, text
+
+from notifier.store.tables import AutoId, UTCDateTime, metadata, requests
+
+# What a search for part of a URL or a case reference looks in: the request's URLs (as JSON) and
+# its case reference, never its explanation. On PostgreSQL, migration 0036 indexes exactly this
+# expression (the planner recognises the index by it).
+SEARCHED = (
+    "(((body::jsonb ->> 'urls'::text) || ' '::text) || COALESCE(body::jsonb ->> 'case_ref'::text, ''::text))"
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("disabled", Boolean, nullable=False, server_default=false()),
+    Column("language", String(8), nullable=True),  # "en" or "ko"; NULL: the browser's
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+user_sessions = Table(
+    "user_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("username", String(64), nullable=False, index=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("key", String(160), nullable=False),
+    Column("failed_at", UTCDateTime, nullable=False),
+    Index(None, "key", "failed_at"),
+)
+
+login_lockouts = Table(
+    "login_lockouts",
+    metadata,
+    Column("key", String(160), primary_key=True),
+    Column("locked_until", UTCDateTime, nullable=False),
+)
+
+# One row per change to an account: ``action`` is added, role, disabled, enabled or password;
+# ``detail`` the new role where there is one; ``actor`` who did it (``console:NAME`` or ``cli``).
+user_events = Table(
+    "user_events",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False, index=True),
+    Column("actor", String(200), nullable=False),
+    Column("username", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("detail", String(200), nullable=True),
+)
+
+# PostgreSQL only (migration 0036; SQLite has no trigram index): the trigram index of the text a
+# search for part of a URL or a case reference reads, ``SEARCHED`` in notifier.store.console_sql.
+SEARCH_INDEX = "ix_requests_search_trgm"
+Index(
+    SEARCH_INDEX,
+    text(SEARCHED),
+    _table=requests,
+    postgresql_using="gin",
+    postgresql_ops={SEARCH_INDEX: "gin_trgm_ops"},
+)
