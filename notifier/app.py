@@ -123,6 +123,7 @@ class Daemon:
             clock=self.clock,
             metrics=self.metrics,
             batch_size=settings.queue.batch_size,
+            urgent_deadlines=[name for name, profile in settings.deadlines.items() if profile.urgent],
         )
         channels = Channels(settings, self.clock)
         self._resources.push_async_callback(channels.close)
@@ -141,6 +142,7 @@ class Daemon:
             in_call_wait=settings.runtime.in_call_retry_wait.total_seconds(),
         )
         intake.on_accepted = self.dispatcher.kick
+        intake.on_urgent = self.dispatcher.kick_urgent
         self.acks = ack_service(
             settings,
             store,

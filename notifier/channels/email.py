@@ -263,7 +263,9 @@ class EmailChannel:
             ) from None
         token = envelope_token(content.notice_id, content.message_tag)
         sender = self._envelope_from.replace("{notice_id}", token)
-        code, reply = await self._transport.send(message, sender=sender, recipients=[*to, *cc])
+        code, reply = await self._transport.send(
+            message, sender=sender, recipients=[*to, *cc], urgent=content.urgent
+        )
         log.info(
             "email.sent",
             notice_id=content.notice_id,

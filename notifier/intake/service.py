@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
 import structlog
 
 from notifier.backoff import Stopped, while_store_unavailable
 from notifier.clock import Clock
-from notifier.domain.models import DeadLetter, IntakeOutcome
+from notifier.domain.models import DeadLetter, IntakeOutcome, Priority, TakedownRequest
 from notifier.domain.validation import Vocabulary, parse_request, request_id_hint
 from notifier.errors import InvalidRequest, QueueUnavailable
 from notifier.intake.consumer import consume
@@ -38,6 +38,7 @@ class IntakeService:
         clock: Clock,
         metrics: Metrics,
         batch_size: int = 500,
+        urgent_deadlines: Collection[str] = (),
     ) -> None:
         self._store = store
         self._queue = queue
@@ -46,9 +47,13 @@ class IntakeService:
         self._clock = clock
         self._metrics = metrics
         self._batch_size = batch_size
-        # Called after a batch with accepted requests is committed (the dispatcher's kick), so an
-        # urgent request does not wait for the batcher's next poll.
+        self._urgent_deadlines = frozenset(urgent_deadlines)
+        # Called after a batch with accepted requests is committed (the dispatcher's kick), so the
+        # batcher looks at them without waiting for its next poll.
         self.on_accepted: Callable[[], None] | None = None
+        # Called after urgent requests (``priority = "urgent"`` or of an urgent deadline profile)
+        # are committed: the dispatcher's urgent path closes their notice and sends it at once.
+        self.on_urgent: Callable[[], None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then finish the batch in hand and stop consuming."""
@@ -115,8 +120,10 @@ class IntakeService:
         for position, item, outcome in zip(positions, incoming, outcomes, strict=True):
             results[position] = outcome
             self._record(item, outcome)
-        if self.on_accepted is not None and IntakeOutcome.ACCEPTED in outcomes:
-            self.on_accepted()
+        accepted = [
+            item.request for item, o in zip(incoming, outcomes, strict=True) if o is IntakeOutcome.ACCEPTED
+        ]
+        self._accepted(accepted)
         for _, letter in dead:
             self._metrics.dead_letters.labels(source=letter.source).inc()
             log.warning(
@@ -139,9 +146,20 @@ class IntakeService:
         item = Incoming(request=request, source=source)
         (outcome,) = await self._store.ingest([item], [], now=self._clock.now())
         self._record(item, outcome)
-        if self.on_accepted is not None and outcome is IntakeOutcome.ACCEPTED:
-            self.on_accepted()
+        self._accepted([request] if outcome is IntakeOutcome.ACCEPTED else [])
         return request.request_id, outcome
+
+    def is_urgent(self, request: TakedownRequest) -> bool:
+        return request.priority is Priority.URGENT or request.deadline in self._urgent_deadlines
+
+    def _accepted(self, requests: Sequence[TakedownRequest]) -> None:
+        """Wake the dispatcher for newly stored requests: its urgent path first if any is urgent."""
+        if not requests:
+            return
+        if self.on_urgent is not None and any(self.is_urgent(r) for r in requests):
+            self.on_urgent()
+        if self.on_accepted is not None:
+            self.on_accepted()
 
     async def _ingest(
         self,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, select, update
+from sqlalchemy import ColumnElement, Row, Select, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.models import NoticeState, Priority, RequestState
@@ -24,17 +24,24 @@ DELIVERABLE = (RequestState.BATCHED.value, RequestState.DELIVERED.value)
 
 
 async def pick_pending(
-    conn: AsyncConnection, platform: str, max_items: int, deadline: str | None = None
-) -> list[str]:
+    conn: AsyncConnection,
+    platform: str,
+    max_items: int,
+    deadline: str | None = None,
+    *,
+    urgent_only: bool = False,
+) -> tuple[list[str], int]:
     """Up to ``max_items`` pending request ids of ``platform`` judged by the deadline profile
-    ``deadline`` (None: by the platform's bounds), urgent first, then oldest.
+    ``deadline`` (None: by the platform's bounds), urgent first, then oldest (only the urgent ones
+    with ``urgent_only``); and how many of them are urgent.
 
     One query per priority rather than ``ORDER BY priority = 'urgent' DESC``: each then reads the
     batching index in order and stops at its limit, however many requests are pending.
     """
     picked: list[str] = []
+    urgent = 0
     for priority in (Priority.URGENT, Priority.NORMAL):
-        if len(picked) == max_items:
+        if len(picked) == max_items or (urgent_only and priority is Priority.NORMAL):
             break
         stmt = (
             select(requests.c.request_id)
@@ -49,7 +56,37 @@ async def pick_pending(
             .with_for_update(skip_locked=True)
         )
         picked += (await conn.execute(stmt)).scalars().all()
-    return picked
+        if priority is Priority.URGENT:
+            urgent = len(picked)
+    return picked, urgent
+
+
+def due_notices(
+    *, now: datetime, store_now: ColumnElement[float], limit: int, urgent_only: bool
+) -> Select[tuple[str]]:
+    """The ids of up to ``limit`` notices to claim, locked (SKIP LOCKED): ``queued``/``retrying``
+    ones due by business time ``now``, and ``sending`` ones whose lease ran out by the store's
+    clock (a process died mid-send). Urgent notices first, then by due time; only urgent ones with
+    ``urgent_only`` (read off their partial index)."""
+    waiting: ColumnElement[bool] = notices.c.state.in_([NoticeState.QUEUED.value, NoticeState.RETRYING.value])
+    stale: ColumnElement[bool] = notices.c.state == SENDING
+    if urgent_only:
+        waiting = and_(notices.c.urgent, waiting)
+        stale = and_(notices.c.urgent, stale)
+    return (
+        select(notices.c.notice_id)
+        .where(
+            or_(
+                and_(waiting, notices.c.next_attempt_at <= now),
+                and_(stale, notices.c.lease_until <= store_now),
+            )
+        )
+        .order_by(notices.c.urgent.desc(), notices.c.next_attempt_at, notices.c.notice_id)
+        .limit(limit)
+        # SKIP LOCKED: two processes claiming at once take disjoint notices without waiting for
+        # each other. SQLite renders no FOR UPDATE; its write lock already serialises claims.
+        .with_for_update(skip_locked=True)
+    )
 
 
 def held_by(notice_id: str, owner: str) -> ColumnElement[bool]:
@@ -132,6 +169,7 @@ def _notice(row: Row[Any], request_ids: list[str], attempts: list[Attempt]) -> N
         deadline=row.deadline,
         clarification_requested_at=row.clarification_requested_at,
         clarified_at=row.clarified_at,
+        urgent=bool(row.urgent),
         state=NoticeState(row.state),
         created_at=row.created_at,
         request_ids=tuple(request_ids),

@@ -24,14 +24,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     ColumnElement,
     Double,
-    and_,
     bindparam,
     case,
     cast,
     exists,
     func,
     literal_column,
-    or_,
     select,
     update,
 )
@@ -45,6 +43,7 @@ from notifier.store.notice_queries import (
     DELIVERABLE,
     SENDING,
     add_attempt,
+    due_notices,
     end_claim,
     held_by,
     pick_pending,
@@ -113,14 +112,19 @@ class NoticeSqlMixin:
         now: datetime,
         deliver_by: datetime,
         deadline: str | None = None,
+        urgent: bool = False,
+        urgent_only: bool = False,
     ) -> Notice | None:
         if max_items < 1:
             raise ValueError("max_items must be at least 1")
         now, deliver_by = as_utc(now), as_utc(deliver_by)
         async with self._write("form_notice") as conn:
-            request_ids = await pick_pending(conn, platform, max_items, deadline)
+            request_ids, urgent_count = await pick_pending(
+                conn, platform, max_items, deadline, urgent_only=urgent_only
+            )
             if not request_ids:
                 return None
+            urgent = urgent or urgent_count > 0
             sequence = await self._next_sequence(conn, platform)
             notice = Notice(
                 notice_id=notice_id(platform, now, sequence),
@@ -133,6 +137,7 @@ class NoticeSqlMixin:
                 deliver_by=deliver_by,
                 next_attempt_at=now,
                 deadline=deadline,
+                urgent=urgent,
             )
             await conn.execute(
                 notices.insert(),
@@ -150,6 +155,7 @@ class NoticeSqlMixin:
                     "deliver_by": deliver_by,
                     "next_attempt_at": now,
                     "deadline": deadline,
+                    "urgent": urgent,
                 },
             )
             # The rows are ours: locked on PostgreSQL, under the write lock on SQLite.
@@ -187,29 +193,14 @@ class NoticeSqlMixin:
 
     # -- claiming ---------------------------------------------------------------------------------
 
-    async def claim_due(self, *, owner: str, now: datetime, lease: timedelta, limit: int) -> list[Notice]:
+    async def claim_due(
+        self, *, owner: str, now: datetime, lease: timedelta, limit: int, urgent_only: bool = False
+    ) -> list[Notice]:
         if limit < 1:
             return []
         now = as_utc(now)
         store_now = self._store_now()
-        due = (
-            select(notices.c.notice_id)
-            .where(
-                or_(
-                    and_(
-                        notices.c.state.in_([NoticeState.QUEUED.value, NoticeState.RETRYING.value]),
-                        notices.c.next_attempt_at <= now,
-                    ),
-                    # A process died mid-send: its lease ran out, whatever the business time says.
-                    and_(notices.c.state == SENDING, notices.c.lease_until <= store_now),
-                )
-            )
-            .order_by(notices.c.next_attempt_at, notices.c.notice_id)
-            .limit(limit)
-            # SKIP LOCKED: two processes claiming at once take disjoint notices without waiting for
-            # each other. SQLite renders no FOR UPDATE; its write lock already serialises claims.
-            .with_for_update(skip_locked=True)
-        )
+        due = due_notices(now=now, store_now=store_now, limit=limit, urgent_only=urgent_only)
         stmt = (
             update(notices)
             .where(notices.c.notice_id.in_(due.scalar_subquery()))
@@ -224,7 +215,7 @@ class NoticeSqlMixin:
         async with self._write("claim_due") as conn:
             rows = (await conn.execute(stmt)).all()
             claimed = await with_details(conn, rows)
-        return sorted(claimed, key=lambda n: (n.next_attempt_at or n.created_at, n.notice_id))
+        return sorted(claimed, key=lambda n: (not n.urgent, n.next_attempt_at or n.created_at, n.notice_id))
 
     async def next_attempt_due(self) -> datetime | None:
         stmt = select(func.min(notices.c.next_attempt_at)).where(

@@ -1,0 +1,127 @@
+"""Batching: the pending requests of each platform and deadline profile become notices (SPEC §6, §14).
+
+A notice closes when it is full, when its oldest request has waited long enough, or at once when an
+urgent request waits (then it holds the urgent requests only, so that it is a small, quick send).
+Each notice is committed with its membership before anything is sent: the store is the outbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+import structlog
+
+from notifier.clock import Clock
+from notifier.domain.batching import decide
+from notifier.domain.deadlines import batch_wait
+from notifier.domain.notices import Notice
+from notifier.metrics import Metrics
+from notifier.ports import Store
+from notifier.services.routes import Route
+from notifier.waiting import earliest
+
+log = structlog.get_logger("notifier.dispatch")
+
+
+class Batcher:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        routes: Mapping[str, Route],
+        clock: Clock,
+        metrics: Metrics,
+        deliver_within: timedelta,
+    ) -> None:
+        self._store = store
+        self._routes = routes
+        self._clock = clock
+        self._metrics = metrics
+        self._deliver_within = deliver_within
+
+    async def form_notices(self) -> datetime | None:
+        """Close every notice that is due now; return the earliest time one will be due.
+
+        A notice holds requests of one deadline profile (SPEC §14): each profile's pending requests
+        batch on their own, waiting at most 5 % of the profile's acknowledgement bound (an urgent
+        profile not at all)."""
+        wake_at: datetime | None = None
+        for route in self._routes.values():
+            for group in await self._store.pending_groups(route.platform):
+                wake_at = earliest(wake_at, await self._form(route, group.deadline))
+        return wake_at
+
+    async def _form(self, route: Route, deadline: str | None) -> datetime | None:
+        """Close the notices of one platform and profile that are due; when the next one will be."""
+        profile = route.profile(deadline)
+        max_wait = batch_wait(route.max_wait, profile)
+        while True:
+            now = self._clock.now()
+            groups = {g.deadline: g.pending for g in await self._store.pending_groups(route.platform)}
+            summary = groups.get(deadline)
+            if summary is None:
+                return None
+            decision = decide(summary, now=now, max_items=route.max_items, max_wait=max_wait)
+            if not decision.close:
+                return decision.wake_at
+            urgent_profile = profile is not None and profile.urgent
+            # Urgent requests of a normal profile leave at once in a notice of their own: taking
+            # the others along would make the urgent notice wait for a bigger send.
+            notice = await self._close(
+                route,
+                deadline,
+                urgent=urgent_profile,
+                urgent_only=decision.reason == "urgent" and not urgent_profile,
+            )
+            if notice is None:
+                return None  # another process took them
+
+    async def form_urgent(self) -> None:
+        """Close at once a notice of every platform's and profile's waiting urgent requests."""
+        for route in self._routes.values():
+            for group in await self._store.pending_groups(route.platform):
+                profile = route.profile(group.deadline)
+                urgent_profile = profile is not None and profile.urgent
+                if not (urgent_profile or group.pending.urgent):
+                    continue
+                while notice := await self._close(
+                    route, group.deadline, urgent=urgent_profile, urgent_only=not urgent_profile
+                ):
+                    if len(notice.request_ids) < route.max_items:
+                        break
+
+    async def _close(
+        self, route: Route, deadline: str | None, *, urgent: bool, urgent_only: bool
+    ) -> Notice | None:
+        """Form one notice of ``route``'s pending requests of profile ``deadline`` (see
+        :meth:`notifier.ports.NoticeStore.form_notice`); None when another process took them."""
+        now = self._clock.now()
+        notice = await self._store.form_notice(
+            route.platform,
+            max_items=route.max_items,
+            channel=route.primary.name,
+            now=now,
+            deliver_by=now + self._deliver_within,
+            deadline=deadline,
+            urgent=urgent,
+            urgent_only=urgent_only,
+        )
+        if notice is None:
+            return None
+        reason = (
+            "urgent"
+            if notice.urgent
+            else ("full" if len(notice.request_ids) >= route.max_items else "waited")
+        )
+        self._metrics.notices.labels(platform=route.platform, reason=reason).inc()
+        log.info(
+            "notice.created",
+            notice_id=notice.notice_id,
+            platform=route.platform,
+            channel=notice.channel,
+            requests=len(notice.request_ids),
+            reason=reason,
+            deadline=deadline,
+        )
+        return notice
