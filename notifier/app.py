@@ -46,6 +46,35 @@ from notifier.wiring import (
 
 log = structlog.get_logger("notifier.app")
 
+# Messages of the urgent queue stored per transaction: few, so that none waits for a long commit.
+URGENT_BATCH = 20
+
+
+def intake_services(
+    settings: Settings, store: Store, queue: IntakeQueue, clock: Clock, metrics: Metrics
+) -> tuple[IntakeService, IntakeService]:
+    """Intake of the requests queue, and of the urgent requests' own queue: consumed by a loop of
+    its own in small batches, so that an urgent request waits neither behind a backlog on the main
+    queue nor for a big batch's commit."""
+    urgent_deadlines = [name for name, profile in settings.deadlines.items() if profile.urgent]
+
+    def consuming(name: str, batch_size: int) -> IntakeService:
+        return IntakeService(
+            store=store,
+            queue=queue,
+            queue_name=name,
+            vocabulary=vocabulary(settings),
+            clock=clock,
+            metrics=metrics,
+            batch_size=batch_size,
+            urgent_deadlines=urgent_deadlines,
+        )
+
+    return (
+        consuming(settings.queue.requests, settings.queue.batch_size),
+        consuming(settings.queue.urgent_requests, URGENT_BATCH),
+    )
+
 
 def ack_service(
     settings: Settings,
@@ -115,16 +144,7 @@ class Daemon:
         queue = self.queue = create_queue(settings)
         self._resources.push_async_callback(queue.close)
         await queue.connect()
-        intake = IntakeService(
-            store=store,
-            queue=queue,
-            queue_name=settings.queue.requests,
-            vocabulary=vocabulary(settings),
-            clock=self.clock,
-            metrics=self.metrics,
-            batch_size=settings.queue.batch_size,
-            urgent_deadlines=[name for name, profile in settings.deadlines.items() if profile.urgent],
-        )
+        intake, urgent_intake = intake_services(settings, store, queue, self.clock, self.metrics)
         channels = Channels(settings, self.clock)
         self._resources.push_async_callback(channels.close)
         routes = channels.routes()
@@ -141,8 +161,9 @@ class Daemon:
             concurrency=settings.runtime.send_concurrency,
             in_call_wait=settings.runtime.in_call_retry_wait.total_seconds(),
         )
-        intake.on_accepted = self.dispatcher.kick
-        intake.on_urgent = self.dispatcher.kick_urgent
+        for service in (intake, urgent_intake):
+            service.on_accepted = self.dispatcher.kick
+            service.on_urgent = self.dispatcher.kick_urgent
         self.acks = ack_service(
             settings,
             store,
@@ -190,6 +211,7 @@ class Daemon:
             metrics=self.metrics,
         )
         self.supervisor.spawn("intake", intake.run)
+        self.supervisor.spawn("intake-urgent", urgent_intake.run)
         self.supervisor.spawn("dispatch", self.dispatcher.run)
         self.sla = SlaMonitor(
             store=store,

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from notifier.app import create_queue, vocabulary
+from notifier.domain.models import Priority
 from notifier.domain.validation import parse_request
 from notifier.errors import InvalidRequest
 from notifier.intake.records import Record, read_records
@@ -38,7 +39,9 @@ async def submit_files(settings: Settings, names: list[str], *, out: Console, er
         records.extend(read_records(data, label))
 
     words = vocabulary(settings)
+    urgent_profiles = {name for name, profile in settings.deadlines.items() if profile.urgent}
     valid: list[bytes] = []
+    urgent: list[bytes] = []
     invalid = 0
     for record in records:
         if record.body is None:
@@ -47,12 +50,15 @@ async def submit_files(settings: Settings, names: list[str], *, out: Console, er
                 err.print(f"{record.position}: {record.error}", markup=False)
             continue
         try:
-            parse_request(record.body, words)
+            request = parse_request(record.body, words)
         except InvalidRequest as error:
             invalid += 1
             err.print(f"{record.position}: {error.reason}", markup=False)
             continue
-        valid.append(record.body)
+        # Urgent requests go to their own queue, which the daemon takes ahead of the main one.
+        (
+            urgent if request.priority is Priority.URGENT or request.deadline in urgent_profiles else valid
+        ).append(record.body)
 
     queue = create_queue(settings)
     await queue.connect()
@@ -66,15 +72,18 @@ async def submit_files(settings: Settings, names: list[str], *, out: Console, er
             disable=len(valid) < PROGRESS_FROM or not err.is_terminal,
             transient=True,
         ) as progress:
-            task = progress.add_task("publish", total=len(valid))
-            for start in range(0, len(valid), PUBLISH_CHUNK):
-                chunk = valid[start : start + PUBLISH_CHUNK]
-                await queue.publish(settings.queue.requests, chunk)
-                progress.advance(task, len(chunk))
+            task = progress.add_task("publish", total=len(valid) + len(urgent))
+            for name, bodies in ((settings.queue.urgent_requests, urgent), (settings.queue.requests, valid)):
+                for start in range(0, len(bodies), PUBLISH_CHUNK):
+                    chunk = bodies[start : start + PUBLISH_CHUNK]
+                    await queue.publish(name, chunk)
+                    progress.advance(task, len(chunk))
     finally:
         await queue.close()
 
-    summary = f"published {len(valid)} request(s) to {settings.queue.requests}"
+    summary = f"published {len(valid) + len(urgent)} request(s) to {settings.queue.requests}"
+    if urgent:
+        summary += f" ({len(urgent)} urgent, to {settings.queue.urgent_requests})"
     if invalid:
         summary += f"; {invalid} invalid, not published"
     err.print(summary, markup=False)

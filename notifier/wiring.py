@@ -41,7 +41,7 @@ def create_queue(settings: Settings) -> IntakeQueue:
         url,
         prefetch=settings.queue.prefetch,
         delivery_limit=settings.queue.delivery_limit,
-        queues=[settings.queue.requests, settings.queue.acks],
+        queues=[settings.queue.requests, settings.queue.urgent_requests, settings.queue.acks],
     )
 
 

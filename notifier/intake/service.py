@@ -51,9 +51,10 @@ class IntakeService:
         # Called after a batch with accepted requests is committed (the dispatcher's kick), so the
         # batcher looks at them without waiting for its next poll.
         self.on_accepted: Callable[[], None] | None = None
-        # Called after urgent requests (``priority = "urgent"`` or of an urgent deadline profile)
-        # are committed: the dispatcher's urgent path closes their notice and sends it at once.
-        self.on_urgent: Callable[[], None] | None = None
+        # Called with the urgent requests (``priority = "urgent"`` or of an urgent deadline
+        # profile) once committed: the dispatcher's urgent path closes their notice and sends it
+        # at once.
+        self.on_urgent: Callable[[Sequence[TakedownRequest]], None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then finish the batch in hand and stop consuming."""
@@ -156,8 +157,9 @@ class IntakeService:
         """Wake the dispatcher for newly stored requests: its urgent path first if any is urgent."""
         if not requests:
             return
-        if self.on_urgent is not None and any(self.is_urgent(r) for r in requests):
-            self.on_urgent()
+        urgent = [r for r in requests if self.is_urgent(r)]
+        if self.on_urgent is not None and urgent:
+            self.on_urgent(urgent)
         if self.on_accepted is not None:
             self.on_accepted()
 

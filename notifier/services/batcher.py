@@ -7,7 +7,7 @@ Each notice is committed with its membership before anything is sent: the store 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 import structlog
@@ -77,19 +77,32 @@ class Batcher:
             if notice is None:
                 return None  # another process took them
 
-    async def form_urgent(self) -> None:
-        """Close at once a notice of every platform's and profile's waiting urgent requests."""
-        for route in self._routes.values():
-            for group in await self._store.pending_groups(route.platform):
-                profile = route.profile(group.deadline)
-                urgent_profile = profile is not None and profile.urgent
-                if not (urgent_profile or group.pending.urgent):
-                    continue
-                while notice := await self._close(
-                    route, group.deadline, urgent=urgent_profile, urgent_only=not urgent_profile
-                ):
-                    if len(notice.request_ids) < route.max_items:
-                        break
+    async def form_urgent(self, groups: Iterable[tuple[str, str | None]] | None = None) -> None:
+        """Close at once the notices of the waiting urgent requests: of the (platform, deadline
+        profile) ``groups`` named (where intake has just stored some), else of every platform and
+        profile (a query per platform to find them)."""
+        if groups is None:
+            groups = [
+                (route.platform, group.deadline)
+                for route in self._routes.values()
+                for group in await self._store.pending_groups(route.platform)
+                if group.pending.urgent or self._urgent_profile(route, group.deadline)
+            ]
+        for platform, deadline in sorted(groups, key=lambda g: (g[0], g[1] or "")):
+            route = self._routes.get(platform)
+            if route is None:
+                continue
+            urgent_profile = self._urgent_profile(route, deadline)
+            while notice := await self._close(
+                route, deadline, urgent=urgent_profile, urgent_only=not urgent_profile
+            ):
+                if len(notice.request_ids) < route.max_items:
+                    break
+
+    @staticmethod
+    def _urgent_profile(route: Route, deadline: str | None) -> bool:
+        profile = route.profile(deadline)
+        return profile is not None and profile.urgent
 
     async def _close(
         self, route: Route, deadline: str | None, *, urgent: bool, urgent_only: bool

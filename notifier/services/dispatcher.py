@@ -23,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TypeVar
 
 import structlog
 
 from notifier.clock import Clock
+from notifier.domain.models import TakedownRequest
 from notifier.domain.notices import Attempt, Authority, MessageKind, Notice, NoticeContent
 from notifier.errors import StoreUnavailable
 from notifier.metrics import Metrics
@@ -110,6 +111,7 @@ class Dispatcher:
         # The urgent path: woken by intake (form and send) or by a finished urgent send (send).
         self._urgent_kick = asyncio.Event()
         self._urgent_form_due = True
+        self._urgent_groups: set[tuple[str, str | None]] = set()
         self._urgent_waiting = False
         self._urgent_in_flight: set[asyncio.Task[None]] = set()
         self._batcher = Batcher(
@@ -131,9 +133,14 @@ class Dispatcher:
         self._housekeeping_due = True
         self._kick.set()
 
-    def kick_urgent(self) -> None:
-        """Urgent requests were stored: close their notice and send it now, on the urgent path."""
-        self._urgent_form_due = True
+    def kick_urgent(self, requests: Iterable[TakedownRequest] = ()) -> None:
+        """Urgent requests were stored: close their notices and send them now, on the urgent path.
+        Without ``requests``, every platform's waiting urgent requests are looked for."""
+        groups = {(r.platform, r.deadline) for r in requests}
+        if groups:
+            self._urgent_groups |= groups
+        else:
+            self._urgent_form_due = True
         self._urgent_kick.set()
 
     # -- the loops ------------------------------------------------------------------------------
@@ -191,8 +198,11 @@ class Dispatcher:
             self._urgent_kick.clear()
             try:
                 if self._urgent_form_due:
-                    self._urgent_form_due = False
+                    self._urgent_form_due, self._urgent_groups = False, set()
                     await self.form_urgent()
+                elif self._urgent_groups:
+                    groups, self._urgent_groups = self._urgent_groups, set()
+                    await self._batcher.form_urgent(groups)
                 await self.send_urgent(stop)
             except StoreUnavailable as error:
                 self._urgent_form_due = True

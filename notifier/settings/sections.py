@@ -76,10 +76,18 @@ class StoreSettings(_UrlSection):
 
 class QueueSettings(_UrlSection):
     requests: str = "takedown.requests"
+    # Urgent requests' own queue (empty: ``<requests>.urgent``), consumed apart from ``requests`` so
+    # that an urgent request never waits behind a backlog of normal ones.
+    urgent: str = ""
     acks: str = "takedown.acks"
     prefetch: Annotated[int, Field(ge=1, le=65535)] = 1000
     batch_size: Annotated[int, Field(ge=1, le=10000)] = 500
     delivery_limit: Annotated[int, Field(ge=1, le=1000)] = 20
+
+    @property
+    def urgent_requests(self) -> str:
+        """The queue of urgent requests."""
+        return self.urgent or f"{self.requests}.urgent"
 
     @model_validator(mode="after")
     def _scheme(self) -> QueueSettings:

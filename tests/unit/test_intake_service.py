@@ -194,13 +194,13 @@ async def test_urgent_requests_wake_the_urgent_path_and_normal_ones_do_not(store
         urgent_deadlines={"tco"},
     )
     woken: list[str] = []
-    service.on_urgent = lambda: woken.append("urgent")
+    service.on_urgent = lambda requests: woken.append("urgent " + ",".join(r.request_id for r in requests))
     service.on_accepted = lambda: woken.append("accepted")
 
     for bodies, expected in [
         ([body("n-1"), body("n-2", deadline="standard")], ["accepted"]),
-        ([body("u-1", priority="urgent")], ["urgent", "accepted"]),
-        ([body("p-1", deadline="tco")], ["urgent", "accepted"]),
+        ([body("u-1", priority="urgent"), body("n-3")], ["urgent u-1", "accepted"]),
+        ([body("p-1", deadline="tco")], ["urgent p-1", "accepted"]),
         ([body("u-1", priority="urgent")], []),  # a duplicate: nothing new to send
     ]:
         woken.clear()
@@ -210,4 +210,4 @@ async def test_urgent_requests_wake_the_urgent_path_and_normal_ones_do_not(store
 
     woken.clear()
     await service.accept(body("h-1", priority="urgent"), source="http")
-    assert woken == ["urgent", "accepted"]
+    assert woken == ["urgent h-1", "accepted"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.notices import NoticeContent, SendResult
 from notifier.store import SqlStore
@@ -100,8 +102,9 @@ async def test_an_urgent_notice_is_sent_while_every_normal_send_slot_is_busy(sto
     assert len(channel.sent) == 3
 
 
+@pytest.mark.parametrize("named", [True, False], ids=["requests-named", "platforms-searched"])
 async def test_a_running_dispatcher_sends_an_urgent_request_when_kicked_not_at_its_poll(
-    store: SqlStore,
+    store: SqlStore, named: bool
 ) -> None:
     # A poll of an hour and a batching wait of ten minutes: only the kick can make it go.
     slow = SlowChannel("email", 0.0)
@@ -111,7 +114,8 @@ async def test_a_running_dispatcher_sends_an_urgent_request_when_kicked_not_at_i
         await wait_for(_is_quiet(h), within=10, what="the dispatcher idle")
         await h.add("n-1")
         await h.add("u-1", priority="urgent")
-        h.dispatcher.kick_urgent()
+        (urgent,) = await h.store.get_requests(["u-1"])
+        h.dispatcher.kick_urgent([urgent.request] if named else ())
 
         async def delivered() -> bool:
             (stored,) = await h.store.get_requests(["u-1"])
