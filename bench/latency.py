@@ -7,7 +7,9 @@ requests/s of load. Measures, in one run on this machine:
    it, on RabbitMQ and PostgreSQL, with 5 email platforms (notices of 50 requests, ``max_wait``
    1 s) sending to the benchmarks' SMTP sink (:mod:`bench.sink`, a process of its own). This
    process publishes the normal load (``--load`` requests/s spread over the platforms) and,
-   ``--urgent-rate`` times a second, one urgent request. An urgent request's latency runs from
+   ``--urgent-rate`` times a second, one urgent request, to the urgent requests' own queue
+   (``queue.urgent``, as ``notifier submit`` does; ``--main-queue``: to the main queue, behind the
+   load). An urgent request's latency runs from
    just before its publish to the moment the sink has received the end of the notice carrying it
    (the sink keeps each message's arrival time and envelope sender, which names the notice; the
    store says which notice holds which request).
@@ -51,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.dispatch import (
     PLATFORMS,
+    Meter,
     environment,
     machine_line,
     other_daemons,
@@ -59,7 +62,7 @@ from bench.dispatch import (
 )
 from bench.intake import AMQP_URL, QUORUM, delete_queues
 from bench.sink import SinkProcess
-from notifier.intake.amqp import AmqpQueue
+from notifier.intake.amqp import AmqpQueue, dead_letter_queue
 from notifier.settings import load_settings
 
 NOTICE_IN_SENDER = re.compile(r"TD-[a-z][a-z0-9_]*-\d{8}-\d{6,}")
@@ -76,6 +79,16 @@ def bodies(count: int, prefix: str, *, urgent: bool, seed: int) -> list[tuple[st
         data["priority"] = "urgent" if urgent else "normal"
         made.append((data["request_id"], json.dumps(data, ensure_ascii=False).encode()))
     return made
+
+
+def cpu_seconds(processes: Sequence[asyncio.subprocess.Process]) -> float:
+    """User and system CPU seconds the processes have used so far (Linux)."""
+    total = 0
+    for process in processes:
+        with open(f"/proc/{process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: Sequence[float], share: float) -> float:
@@ -266,20 +279,24 @@ async def run(args: argparse.Namespace) -> None:
     print(
         f"\nurgent latency: {args.processes} daemon process{'es' if args.processes > 1 else ''}, RabbitMQ -> "
         f"PostgreSQL -> SMTP sink; normal load {args.load:,.0f} requests/s over {len(PLATFORMS)} email "
-        f"platforms (notices of 50, max_wait 1 s); {samples_n:,} urgent requests at {args.urgent_rate:g}/s"
+        f"platforms (notices of 50, max_wait 1 s); {samples_n:,} urgent requests at {args.urgent_rate:g}/s "
+        f"to {'the main queue' if args.main_queue else 'the urgent queue'}"
     )
     async with SinkProcess(record=True) as sink, environment("postgresql") as env:
         with tempfile.TemporaryDirectory() as folder:
             config = env.config(Path(folder), sink.port, max_wait="1s")
             settings = load_settings(config, environ={})
             data, _, to = sample_message(settings, [warm[0][1]])
-            publisher = AmqpQueue(AMQP_URL, queues=[env.requests_queue])
+            urgent_queue = env.requests_queue if args.main_queue else settings.queue.urgent_requests
+            # Declared (as the daemons declare them) before anything is published to them.
+            publisher = AmqpQueue(AMQP_URL, queues=[env.requests_queue, settings.queue.urgent_requests])
             await publisher.connect()
             try:
-                async with other_daemons(config, args.processes), BarePeer(bare_queue, sink.port, data, to):
+                daemons = other_daemons(config, args.processes, logs=args.daemon_logs)
+                async with daemons as children, BarePeer(bare_queue, sink.port, data, to):
                     arrived: dict[str, float] = {}
                     # The daemons are up once a first urgent request has gone through.
-                    first = await sample(env.requests_queue, bare_queue, warm, 1.0)
+                    first = await sample(urgent_queue, bare_queue, warm, 1.0)
                     await arrivals_until(
                         sink,
                         env.store_url,
@@ -294,7 +311,13 @@ async def run(args: argparse.Namespace) -> None:
                         normal_load(publisher, env.requests_queue, load, args.load, stop)
                     )
                     await asyncio.sleep(args.warmup)
-                    samples = await sample(env.requests_queue, bare_queue, urgent, args.urgent_rate)
+                    meter = Meter(sink)
+                    await meter.prepare()
+                    daemon_cpu = cpu_seconds(children)
+                    meter.start()
+                    samples = await sample(urgent_queue, bare_queue, urgent, args.urgent_rate)
+                    cost = await meter.stop()
+                    daemon_cpu = cpu_seconds(children) - daemon_cpu
                     figures = await load_figures(env.store_url)
                     stop.set()
                     published = await flowing
@@ -309,11 +332,21 @@ async def run(args: argparse.Namespace) -> None:
                     )
             finally:
                 await publisher.close()
-                await delete_queues(bare_queue)
+                await delete_queues(
+                    bare_queue,
+                    settings.queue.urgent_requests,
+                    dead_letter_queue(settings.queue.urgent_requests),
+                )
     ours = latencies(samples.urgent_sent, key_of, arrived)
     bare = latencies(samples.bare_sent, key_of, arrived)
     sizes = Counter(key_of[r] for r in samples.urgent_sent if r in key_of)
     print(f"   normal load: {published:,} published in {flowed:.1f} s ({published / flowed:,.0f}/s)")
+    print(
+        f"   CPU while sampling ({cost.seconds:.0f} s): daemons {daemon_cpu / cost.seconds:.0%} of a core "
+        f"together, this process {cost.cpu_seconds / cost.seconds:.0%}, sink "
+        f"{cost.sink.cpu_seconds / cost.seconds:.0%}; the machine {cost.machine_busy:.1f} of "
+        f"{os.cpu_count()} cores busy"
+    )
     print(
         "   normal requests when sampling ended: "
         + ", ".join(f"{state} {count:,}" for state, count in sorted(figures.items()))
@@ -343,6 +376,10 @@ async def main() -> None:
     parser.add_argument("--urgent-rate", type=float, default=12.0, help="urgent requests a second")
     parser.add_argument("--load", type=float, default=500.0, help="normal requests a second")
     parser.add_argument("--processes", type=int, default=2, help="daemon processes")
+    parser.add_argument(
+        "--main-queue", action="store_true", help="publish urgent requests to the main queue, behind the load"
+    )
+    parser.add_argument("--daemon-logs", type=Path, help="write the daemons' logs to DIR/daemon-<n>.log")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of load before sampling")
     args = parser.parse_args()
     print(f"machine: {machine_line()}")

@@ -159,6 +159,7 @@ class Daemon:
             alerts=channels.operations(),
             lease=settings.runtime.lease,
             concurrency=settings.runtime.send_concurrency,
+            urgent_slots=settings.runtime.urgent_send_concurrency,
             in_call_wait=settings.runtime.in_call_retry_wait.total_seconds(),
         )
         for service in (intake, urgent_intake):

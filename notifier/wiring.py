@@ -76,7 +76,7 @@ class Channels:
         self.settings = settings
         self.clock = clock
         self.renderer = Renderer(settings.templates.dir)
-        self.smtp = SmtpTransport(settings.smtp)
+        self.smtp = SmtpTransport(settings.smtp, urgent_slots=settings.runtime.urgent_send_concurrency)
         # Alerts over a relay of their own when [alerts] names one: an alert that the notice relay
         # is failing must not depend on it. Alerts are few, so one connection is plenty.
         self.alerts_smtp = SmtpTransport(settings.alerts, pool_size=1) if settings.alerts.host else None

@@ -68,7 +68,7 @@ class Dispatcher:
         owner: str | None = None,
         lease: timedelta = DEFAULT_LEASE,
         concurrency: int = 8,
-        urgent_slots: int = 1,
+        urgent_slots: int = 4,
         poll_interval: float = 0.5,
         in_call_wait: float = 1.0,
         rng: random.Random | None = None,

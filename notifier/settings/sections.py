@@ -155,6 +155,9 @@ class RuntimeSettings(Section):
     # after this long.
     lease: Duration = timedelta(seconds=45)
     send_concurrency: Annotated[int, Field(ge=1, le=256)] = 8
+    # More sends at once that only urgent notices may use, so that an urgent notice never waits
+    # for a slot behind normal ones (the SMTP pool keeps connections for them too).
+    urgent_send_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     # First wait of the short, in-call retries (doubling, 3 tries) before a failure becomes durable.
     in_call_retry_wait: Duration = timedelta(seconds=1)
 
