@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 
@@ -22,6 +23,18 @@ from notifier.services.routes import Route
 from notifier.waiting import earliest
 
 log = structlog.get_logger("notifier.dispatch")
+
+
+class UrgentSends(Protocol):
+    """The dispatcher's urgent send slots, as the batcher sees them: notices formed claimed by
+    ``owner`` for ``lease`` while one is ``free()``, and handed over with ``start``."""
+
+    owner: str
+    lease: timedelta
+
+    def free(self) -> int: ...
+
+    def start(self, notice: Notice) -> None: ...
 
 
 class Batcher:
@@ -77,10 +90,13 @@ class Batcher:
             if notice is None:
                 return None  # another process took them
 
-    async def form_urgent(self, groups: Iterable[tuple[str, str | None]] | None = None) -> None:
+    async def form_urgent(
+        self, groups: Iterable[tuple[str, str | None]] | None = None, sends: UrgentSends | None = None
+    ) -> None:
         """Close at once the notices of the waiting urgent requests: of the (platform, deadline
         profile) ``groups`` named (where intake has just stored some), else of every platform and
-        profile (a query per platform to find them)."""
+        profile (a query per platform to find them). While ``sends`` has a free slot, each notice
+        is formed claimed by it and handed to it, with no claim in between."""
         if groups is None:
             groups = [
                 (route.platform, group.deadline)
@@ -93,9 +109,15 @@ class Batcher:
             if route is None:
                 continue
             urgent_profile = self._urgent_profile(route, deadline)
-            while notice := await self._close(
-                route, deadline, urgent=urgent_profile, urgent_only=not urgent_profile
-            ):
+            while True:
+                claim = sends if sends is not None and sends.free() > 0 else None
+                notice = await self._close(
+                    route, deadline, urgent=urgent_profile, urgent_only=not urgent_profile, claim=claim
+                )
+                if notice is None:
+                    break
+                if claim is not None:
+                    claim.start(notice)
                 if len(notice.request_ids) < route.max_items:
                     break
 
@@ -105,10 +127,17 @@ class Batcher:
         return profile is not None and profile.urgent
 
     async def _close(
-        self, route: Route, deadline: str | None, *, urgent: bool, urgent_only: bool
+        self,
+        route: Route,
+        deadline: str | None,
+        *,
+        urgent: bool,
+        urgent_only: bool,
+        claim: UrgentSends | None = None,
     ) -> Notice | None:
         """Form one notice of ``route``'s pending requests of profile ``deadline`` (see
-        :meth:`notifier.ports.NoticeStore.form_notice`); None when another process took them."""
+        :meth:`notifier.ports.NoticeStore.form_notice`), claimed by ``claim`` if given; None when
+        another process took them."""
         now = self._clock.now()
         notice = await self._store.form_notice(
             route.platform,
@@ -119,6 +148,8 @@ class Batcher:
             deadline=deadline,
             urgent=urgent,
             urgent_only=urgent_only,
+            owner=claim.owner if claim is not None else None,
+            lease=claim.lease if claim is not None else None,
         )
         if notice is None:
             return None

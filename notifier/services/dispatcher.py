@@ -53,6 +53,21 @@ _T = TypeVar("_T")
 DEFAULT_LEASE = timedelta(seconds=45)
 
 
+class _UrgentSlots:
+    """The send slots only urgent notices may use (:class:`notifier.services.batcher.UrgentSends`):
+    the batcher forms urgent notices claimed for them while one is free."""
+
+    def __init__(self, *, owner: str, lease: timedelta, slots: int, start: Callable[[Notice], None]) -> None:
+        self.owner = owner
+        self.lease = lease
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self._slots = slots
+        self.start = start
+
+    def free(self) -> int:
+        return self._slots - len(self.in_flight)
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -83,7 +98,6 @@ class Dispatcher:
         self.owner = owner or process_owner()
         self._lease = lease
         self._concurrency = concurrency
-        self._urgent_slots = urgent_slots
         self._poll = poll_interval
         self._in_call_wait = in_call_wait
         # Jitter spreads retries of processes that failed together; it needs no cryptographic strength.
@@ -113,7 +127,12 @@ class Dispatcher:
         self._urgent_form_due = True
         self._urgent_groups: set[tuple[str, str | None]] = set()
         self._urgent_waiting = False
-        self._urgent_in_flight: set[asyncio.Task[None]] = set()
+        self._urgent = _UrgentSlots(
+            owner=self.owner,
+            lease=lease,
+            slots=urgent_slots,
+            start=lambda notice: self._start(notice, self._urgent.in_flight, self._urgent_kick),
+        )
         self._batcher = Batcher(
             store=store, routes=self._routes, clock=clock, metrics=metrics, deliver_within=deliver_within
         )
@@ -197,12 +216,14 @@ class Dispatcher:
         while not stop.is_set():
             self._urgent_kick.clear()
             try:
+                # Formed claimed for a free urgent slot and started at once; the rest queued for
+                # the claim below (or any process's).
                 if self._urgent_form_due:
                     self._urgent_form_due, self._urgent_groups = False, set()
-                    await self.form_urgent()
+                    await self._batcher.form_urgent(None, self._urgent)
                 elif self._urgent_groups:
                     groups, self._urgent_groups = self._urgent_groups, set()
-                    await self._batcher.form_urgent(groups)
+                    await self._batcher.form_urgent(groups, self._urgent)
                 await self.send_urgent(stop)
             except StoreUnavailable as error:
                 self._urgent_form_due = True
@@ -232,7 +253,7 @@ class Dispatcher:
         and no send is in flight. What the demo's clock waits for before jumping ahead."""
         waiting = self._waiting and not self._kick.is_set() and not self._in_flight
         return (
-            waiting and self._urgent_waiting and not self._urgent_kick.is_set() and not self._urgent_in_flight
+            waiting and self._urgent_waiting and not self._urgent_kick.is_set() and not self._urgent.in_flight
         )
 
     async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
@@ -242,8 +263,8 @@ class Dispatcher:
 
     async def drain(self) -> None:
         """Let in-flight sends finish (the supervisor cancels them after the grace period)."""
-        if self._in_flight or self._urgent_in_flight:
-            await asyncio.gather(*self._in_flight, *self._urgent_in_flight, return_exceptions=True)
+        if self._in_flight or self._urgent.in_flight:
+            await asyncio.gather(*self._in_flight, *self._urgent.in_flight, return_exceptions=True)
 
     # -- batching -------------------------------------------------------------------------------
 
@@ -271,14 +292,14 @@ class Dispatcher:
 
     async def send_urgent(self, stop: asyncio.Event) -> int:
         """Claim due urgent notices (up to the free urgent send slots) and start sending them."""
-        free = self._urgent_slots - len(self._urgent_in_flight)
+        free = self._urgent.free()
         if free <= 0 or stop.is_set():
             return 0
         notices = await self._store.claim_due(
             owner=self.owner, now=self._clock.now(), lease=self._lease, limit=free, urgent_only=True
         )
         for notice in notices:
-            self._start(notice, self._urgent_in_flight, self._urgent_kick)
+            self._start(notice, self._urgent.in_flight, self._urgent_kick)
         return len(notices)
 
     def _start(self, notice: Notice, in_flight: set[asyncio.Task[None]], freed: asyncio.Event) -> None:

@@ -114,9 +114,13 @@ class NoticeSqlMixin:
         deadline: str | None = None,
         urgent: bool = False,
         urgent_only: bool = False,
+        owner: str | None = None,
+        lease: timedelta | None = None,
     ) -> Notice | None:
         if max_items < 1:
             raise ValueError("max_items must be at least 1")
+        if (owner is None) != (lease is None):
+            raise ValueError("owner and lease go together")
         now, deliver_by = as_utc(now), as_utc(deliver_by)
         async with self._write("form_notice") as conn:
             request_ids, urgent_count = await pick_pending(
@@ -126,12 +130,16 @@ class NoticeSqlMixin:
                 return None
             urgent = urgent or urgent_count > 0
             sequence = await self._next_sequence(conn, platform)
+            # Claimed as it is formed (``owner``): sent by its maker at once, no claim in between.
+            claim: dict[str, Any] = {}
+            if owner is not None and lease is not None:
+                claim = {"lease_owner": owner, "lease_until": self._store_now() + lease.total_seconds()}
             notice = Notice(
                 notice_id=notice_id(platform, now, sequence),
                 platform=platform,
                 channel=channel,
                 primary_channel=channel,
-                state=NoticeState.QUEUED,
+                state=NoticeState.SENDING if claim else NoticeState.QUEUED,
                 created_at=now,
                 request_ids=tuple(request_ids),
                 deliver_by=deliver_by,
@@ -140,23 +148,25 @@ class NoticeSqlMixin:
                 urgent=urgent,
             )
             await conn.execute(
-                notices.insert(),
-                {
-                    "notice_id": notice.notice_id,
-                    "platform": platform,
-                    "sequence": sequence,
-                    "request_count": len(request_ids),
-                    "channel": channel,
-                    "primary_channel": channel,
-                    "fallback_used": False,
-                    "state": notice.state.value,
-                    "created_at": now,
-                    "updated_at": now,
-                    "deliver_by": deliver_by,
-                    "next_attempt_at": now,
-                    "deadline": deadline,
-                    "urgent": urgent,
-                },
+                notices.insert().values(
+                    {
+                        "notice_id": notice.notice_id,
+                        "platform": platform,
+                        "sequence": sequence,
+                        "request_count": len(request_ids),
+                        "channel": channel,
+                        "primary_channel": channel,
+                        "fallback_used": False,
+                        "state": notice.state.value,
+                        "created_at": now,
+                        "updated_at": now,
+                        "deliver_by": deliver_by,
+                        "next_attempt_at": now,
+                        "deadline": deadline,
+                        "urgent": urgent,
+                    }
+                    | claim
+                )
             )
             # The rows are ours: locked on PostgreSQL, under the write lock on SQLite.
             await conn.execute(

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from notifier.domain.models import RequestState
+from notifier.domain.models import NoticeState, RequestState
+from notifier.domain.notices import SendResult
 from tests.contract.test_notice_store_contract import (
     DELIVER_BY,
     LONG,
     NOW,
     FullStore,
+    attempt,
     form,
     ingest,
     make,
@@ -67,3 +69,27 @@ async def test_an_urgent_only_claim_takes_no_normal_notice(store: FullStore) -> 
     urgent = await form(store)
     claimed = await store.claim_due(owner="w1", now=NOW, lease=LONG, limit=5, urgent_only=True)
     assert [n.notice_id for n in claimed] == [urgent.notice_id]
+
+
+async def test_a_notice_formed_claimed_is_held_by_its_maker_like_a_claimed_one(store: FullStore) -> None:
+    await ingest(store, make("u1", urgent=True))
+
+    notice = await store.form_notice(
+        "telegram",
+        max_items=50,
+        channel="email",
+        now=NOW,
+        deliver_by=DELIVER_BY,
+        urgent_only=True,
+        owner="w1",
+        lease=LONG,
+    )
+
+    assert notice is not None and notice.state is NoticeState.SENDING
+    assert await store.claim_due(owner="w2", now=NOW + timedelta(days=1), lease=LONG, limit=5) == []
+    assert await store.renew_lease(notice.notice_id, owner="w1", lease=LONG)
+    assert not await store.renew_lease(notice.notice_id, owner="w2", lease=LONG)
+    assert await store.record_delivery(
+        notice.notice_id, owner="w1", attempt=attempt(), result=SendResult(code=250), channel="email"
+    )
+    assert await request_states(store, ["u1"]) == {"u1": RequestState.DELIVERED}
