@@ -52,18 +52,34 @@ class NoticeStore(Protocol):
         deadline: str | None = None,
         urgent: bool = False,
         urgent_only: bool = False,
-        owner: str | None = None,
-        lease: timedelta | None = None,
     ) -> Notice | None:
         """Atomically turn up to ``max_items`` pending requests of the deadline profile ``deadline``
         (None: those judged by the platform's bounds; urgent first, then oldest; with
         ``urgent_only`` the urgent ones only) into a notice of that profile: allocate the
         platform's next sequence number, insert the notice (``queued``, ``next_attempt_at = now``,
         urgent when ``urgent`` is given or it holds an urgent request), move the requests to
-        ``batched`` with its id. With ``owner`` (and ``lease``) the notice is claimed as it is
-        formed: ``sending`` under ``owner``'s lease, as :meth:`claim_due` would leave it. Every
-        request ends in exactly one notice, also with several processes (SKIP LOCKED on
-        PostgreSQL, BEGIN IMMEDIATE on SQLite). None when nothing is pending."""
+        ``batched`` with its id. Every request ends in exactly one notice, also with several
+        processes (SKIP LOCKED on PostgreSQL, BEGIN IMMEDIATE on SQLite). None when nothing is
+        pending."""
+        ...
+
+    async def form_claimed(
+        self,
+        platform: str,
+        *,
+        max_items: int,
+        channel: str,
+        now: datetime,
+        deliver_by: datetime,
+        owner: str,
+        lease: timedelta,
+        deadline: str | None = None,
+        urgent: bool = False,
+        urgent_only: bool = False,
+    ) -> tuple[Notice, list[TakedownRequest]] | None:
+        """:meth:`form_notice`, the notice claimed as it is formed (``sending`` under ``owner``'s
+        lease, as :meth:`claim_due` would leave it), returned with its requests in batch order:
+        its maker sends it at once, with no claim and no read in between."""
         ...
 
     async def withdraw(

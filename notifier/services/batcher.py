@@ -7,15 +7,16 @@ Each notice is committed with its membership before anything is sent: the store 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
 
 import structlog
 
 from notifier.clock import Clock
 from notifier.domain.batching import decide
 from notifier.domain.deadlines import batch_wait
+from notifier.domain.models import TakedownRequest
 from notifier.domain.notices import Notice
 from notifier.metrics import Metrics
 from notifier.ports import Store
@@ -25,16 +26,27 @@ from notifier.waiting import earliest
 log = structlog.get_logger("notifier.dispatch")
 
 
-class UrgentSends(Protocol):
-    """The dispatcher's urgent send slots, as the batcher sees them: notices formed claimed by
-    ``owner`` for ``lease`` while one is ``free()``, and handed over with ``start``."""
+class UrgentSlots:
+    """The dispatcher's send slots that only urgent notices may use: while one is ``free()``, the
+    batcher forms urgent notices claimed by ``owner`` for ``lease`` and hands each over, with its
+    requests, to ``start``."""
 
-    owner: str
-    lease: timedelta
+    def __init__(
+        self,
+        *,
+        owner: str,
+        lease: timedelta,
+        slots: int,
+        start: Callable[[Notice, Sequence[TakedownRequest]], None],
+    ) -> None:
+        self.owner = owner
+        self.lease = lease
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self._slots = slots
+        self.start = start
 
-    def free(self) -> int: ...
-
-    def start(self, notice: Notice) -> None: ...
+    def free(self) -> int:
+        return self._slots - len(self.in_flight)
 
 
 class Batcher:
@@ -91,7 +103,7 @@ class Batcher:
                 return None  # another process took them
 
     async def form_urgent(
-        self, groups: Iterable[tuple[str, str | None]] | None = None, sends: UrgentSends | None = None
+        self, groups: Iterable[tuple[str, str | None]] | None = None, sends: UrgentSlots | None = None
     ) -> None:
         """Close at once the notices of the waiting urgent requests: of the (platform, deadline
         profile) ``groups`` named (where intake has just stored some), else of every platform and
@@ -110,15 +122,16 @@ class Batcher:
                 continue
             urgent_profile = self._urgent_profile(route, deadline)
             while True:
-                claim = sends if sends is not None and sends.free() > 0 else None
-                notice = await self._close(
-                    route, deadline, urgent=urgent_profile, urgent_only=not urgent_profile, claim=claim
-                )
-                if notice is None:
-                    break
-                if claim is not None:
-                    claim.start(notice)
-                if len(notice.request_ids) < route.max_items:
+                if sends is not None and sends.free() > 0:
+                    formed = await self._claimed(route, deadline, urgent_profile, sends)
+                    notice = formed[0] if formed is not None else None
+                    if formed is not None:
+                        sends.start(*formed)
+                else:
+                    notice = await self._close(
+                        route, deadline, urgent=urgent_profile, urgent_only=not urgent_profile
+                    )
+                if notice is None or len(notice.request_ids) < route.max_items:
                     break
 
     @staticmethod
@@ -126,18 +139,32 @@ class Batcher:
         profile = route.profile(deadline)
         return profile is not None and profile.urgent
 
+    async def _claimed(
+        self, route: Route, deadline: str | None, urgent_profile: bool, sends: UrgentSlots
+    ) -> tuple[Notice, list[TakedownRequest]] | None:
+        """Form one urgent notice claimed for ``sends``, with its requests; None when none waits."""
+        now = self._clock.now()
+        formed = await self._store.form_claimed(
+            route.platform,
+            max_items=route.max_items,
+            channel=route.primary.name,
+            now=now,
+            deliver_by=now + self._deliver_within,
+            owner=sends.owner,
+            lease=sends.lease,
+            deadline=deadline,
+            urgent=urgent_profile,
+            urgent_only=not urgent_profile,
+        )
+        if formed is not None:
+            self._created(route, formed[0], deadline)
+        return formed
+
     async def _close(
-        self,
-        route: Route,
-        deadline: str | None,
-        *,
-        urgent: bool,
-        urgent_only: bool,
-        claim: UrgentSends | None = None,
+        self, route: Route, deadline: str | None, *, urgent: bool, urgent_only: bool
     ) -> Notice | None:
         """Form one notice of ``route``'s pending requests of profile ``deadline`` (see
-        :meth:`notifier.ports.NoticeStore.form_notice`), claimed by ``claim`` if given; None when
-        another process took them."""
+        :meth:`notifier.ports.NoticeStore.form_notice`); None when another process took them."""
         now = self._clock.now()
         notice = await self._store.form_notice(
             route.platform,
@@ -148,11 +175,13 @@ class Batcher:
             deadline=deadline,
             urgent=urgent,
             urgent_only=urgent_only,
-            owner=claim.owner if claim is not None else None,
-            lease=claim.lease if claim is not None else None,
         )
-        if notice is None:
-            return None
+        if notice is not None:
+            self._created(route, notice, deadline)
+        return notice
+
+    def _created(self, route: Route, notice: Notice, deadline: str | None) -> None:
+        """Count and log a notice formed."""
         reason = (
             "urgent"
             if notice.urgent
@@ -168,4 +197,3 @@ class Batcher:
             reason=reason,
             deadline=deadline,
         )
-        return notice

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -36,7 +36,7 @@ from notifier.errors import StoreUnavailable
 from notifier.metrics import Metrics
 from notifier.ports import Store
 from notifier.services.alerts import FailureAlerter, OperationsAlerts
-from notifier.services.batcher import Batcher
+from notifier.services.batcher import Batcher, UrgentSlots
 from notifier.services.leases import holding, persist
 from notifier.services.outcomes import Outcomes
 from notifier.services.routes import Route, notice_content, process_owner
@@ -51,21 +51,6 @@ _T = TypeVar("_T")
 # How long a claim holds by default. It is renewed while its send runs (every third of it), so it
 # can be short: a killed process's notice is taken over within this time.
 DEFAULT_LEASE = timedelta(seconds=45)
-
-
-class _UrgentSlots:
-    """The send slots only urgent notices may use (:class:`notifier.services.batcher.UrgentSends`):
-    the batcher forms urgent notices claimed for them while one is free."""
-
-    def __init__(self, *, owner: str, lease: timedelta, slots: int, start: Callable[[Notice], None]) -> None:
-        self.owner = owner
-        self.lease = lease
-        self.in_flight: set[asyncio.Task[None]] = set()
-        self._slots = slots
-        self.start = start
-
-    def free(self) -> int:
-        return self._slots - len(self.in_flight)
 
 
 class Dispatcher:
@@ -127,11 +112,13 @@ class Dispatcher:
         self._urgent_form_due = True
         self._urgent_groups: set[tuple[str, str | None]] = set()
         self._urgent_waiting = False
-        self._urgent = _UrgentSlots(
+        self._urgent = UrgentSlots(
             owner=self.owner,
             lease=lease,
             slots=urgent_slots,
-            start=lambda notice: self._start(notice, self._urgent.in_flight, self._urgent_kick),
+            start=lambda notice, requests: self._start(
+                notice, self._urgent.in_flight, self._urgent_kick, requests
+            ),
         )
         self._batcher = Batcher(
             store=store, routes=self._routes, clock=clock, metrics=metrics, deliver_within=deliver_within
@@ -302,8 +289,14 @@ class Dispatcher:
             self._start(notice, self._urgent.in_flight, self._urgent_kick)
         return len(notices)
 
-    def _start(self, notice: Notice, in_flight: set[asyncio.Task[None]], freed: asyncio.Event) -> None:
-        task = asyncio.create_task(self._send_guarded(notice), name=f"send {notice.notice_id}")
+    def _start(
+        self,
+        notice: Notice,
+        in_flight: set[asyncio.Task[None]],
+        freed: asyncio.Event,
+        requests: Sequence[TakedownRequest] | None = None,
+    ) -> None:
+        task = asyncio.create_task(self._send_guarded(notice, requests), name=f"send {notice.notice_id}")
         in_flight.add(task)
 
         def sent(task: asyncio.Task[None]) -> None:
@@ -312,9 +305,9 @@ class Dispatcher:
 
         task.add_done_callback(sent)
 
-    async def _send_guarded(self, notice: Notice) -> None:
+    async def _send_guarded(self, notice: Notice, requests: Sequence[TakedownRequest] | None) -> None:
         try:
-            await self.send(notice)
+            await self.send(notice, requests)
         except asyncio.CancelledError:
             # Shutdown past the grace period: hand the notice back so the next process
             # (or this one, restarted) takes it at once instead of waiting for the lease.
@@ -330,8 +323,9 @@ class Dispatcher:
             log.exception("notice.send_crashed", notice_id=notice.notice_id, platform=notice.platform)
             await self._outcomes.internal_failure(notice, f"internal error: {type(error).__name__}")
 
-    async def send(self, notice: Notice) -> None:
-        """Send one claimed notice and record what happened."""
+    async def send(self, notice: Notice, requests: Sequence[TakedownRequest] | None = None) -> None:
+        """Send one claimed notice and record what happened. ``requests``: its requests, when they
+        were read as it was claimed (else they are read now)."""
         route = self._routes.get(notice.platform)
         if route is None:
             # The platform left the configuration while its notice was open: keep the notice,
@@ -355,7 +349,7 @@ class Dispatcher:
             # The moment this send states its deadlines from, and the delivery time it records if
             # the platform takes it: the notice states the instant its SLA is judged against.
             sent_at = self._clock.now()
-            content = await self._content(notice, route, sent_at)
+            content = await self._content(notice, route, sent_at, requests)
             async with holding(self._store, notice.notice_id, owner=self.owner, lease=self._lease) as lease:
                 outcome = await send_with_retries(
                     channel,
@@ -381,8 +375,11 @@ class Dispatcher:
             lease=self._lease,
         )
 
-    async def _content(self, notice: Notice, route: Route, sent_at: datetime) -> NoticeContent:
-        requests = await self._store.notice_requests(notice.notice_id)
+    async def _content(
+        self, notice: Notice, route: Route, sent_at: datetime, requests: Sequence[TakedownRequest] | None
+    ) -> NoticeContent:
+        if requests is None:
+            requests = await self._store.notice_requests(notice.notice_id)
         return notice_content(
             notice,
             route,

@@ -74,18 +74,23 @@ async def test_an_urgent_only_claim_takes_no_normal_notice(store: FullStore) -> 
 async def test_a_notice_formed_claimed_is_held_by_its_maker_like_a_claimed_one(store: FullStore) -> None:
     await ingest(store, make("u1", urgent=True))
 
-    notice = await store.form_notice(
+    await ingest(store, make("n1"))
+    formed = await store.form_claimed(
         "telegram",
         max_items=50,
         channel="email",
         now=NOW,
         deliver_by=DELIVER_BY,
-        urgent_only=True,
         owner="w1",
         lease=LONG,
+        urgent_only=True,
     )
 
-    assert notice is not None and notice.state is NoticeState.SENDING
+    assert formed is not None
+    notice, requests = formed
+    assert (notice.state, notice.urgent, notice.request_ids) == (NoticeState.SENDING, True, ("u1",))
+    assert requests == [make("u1", urgent=True)]
+    assert await request_states(store, ["n1"]) == {"n1": RequestState.PENDING}
     assert await store.claim_due(owner="w2", now=NOW + timedelta(days=1), lease=LONG, limit=5) == []
     assert await store.renew_lease(notice.notice_id, owner="w1", lease=LONG)
     assert not await store.renew_lease(notice.notice_id, owner="w2", lease=LONG)
