@@ -104,7 +104,9 @@ class SmtpTransport:
         """Send ``message`` with envelope ``sender`` to ``recipients``; ``(250, server reply)``."""
         if self._closed:
             raise DeliveryError("the SMTP transport is shutting down", transient=True)
-        data = flatten(message)
+        # Flattening a big message takes milliseconds of CPU: done in a worker thread, so the
+        # event loop keeps serving the rest of the daemon meanwhile (an urgent one's, small, inline).
+        data = flatten(message) if urgent else await asyncio.to_thread(flatten, message)
         async with self._slot(urgent):
             connection = await self._checkout()
             try:

@@ -26,6 +26,9 @@ from notifier.ports import Delivery, Incoming, IntakeQueue, Store
 
 log = structlog.get_logger("notifier.intake")
 
+# Messages validated (or logged) between two turns given to the rest of the event loop.
+TURN_EVERY = 50
+
 
 class IntakeService:
     def __init__(
@@ -83,10 +86,55 @@ class IntakeService:
         """
         started = time.perf_counter()
         now = self._clock.now()
+        try:
+            incoming, positions, dead = await self._parse(deliveries, now)
+            outcomes = await self._ingest(incoming, [letter for _, letter in dead], now=now, stop=stop)
+        except (asyncio.CancelledError, Stopped):
+            await asyncio.shield(self._queue.release(deliveries))
+            raise
+
+        try:
+            for delivery, letter in dead:
+                await self._queue.dead_letter(delivery, letter.reason)
+        except QueueUnavailable:
+            await asyncio.shield(self._queue.release(deliveries))
+            raise
+        await self._queue.ack(deliveries)
+
+        accepted = [
+            item.request for item, o in zip(incoming, outcomes, strict=True) if o is IntakeOutcome.ACCEPTED
+        ]
+        self._accepted(accepted)
+        results: list[IntakeOutcome | None] = [None] * len(deliveries)
+        for count, (position, item, outcome) in enumerate(zip(positions, incoming, outcomes, strict=True), 1):
+            results[position] = outcome
+            self._record(item, outcome)
+            if count % TURN_EVERY == 0:
+                await asyncio.sleep(0)  # let other work (an urgent request's) run between log lines
+        for _, letter in dead:
+            self._metrics.dead_letters.labels(source=letter.source).inc()
+            log.warning(
+                "request.dead_lettered",
+                source=letter.source,
+                reason=letter.reason,
+                request_id=letter.request_id,
+            )
+        self._metrics.intake_batch_seconds.observe(time.perf_counter() - started)
+        return results
+
+    async def _parse(
+        self, deliveries: Sequence[Delivery], now: datetime
+    ) -> tuple[list[Incoming], list[int], list[tuple[Delivery, DeadLetter]]]:
+        """The valid requests (with their positions in the batch) and the dead letters.
+
+        A big batch is validated a slice at a time, passing the event loop's turn in between, so
+        that other work of the process (an urgent request's) never waits for a whole batch."""
         incoming: list[Incoming] = []
         positions: list[int] = []
         dead: list[tuple[Delivery, DeadLetter]] = []
         for index, delivery in enumerate(deliveries):
+            if index and index % TURN_EVERY == 0:
+                await asyncio.sleep(0)
             try:
                 request = parse_request(delivery.body, self._vocabulary)
             except InvalidRequest as error:
@@ -102,39 +150,7 @@ class IntakeService:
                 continue
             incoming.append(Incoming(request=request, source=delivery.source))
             positions.append(index)
-
-        try:
-            outcomes = await self._ingest(incoming, [letter for _, letter in dead], now=now, stop=stop)
-        except (asyncio.CancelledError, Stopped):
-            await asyncio.shield(self._queue.release(deliveries))
-            raise
-
-        try:
-            for delivery, letter in dead:
-                await self._queue.dead_letter(delivery, letter.reason)
-        except QueueUnavailable:
-            await asyncio.shield(self._queue.release(deliveries))
-            raise
-        await self._queue.ack(deliveries)
-
-        results: list[IntakeOutcome | None] = [None] * len(deliveries)
-        for position, item, outcome in zip(positions, incoming, outcomes, strict=True):
-            results[position] = outcome
-            self._record(item, outcome)
-        accepted = [
-            item.request for item, o in zip(incoming, outcomes, strict=True) if o is IntakeOutcome.ACCEPTED
-        ]
-        self._accepted(accepted)
-        for _, letter in dead:
-            self._metrics.dead_letters.labels(source=letter.source).inc()
-            log.warning(
-                "request.dead_lettered",
-                source=letter.source,
-                reason=letter.reason,
-                request_id=letter.request_id,
-            )
-        self._metrics.intake_batch_seconds.observe(time.perf_counter() - started)
-        return results
+        return incoming, positions, dead
 
     async def accept(self, body: bytes, *, source: str) -> tuple[str, IntakeOutcome]:
         """Take in one request outside the queue (``POST /v1/requests``).
