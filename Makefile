@@ -41,6 +41,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/report.py
 	$(BIN)/python bench/sla.py
+	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/console.py
 
 # Re-resolve the pinned dependencies after editing pyproject.toml (needs uv: pip install uv).

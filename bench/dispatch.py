@@ -431,10 +431,11 @@ async def notifier_bulk(sink: SinkProcess, bodies: Sequence[bytes], processes: i
 
 @contextlib.asynccontextmanager
 async def other_daemons(
-    config: Path, count: int, *, logs: Path | None = None
+    config: Path, count: int, *, logs: Path | None = None, profiles: Path | None = None
 ) -> AsyncIterator[list[asyncio.subprocess.Process]]:
     """``count`` more daemons on ``config``, each ``python -m notifier run``, logs to /dev/null (or
-    to ``<logs>/daemon-<n>.log``); stopped with SIGTERM afterwards."""
+    to ``<logs>/daemon-<n>.log``), under cProfile with ``profiles`` (stats to
+    ``<profiles>/daemon-<n>.prof``); stopped with SIGTERM afterwards."""
     with contextlib.ExitStack() as files:
         outputs = [
             files.enter_context(open(logs / f"daemon-{n}.log", "wb")) if logs is not None else None  # noqa: ASYNC230
@@ -443,6 +444,7 @@ async def other_daemons(
         children = [
             await asyncio.create_subprocess_exec(
                 sys.executable,
+                *(["-m", "cProfile", "-o", str(profiles / f"daemon-{n}.prof")] if profiles else []),
                 "-m",
                 "notifier",
                 "run",
@@ -451,7 +453,7 @@ async def other_daemons(
                 stdout=output or asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.STDOUT if output else asyncio.subprocess.DEVNULL,
             )
-            for output in outputs
+            for n, output in enumerate(outputs)
         ]
         async with _stopped_after(children):
             yield children

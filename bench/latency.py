@@ -292,7 +292,7 @@ async def run(args: argparse.Namespace) -> None:
             publisher = AmqpQueue(AMQP_URL, queues=[env.requests_queue, settings.queue.urgent_requests])
             await publisher.connect()
             try:
-                daemons = other_daemons(config, args.processes, logs=args.daemon_logs)
+                daemons = other_daemons(config, args.processes, logs=args.daemon_logs, profiles=args.profile)
                 async with daemons as children, BarePeer(bare_queue, sink.port, data, to):
                     arrived: dict[str, float] = {}
                     # The daemons are up once a first urgent request has gone through.
@@ -380,6 +380,9 @@ async def main() -> None:
         "--main-queue", action="store_true", help="publish urgent requests to the main queue, behind the load"
     )
     parser.add_argument("--daemon-logs", type=Path, help="write the daemons' logs to DIR/daemon-<n>.log")
+    parser.add_argument(
+        "--profile", type=Path, help="run the daemons under cProfile, stats to DIR/daemon-<n>.prof"
+    )
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of load before sampling")
     args = parser.parse_args()
     print(f"machine: {machine_line()}")
