@@ -310,17 +310,19 @@ async def run(args: argparse.Namespace) -> None:
                     flowing = asyncio.create_task(
                         normal_load(publisher, env.requests_queue, load, args.load, stop)
                     )
-                    await asyncio.sleep(args.warmup)
-                    meter = Meter(sink)
-                    await meter.prepare()
-                    daemon_cpu = cpu_seconds(children)
-                    meter.start()
-                    samples = await sample(urgent_queue, bare_queue, urgent, args.urgent_rate)
-                    cost = await meter.stop()
-                    daemon_cpu = cpu_seconds(children) - daemon_cpu
-                    figures = await load_figures(env.store_url)
-                    stop.set()
-                    published = await flowing
+                    try:
+                        await asyncio.sleep(args.warmup)
+                        meter = Meter(sink)
+                        await meter.prepare()
+                        daemon_cpu = cpu_seconds(children)
+                        meter.start()
+                        samples = await sample(urgent_queue, bare_queue, urgent, args.urgent_rate)
+                        cost = await meter.stop()
+                        daemon_cpu = cpu_seconds(children) - daemon_cpu
+                        figures = await load_figures(env.store_url)
+                    finally:
+                        stop.set()
+                        published = await flowing  # raises what stopped the load, if anything did
                     flowed = time.perf_counter() - started
                     key_of = await arrivals_until(
                         sink,
