@@ -41,6 +41,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/report.py
 	$(BIN)/python bench/sla.py
+	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/console.py
 
 # Coverage-guided fuzzing of the parsers, the callback verifier and the reply classifier (atheris),

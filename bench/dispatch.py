@@ -430,22 +430,38 @@ async def notifier_bulk(sink: SinkProcess, bodies: Sequence[bytes], processes: i
 
 
 @contextlib.asynccontextmanager
-async def other_daemons(config: Path, count: int) -> AsyncIterator[None]:
-    """``count`` more daemons on ``config``, each ``python -m notifier run``, logs to /dev/null;
-    stopped with SIGTERM afterwards."""
-    children = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "notifier",
-            "run",
-            "-c",
-            str(config),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        for _ in range(count)
-    ]
+async def other_daemons(
+    config: Path, count: int, *, logs: Path | None = None, profiles: Path | None = None
+) -> AsyncIterator[list[asyncio.subprocess.Process]]:
+    """``count`` more daemons on ``config``, each ``python -m notifier run``, logs to /dev/null (or
+    to ``<logs>/daemon-<n>.log``), under cProfile with ``profiles`` (stats to
+    ``<profiles>/daemon-<n>.prof``); stopped with SIGTERM afterwards."""
+    with contextlib.ExitStack() as files:
+        outputs = [
+            files.enter_context(open(logs / f"daemon-{n}.log", "wb")) if logs is not None else None  # noqa: ASYNC230
+            for n in range(count)
+        ]
+        children = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                *(["-m", "cProfile", "-o", str(profiles / f"daemon-{n}.prof")] if profiles else []),
+                "-m",
+                "notifier",
+                "run",
+                "-c",
+                str(config),
+                stdout=output or asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.STDOUT if output else asyncio.subprocess.DEVNULL,
+            )
+            for n, output in enumerate(outputs)
+        ]
+        async with _stopped_after(children):
+            yield children
+
+
+@contextlib.asynccontextmanager
+async def _stopped_after(children: Sequence[asyncio.subprocess.Process]) -> AsyncIterator[None]:
+    """Checks the daemons ran to the end, then stops them with SIGTERM."""
     try:
         yield
         for child in children:

@@ -10,9 +10,12 @@ advertised), answers 250 to everything, keeps nothing, and finds the end of a me
 Run as a child process (:class:`SinkProcess`), so that it takes the machine's other core rather
 than the measured process's. The parent talks to it over its standard input and output:
 the child prints ``port <n>`` once listening; each ``stats`` line written to it is answered with
-``<messages> <bytes> <cpu seconds>``; end of input stops it.
+``<messages> <bytes> <cpu seconds>``; end of input stops it. With ``--record`` it also keeps, per
+message, the moment its end was received (``time.monotonic()``, the system-wide monotonic clock
+on Linux, so comparable with the parent's) and its envelope sender; each ``arrivals`` line is
+answered with those not yet reported, as one JSON line ``[[seconds, sender], ...]``.
 
-Usage on its own: .venv/bin/python bench/sink.py [--port N]
+Usage on its own: .venv/bin/python bench/sink.py [--port N] [--record]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -46,9 +50,11 @@ SCRIPT: Final = str(Path(__file__).resolve())
 class Counters:
     """What every connection of the sink has received, together."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, record: bool = False) -> None:
         self.messages = 0
         self.bytes = 0
+        # (monotonic seconds at the message's end, envelope sender), when recording.
+        self.arrivals: list[tuple[float, str]] | None = [] if record else None
 
 
 class SinkProtocol(asyncio.Protocol):
@@ -62,6 +68,7 @@ class SinkProtocol(asyncio.Protocol):
         self._in_data = False
         self._tail = b""  # the last bytes of message data seen, for a terminator split across reads
         self._size = 0
+        self._sender = b""  # the argument of the last MAIL command
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -96,6 +103,9 @@ class SinkProtocol(asyncio.Protocol):
         self._size += end
         self._counters.messages += 1
         self._counters.bytes += self._size
+        if self._counters.arrivals is not None:
+            sender = self._sender.partition(b":")[2].strip().split(b" ")[0].strip(b"<>")
+            self._counters.arrivals.append((time.monotonic(), sender.decode("utf-8", "replace")))
         self._in_data = False
         out.append(b"250 2.0.0 OK: queued\r\n")
         return chunk[end:]
@@ -113,7 +123,9 @@ class SinkProtocol(asyncio.Protocol):
                     self._buffer = b""
                 return b""
             verb = buffer[start : start + 4].upper()
-            start = newline + 2
+            line, start = buffer[start:newline], newline + 2
+            if verb == b"MAIL":
+                self._sender = line
             if verb == b"EHLO":
                 out.append(EHLO_REPLY)
             elif verb == b"DATA":
@@ -137,10 +149,11 @@ class SinkProtocol(asyncio.Protocol):
             self._transport.close()
 
 
-async def serve(port: int) -> None:
-    """Listen on 127.0.0.1:``port``, print ``port <n>``, answer ``stats`` until input ends."""
+async def serve(port: int, *, record: bool = False) -> None:
+    """Listen on 127.0.0.1:``port``, print ``port <n>``, answer ``stats`` (and ``arrivals``) until
+    input ends."""
     loop = asyncio.get_running_loop()
-    counters = Counters()
+    counters = Counters(record=record)
     server = await loop.create_server(lambda: SinkProtocol(counters), "127.0.0.1", port, backlog=128)
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -149,6 +162,10 @@ async def serve(port: int) -> None:
         while line := await reader.readline():
             if line.strip() == b"stats":
                 print(f"{counters.messages} {counters.bytes} {time.process_time():.3f}", flush=True)
+            elif line.strip() == b"arrivals":
+                arrivals = counters.arrivals or []
+                print(json.dumps(arrivals), flush=True)
+                arrivals.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,18 +183,23 @@ class SinkStats:
 
 
 class SinkProcess:
-    """The sink in a child process: ``async with SinkProcess() as sink: sink.port, await sink.stats()``."""
+    """The sink in a child process: ``async with SinkProcess() as sink: sink.port, await sink.stats()``.
 
-    def __init__(self) -> None:
+    ``record``: keep each message's arrival time and envelope sender (:meth:`arrivals`)."""
+
+    def __init__(self, *, record: bool = False) -> None:
         self.port = 0
+        self._record = record
         self._process: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> SinkProcess:
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             SCRIPT,
+            *(["--record"] if self._record else []),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            limit=64 * 1024 * 1024,  # an ``arrivals`` answer is one line
         )
         try:
             line = await asyncio.wait_for(self._stdout().readline(), timeout=30)
@@ -203,6 +225,13 @@ class SinkProcess:
         messages, size, cpu = (await self._stdout().readline()).split()
         return SinkStats(messages=int(messages), bytes=int(size), cpu_seconds=float(cpu))
 
+    async def arrivals(self) -> list[tuple[float, str]]:
+        """(monotonic seconds, envelope sender) of each message received since the last call."""
+        assert self._process is not None and self._process.stdin is not None
+        self._process.stdin.write(b"arrivals\n")
+        await self._process.stdin.drain()
+        return [(float(at), str(sender)) for at, sender in json.loads(await self._stdout().readline())]
+
     async def close(self) -> None:
         process, self._process = self._process, None
         if process is None or process.returncode is not None:
@@ -221,9 +250,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--record", action="store_true", help="keep each message's arrival time and sender")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.port))
+        asyncio.run(serve(args.port, record=args.record))
 
 
 if __name__ == "__main__":

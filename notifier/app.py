@@ -47,6 +47,35 @@ from notifier.wiring import (
 
 log = structlog.get_logger("notifier.app")
 
+# Messages of the urgent queue stored per transaction: few, so that none waits for a long commit.
+URGENT_BATCH = 20
+
+
+def intake_services(
+    settings: Settings, store: Store, queue: IntakeQueue, clock: Clock, metrics: Metrics
+) -> tuple[IntakeService, IntakeService]:
+    """Intake of the requests queue, and of the urgent requests' own queue: consumed by a loop of
+    its own in small batches, so that an urgent request waits neither behind a backlog on the main
+    queue nor for a big batch's commit."""
+    urgent_deadlines = [name for name, profile in settings.deadlines.items() if profile.urgent]
+
+    def consuming(name: str, batch_size: int) -> IntakeService:
+        return IntakeService(
+            store=store,
+            queue=queue,
+            queue_name=name,
+            vocabulary=vocabulary(settings),
+            clock=clock,
+            metrics=metrics,
+            batch_size=batch_size,
+            urgent_deadlines=urgent_deadlines,
+        )
+
+    return (
+        consuming(settings.queue.requests, settings.queue.batch_size),
+        consuming(settings.queue.urgent_requests, URGENT_BATCH),
+    )
+
 
 def ack_service(
     settings: Settings,
@@ -115,52 +144,9 @@ class Daemon:
             await self._resources.aclose()
             raise
 
-    async def _start(self) -> None:
+    async def _serve_http(self, store: Store, queue: IntakeQueue, intake: IntakeService) -> None:
+        """The console, and the HTTP listener (health, metrics, intake, callbacks)."""
         settings = self.settings
-        for path in sorted(settings.sqlite_files()):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._resources.callback(acquire_run_lock(path).close)
-        store = self.store = await open_store(settings)
-        self._resources.push_async_callback(store.close)
-        queue = self.queue = create_queue(settings)
-        self._resources.push_async_callback(queue.close)
-        await queue.connect()
-        intake = IntakeService(
-            store=store,
-            queue=queue,
-            queue_name=settings.queue.requests,
-            vocabulary=vocabulary(settings),
-            clock=self.clock,
-            metrics=self.metrics,
-            batch_size=settings.queue.batch_size,
-        )
-        channels = Channels(settings, self.clock)
-        self._resources.push_async_callback(channels.close)
-        routes = channels.routes()
-        self.dispatcher = Dispatcher(
-            store=store,
-            routes=routes,
-            authority=authority(settings),
-            category_labels=settings.category_labels,
-            clock=self.clock,
-            metrics=self.metrics,
-            deliver_within=settings.sla.deliver_within,
-            alerts=channels.operations(),
-            lease=settings.runtime.lease,
-            concurrency=settings.runtime.send_concurrency,
-            in_call_wait=settings.runtime.in_call_retry_wait.total_seconds(),
-            rng=self._rng,
-        )
-        intake.on_accepted = self.dispatcher.kick
-        self.acks = ack_service(
-            settings,
-            store,
-            self.clock,
-            self.metrics,
-            on_redelivery=self.dispatcher.kick,
-            alerts=channels.operations(),
-            rng=self._rng,
-        )
         console = console_deps(
             settings, cast(ConsoleBackend, store), self.acks, self.clock, sla_bounds(settings)
         )
@@ -191,6 +177,49 @@ class Daemon:
             self._resources.push_async_callback(self.http.stop)
             async with _listening("http.listen", settings.http.listen):
                 await self.http.start()
+
+    async def _start(self) -> None:
+        settings = self.settings
+        for path in sorted(settings.sqlite_files()):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._resources.callback(acquire_run_lock(path).close)
+        store = self.store = await open_store(settings)
+        self._resources.push_async_callback(store.close)
+        queue = self.queue = create_queue(settings)
+        self._resources.push_async_callback(queue.close)
+        await queue.connect()
+        intake, urgent_intake = intake_services(settings, store, queue, self.clock, self.metrics)
+        channels = Channels(settings, self.clock)
+        self._resources.push_async_callback(channels.close)
+        routes = channels.routes()
+        self.dispatcher = Dispatcher(
+            store=store,
+            routes=routes,
+            authority=authority(settings),
+            category_labels=settings.category_labels,
+            clock=self.clock,
+            metrics=self.metrics,
+            deliver_within=settings.sla.deliver_within,
+            alerts=channels.operations(),
+            lease=settings.runtime.lease,
+            concurrency=settings.runtime.send_concurrency,
+            urgent_slots=settings.runtime.urgent_send_concurrency,
+            in_call_wait=settings.runtime.in_call_retry_wait.total_seconds(),
+            rng=self._rng,
+        )
+        for service in (intake, urgent_intake):
+            service.on_accepted = self.dispatcher.kick
+            service.on_urgent = self.dispatcher.kick_urgent
+        self.acks = ack_service(
+            settings,
+            store,
+            self.clock,
+            self.metrics,
+            on_redelivery=self.dispatcher.kick,
+            alerts=channels.operations(),
+            rng=self._rng,
+        )
+        await self._serve_http(store, queue, intake)
         ack_consumer = AckQueueConsumer(
             store=store,
             queue=queue,
@@ -200,6 +229,7 @@ class Daemon:
             metrics=self.metrics,
         )
         self.supervisor.spawn("intake", intake.run)
+        self.supervisor.spawn("intake-urgent", urgent_intake.run)
         self.supervisor.spawn("dispatch", self.dispatcher.run)
         self.sla = SlaMonitor(
             store=store,

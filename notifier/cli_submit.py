@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from notifier.app import create_queue, vocabulary
-from notifier.domain.models import TakedownRequest
+from notifier.domain.models import Priority, TakedownRequest
 from notifier.domain.validation import parse_request
 from notifier.errors import ConfigError, InvalidRequest
 from notifier.intake.records import Record, read_records
@@ -40,6 +40,7 @@ async def submit_files(settings: Settings, names: list[str], *, out: Console, er
         records.extend(read_records(data, label))
 
     words = vocabulary(settings)
+    urgent_profiles = {name for name, profile in settings.deadlines.items() if profile.urgent}
     valid: list[tuple[TakedownRequest, bytes]] = []
     invalid = 0
     for record in records:
@@ -57,6 +58,12 @@ async def submit_files(settings: Settings, names: list[str], *, out: Console, er
         valid.append((request, record.body))
 
     publish, repeated, stored = await _new_ones(settings, valid)
+    # Urgent requests go to their own queue, which the daemon takes ahead of the main one.
+    urgent: list[bytes] = []
+    normal: list[bytes] = []
+    for request, body in publish:
+        is_urgent = request.priority is Priority.URGENT or request.deadline in urgent_profiles
+        (urgent if is_urgent else normal).append(body)
     queue = create_queue(settings)
     await queue.connect()
     try:
@@ -70,33 +77,43 @@ async def submit_files(settings: Settings, names: list[str], *, out: Console, er
             transient=True,
         ) as progress:
             task = progress.add_task("publish", total=len(publish))
-            for start in range(0, len(publish), PUBLISH_CHUNK):
-                chunk = publish[start : start + PUBLISH_CHUNK]
-                await queue.publish(settings.queue.requests, chunk)
-                progress.advance(task, len(chunk))
+            for name, bodies in ((settings.queue.urgent_requests, urgent), (settings.queue.requests, normal)):
+                for start in range(0, len(bodies), PUBLISH_CHUNK):
+                    chunk = bodies[start : start + PUBLISH_CHUNK]
+                    await queue.publish(name, chunk)
+                    progress.advance(task, len(chunk))
     finally:
         await queue.close()
 
-    summary = f"published {len(publish)} request(s) to {settings.queue.requests}"
+    summary = _summary(settings, len(publish), len(urgent), repeated=repeated, stored=stored, invalid=invalid)
+    out.print(summary, markup=False)
+    return invalid
+
+
+def _summary(
+    settings: Settings, published: int, urgent: int, *, repeated: int, stored: int, invalid: int
+) -> str:
+    summary = f"published {published} request(s) to {settings.queue.requests}"
+    if urgent:
+        summary += f" ({urgent} urgent, to {settings.queue.urgent_requests})"
     if repeated:
         summary += f"; {repeated} repeated in the input, published once"
     if stored:
         summary += f"; {stored} already stored unchanged, not published again"
     if invalid:
         summary += f"; {invalid} invalid, not published"
-    out.print(summary, markup=False)
-    return invalid
+    return summary
 
 
 async def _new_ones(
     settings: Settings, valid: list[tuple[TakedownRequest, bytes]]
-) -> tuple[list[bytes], int, int]:
+) -> tuple[list[tuple[TakedownRequest, bytes]], int, int]:
     """The bodies worth publishing, the count of copies repeated in the input and the count already
     stored with the same content. A request whose id is stored with *different* content is published:
     the daemon keeps the first and records the new one as a conflict, so that it is not lost."""
-    first: dict[tuple[str, str], bytes] = {}
+    first: dict[tuple[str, str], tuple[TakedownRequest, bytes]] = {}
     for request, body in valid:
-        first.setdefault((request.request_id, request.content_hash()), body)
+        first.setdefault((request.request_id, request.content_hash()), (request, body))
     repeated = len(valid) - len(first)
     try:
         store = await open_store(settings, existing=True)
@@ -107,5 +124,5 @@ async def _new_ones(
     finally:
         await store.close()
     stored = {(s.request.request_id, s.request.content_hash()) for s in found}
-    publish = [body for key, body in first.items() if key not in stored]
+    publish = [pair for key, pair in first.items() if key not in stored]
     return publish, repeated, len(first) - len(publish)

@@ -42,7 +42,7 @@ def create_queue(settings: Settings) -> IntakeQueue:
         url,
         prefetch=settings.queue.prefetch,
         delivery_limit=settings.queue.delivery_limit,
-        queues=[settings.queue.requests, settings.queue.acks],
+        queues=[settings.queue.requests, settings.queue.urgent_requests, settings.queue.acks],
     )
 
 
@@ -81,7 +81,9 @@ class Channels:
         # clarifications, withdrawals and the operations alerts alike.
         dkim = signer_from(settings.dkim)
         sign = dkim.sign if dkim is not None else None
-        self.smtp = SmtpTransport(settings.smtp, signer=sign)
+        self.smtp = SmtpTransport(
+            settings.smtp, signer=sign, urgent_slots=settings.runtime.urgent_send_concurrency
+        )
         # Alerts over a relay of their own when [alerts] names one: an alert that the notice relay
         # is failing must not depend on it. Alerts are few, so one connection is plenty.
         self.alerts_smtp = (

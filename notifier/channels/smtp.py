@@ -1,13 +1,14 @@
 """SMTP delivery for the email channel: a small pool of reused aiosmtplib connections (SPEC §6.1).
 
-At most ``pool_size`` sends run at once, each on a connection of its own; idle connections wait in
-a queue for the next send, and one idle for longer than :data:`IDLE_CHECK_AFTER` seconds is checked
-with NOOP first. A connection that raised anything (an SMTP error, a timeout, a cancellation) is
-closed and replaced, never reused; a send that finds its pooled connection dropped by the server
-while idle is tried once more on a fresh one. STARTTLS follows ``smtp.starttls`` (see
-:func:`starttls_required`), credentials never cross the network in clear, a ``signer`` (DKIM) signs
-the very bytes the server is given, and every failure
-reaches the caller as a :class:`~notifier.failures.DeliveryError` classified by
+At most ``pool_size`` sends run at once, each on a connection of its own, and ``urgent_slots`` more
+that only urgent notices may use, so an urgent notice never queues behind a backlog of others;
+idle connections wait in a queue for the next send, and one idle for longer than
+:data:`IDLE_CHECK_AFTER` seconds is checked with NOOP first. A connection that raised anything (an
+SMTP error, a timeout, a cancellation) is closed and replaced, never reused; a send that finds its
+pooled connection dropped by the server while idle is tried once more on a fresh one. STARTTLS
+follows ``smtp.starttls`` (see :func:`starttls_required`), credentials never cross the network in
+clear, a ``signer`` (DKIM) signs the very bytes the server is given, and every failure reaches the
+caller as a :class:`~notifier.failures.DeliveryError` classified by
 :func:`notifier.failures.from_smtp`.
 """
 
@@ -50,8 +51,11 @@ def starttls_required(settings: RelaySettings) -> bool:
 class MailTransport(Protocol):
     """Hands a finished message to a mail server."""
 
-    async def send(self, message: EmailMessage, *, sender: str, recipients: Sequence[str]) -> tuple[int, str]:
-        """``(code, server reply)`` once the server took the message; raise DeliveryError otherwise."""
+    async def send(
+        self, message: EmailMessage, *, sender: str, recipients: Sequence[str], urgent: bool = False
+    ) -> tuple[int, str]:
+        """``(code, server reply)`` once the server took the message; raise DeliveryError otherwise.
+        ``urgent``: an urgent notice, which may use capacity kept for urgent notices."""
         ...
 
 
@@ -65,10 +69,11 @@ class _Connection:
 class SmtpTransport:
     """A small pool of aiosmtplib connections to one relay (``[smtp]``, or ``[alerts]`` for alerts).
 
-    At most ``pool_size`` sends run at once, each on a connection of its own; idle connections wait
-    in a queue for the next send. A connection that raised anything (an SMTP error, a timeout, a
-    cancellation) is closed and replaced, never reused. A send that finds its reused connection
-    dropped by the server while idle is tried once more on a fresh connection.
+    At most ``pool_size`` sends run at once, each on a connection of its own, plus ``urgent_slots``
+    urgent ones (see :meth:`_slot`); idle connections wait in a queue for the next send. A
+    connection that raised anything (an SMTP error, a timeout, a cancellation) is closed and
+    replaced, never reused. A send that finds its reused connection dropped by the server while
+    idle is tried once more on a fresh connection.
     """
 
     def __init__(
@@ -76,12 +81,15 @@ class SmtpTransport:
         settings: RelaySettings,
         *,
         pool_size: int = 4,
+        urgent_slots: int = 1,
         tls_context: ssl.SSLContext | None = None,
         idle_check_after: float = IDLE_CHECK_AFTER,
         signer: Callable[[bytes], bytes] | None = None,
     ) -> None:
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
+        if urgent_slots < 0:
+            raise ValueError("urgent_slots must not be negative")
         self._settings = settings
         self._timeout = settings.timeout.total_seconds() or None
         self._tls_required = starttls_required(settings)
@@ -90,17 +98,22 @@ class SmtpTransport:
         self._sign = signer
         self._idle: asyncio.Queue[_Connection] = asyncio.Queue()
         self._slots = asyncio.Semaphore(pool_size)
+        self._urgent_slots = asyncio.Semaphore(urgent_slots) if urgent_slots else None
         self._local_hostname: str | None = None
         self._closed = False
 
-    async def send(self, message: EmailMessage, *, sender: str, recipients: Sequence[str]) -> tuple[int, str]:
+    async def send(
+        self, message: EmailMessage, *, sender: str, recipients: Sequence[str], urgent: bool = False
+    ) -> tuple[int, str]:
         """Send ``message`` with envelope ``sender`` to ``recipients``; ``(250, server reply)``."""
         if self._closed:
             raise DeliveryError("the SMTP transport is shutting down", transient=True)
-        data = flatten(message)
+        # Flattening a big message takes milliseconds of CPU: done in a worker thread, so the
+        # event loop keeps serving the rest of the daemon meanwhile (an urgent one's, small, inline).
+        data = flatten(message) if urgent else await asyncio.to_thread(flatten, message)
         if self._sign is not None and _plain(data, sender, recipients):
             data = self._sign(data)  # else signed in _transmit, over the flattening the server gets
-        async with self._slots:
+        async with self._slot(urgent):
             connection = await self._checkout()
             try:
                 reply = await self._transmit(connection, message, data, sender, recipients)
@@ -133,6 +146,16 @@ class SmtpTransport:
         await asyncio.sleep(0)  # let the transports finish closing their sockets
 
     # -- the pool ---------------------------------------------------------------------------------
+
+    def _slot(self, urgent: bool) -> asyncio.Semaphore:
+        """The send slot to wait for: an urgent send takes a kept slot when one is free, else a
+        shared one when one is free, else waits for a kept one (never behind the shared queue)."""
+        kept = self._urgent_slots
+        if not urgent or kept is None:
+            return self._slots
+        if kept.locked() and not self._slots.locked():
+            return self._slots
+        return kept
 
     async def _checkout(self) -> _Connection:
         while not self._idle.empty():

@@ -94,6 +94,9 @@ class Notice:
     clarification_requested_at: datetime | None = None  # the platform asked for a clarification
     clarified_at: datetime | None = None  # the authority answered it: the removal clock restarted
     earlier_paused_s: int = 0  # the clarification pauses answered before the one above, summed
+    # It holds an urgent request or its profile is urgent: claimed before any other notice, and
+    # sent on capacity kept for urgent notices.
+    urgent: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,6 +146,8 @@ class NoticeContent:
     deadline: DeadlineProfile | None = None
     # A clarification's answer, written by staff: sent to the platform, never logged.
     note: str | None = None
+    # An urgent notice: the channel sends it on capacity kept for urgent notices.
+    urgent: bool = False
 
     @property
     def message_tag(self) -> str:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
 import structlog
 
 from notifier.backoff import Stopped, while_store_unavailable
 from notifier.clock import Clock
-from notifier.domain.models import DeadLetter, IntakeOutcome
+from notifier.domain.models import DeadLetter, IntakeOutcome, Priority, TakedownRequest
 from notifier.domain.validation import Vocabulary, parse_request, request_id_hint
 from notifier.errors import InvalidRequest, QueueUnavailable
 from notifier.intake.consumer import consume
@@ -25,6 +25,9 @@ from notifier.metrics import Metrics
 from notifier.ports import Delivery, Incoming, IntakeQueue, Store
 
 log = structlog.get_logger("notifier.intake")
+
+# Messages validated (or logged) between two turns given to the rest of the event loop.
+TURN_EVERY = 50
 
 
 class IntakeService:
@@ -38,6 +41,7 @@ class IntakeService:
         clock: Clock,
         metrics: Metrics,
         batch_size: int = 500,
+        urgent_deadlines: Collection[str] = (),
     ) -> None:
         self._store = store
         self._queue = queue
@@ -46,9 +50,14 @@ class IntakeService:
         self._clock = clock
         self._metrics = metrics
         self._batch_size = batch_size
-        # Called after a batch with accepted requests is committed (the dispatcher's kick), so an
-        # urgent request does not wait for the batcher's next poll.
+        self._urgent_deadlines = frozenset(urgent_deadlines)
+        # Called after a batch with accepted requests is committed (the dispatcher's kick), so the
+        # batcher looks at them without waiting for its next poll.
         self.on_accepted: Callable[[], None] | None = None
+        # Called with the urgent requests (``priority = "urgent"`` or of an urgent deadline
+        # profile) once committed: the dispatcher's urgent path closes their notice and sends it
+        # at once.
+        self.on_urgent: Callable[[Sequence[TakedownRequest]], None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then finish the batch in hand and stop consuming."""
@@ -77,10 +86,55 @@ class IntakeService:
         """
         started = time.perf_counter()
         now = self._clock.now()
+        try:
+            incoming, positions, dead = await self._parse(deliveries, now)
+            outcomes = await self._ingest(incoming, [letter for _, letter in dead], now=now, stop=stop)
+        except (asyncio.CancelledError, Stopped):
+            await asyncio.shield(self._queue.release(deliveries))
+            raise
+
+        try:
+            for delivery, letter in dead:
+                await self._queue.dead_letter(delivery, letter.reason)
+        except QueueUnavailable:
+            await asyncio.shield(self._queue.release(deliveries))
+            raise
+        await self._queue.ack(deliveries)
+
+        accepted = [
+            item.request for item, o in zip(incoming, outcomes, strict=True) if o is IntakeOutcome.ACCEPTED
+        ]
+        self._accepted(accepted)
+        results: list[IntakeOutcome | None] = [None] * len(deliveries)
+        for count, (position, item, outcome) in enumerate(zip(positions, incoming, outcomes, strict=True), 1):
+            results[position] = outcome
+            self._record(item, outcome)
+            if count % TURN_EVERY == 0:
+                await asyncio.sleep(0)  # let other work (an urgent request's) run between log lines
+        for _, letter in dead:
+            self._metrics.dead_letters.labels(source=letter.source).inc()
+            log.warning(
+                "request.dead_lettered",
+                source=letter.source,
+                reason=letter.reason,
+                request_id=letter.request_id,
+            )
+        self._metrics.intake_batch_seconds.observe(time.perf_counter() - started)
+        return results
+
+    async def _parse(
+        self, deliveries: Sequence[Delivery], now: datetime
+    ) -> tuple[list[Incoming], list[int], list[tuple[Delivery, DeadLetter]]]:
+        """The valid requests (with their positions in the batch) and the dead letters.
+
+        A big batch is validated a slice at a time, passing the event loop's turn in between, so
+        that other work of the process (an urgent request's) never waits for a whole batch."""
         incoming: list[Incoming] = []
         positions: list[int] = []
         dead: list[tuple[Delivery, DeadLetter]] = []
         for index, delivery in enumerate(deliveries):
+            if index and index % TURN_EVERY == 0:
+                await asyncio.sleep(0)
             try:
                 request = parse_request(delivery.body, self._vocabulary)
             except InvalidRequest as error:
@@ -96,37 +150,7 @@ class IntakeService:
                 continue
             incoming.append(Incoming(request=request, source=delivery.source))
             positions.append(index)
-
-        try:
-            outcomes = await self._ingest(incoming, [letter for _, letter in dead], now=now, stop=stop)
-        except (asyncio.CancelledError, Stopped):
-            await asyncio.shield(self._queue.release(deliveries))
-            raise
-
-        try:
-            for delivery, letter in dead:
-                await self._queue.dead_letter(delivery, letter.reason)
-        except QueueUnavailable:
-            await asyncio.shield(self._queue.release(deliveries))
-            raise
-        await self._queue.ack(deliveries)
-
-        results: list[IntakeOutcome | None] = [None] * len(deliveries)
-        for position, item, outcome in zip(positions, incoming, outcomes, strict=True):
-            results[position] = outcome
-            self._record(item, outcome)
-        if self.on_accepted is not None and IntakeOutcome.ACCEPTED in outcomes:
-            self.on_accepted()
-        for _, letter in dead:
-            self._metrics.dead_letters.labels(source=letter.source).inc()
-            log.warning(
-                "request.dead_lettered",
-                source=letter.source,
-                reason=letter.reason,
-                request_id=letter.request_id,
-            )
-        self._metrics.intake_batch_seconds.observe(time.perf_counter() - started)
-        return results
+        return incoming, positions, dead
 
     async def accept(self, body: bytes, *, source: str) -> tuple[str, IntakeOutcome]:
         """Take in one request outside the queue (``POST /v1/requests``).
@@ -139,9 +163,21 @@ class IntakeService:
         item = Incoming(request=request, source=source)
         (outcome,) = await self._store.ingest([item], [], now=self._clock.now())
         self._record(item, outcome)
-        if self.on_accepted is not None and outcome is IntakeOutcome.ACCEPTED:
-            self.on_accepted()
+        self._accepted([request] if outcome is IntakeOutcome.ACCEPTED else [])
         return request.request_id, outcome
+
+    def is_urgent(self, request: TakedownRequest) -> bool:
+        return request.priority is Priority.URGENT or request.deadline in self._urgent_deadlines
+
+    def _accepted(self, requests: Sequence[TakedownRequest]) -> None:
+        """Wake the dispatcher for newly stored requests: its urgent path first if any is urgent."""
+        if not requests:
+            return
+        urgent = [r for r in requests if self.is_urgent(r)]
+        if self.on_urgent is not None and urgent:
+            self.on_urgent(urgent)
+        if self.on_accepted is not None:
+            self.on_accepted()
 
     async def _ingest(
         self,

@@ -51,13 +51,36 @@ class NoticeStore(Protocol):
         now: datetime,
         deliver_by: datetime,
         deadline: str | None = None,
+        urgent: bool = False,
+        urgent_only: bool = False,
     ) -> Notice | None:
         """Atomically turn up to ``max_items`` pending requests of the deadline profile ``deadline``
-        (None: those judged by the platform's bounds; urgent first, then oldest) into a notice of
-        that profile: allocate the platform's next sequence number, insert the notice (``queued``,
-        ``next_attempt_at = now``), move the requests to ``batched`` with its id. Every request
-        ends in exactly one notice, also with several processes (SKIP LOCKED on PostgreSQL,
-        BEGIN IMMEDIATE on SQLite). None when nothing is pending."""
+        (None: those judged by the platform's bounds; urgent first, then oldest; with
+        ``urgent_only`` the urgent ones only) into a notice of that profile: allocate the
+        platform's next sequence number, insert the notice (``queued``, ``next_attempt_at = now``,
+        urgent when ``urgent`` is given or it holds an urgent request), move the requests to
+        ``batched`` with its id. Every request ends in exactly one notice, also with several
+        processes (SKIP LOCKED on PostgreSQL, BEGIN IMMEDIATE on SQLite). None when nothing is
+        pending."""
+        ...
+
+    async def form_claimed(
+        self,
+        platform: str,
+        *,
+        max_items: int,
+        channel: str,
+        now: datetime,
+        deliver_by: datetime,
+        owner: str,
+        lease: timedelta,
+        deadline: str | None = None,
+        urgent: bool = False,
+        urgent_only: bool = False,
+    ) -> tuple[Notice, list[TakedownRequest]] | None:
+        """:meth:`form_notice`, the notice claimed as it is formed (``sending`` under ``owner``'s
+        lease, as :meth:`claim_due` would leave it), returned with its requests in batch order:
+        its maker sends it at once, with no claim and no read in between."""
         ...
 
     async def withdraw(
@@ -69,10 +92,14 @@ class NoticeStore(Protocol):
         left open is resolved). The steps taken and refused; unknown ids left out."""
         ...
 
-    async def claim_due(self, *, owner: str, now: datetime, lease: timedelta, limit: int) -> list[Notice]:
+    async def claim_due(
+        self, *, owner: str, now: datetime, lease: timedelta, limit: int, urgent_only: bool = False
+    ) -> list[Notice]:
         """Claim notices to send: ``queued``/``retrying`` ones whose ``next_attempt_at <= now``
         (business time), and ``sending`` ones whose lease has expired by the store's clock (a
-        process died mid-send). They become ``sending`` with ``owner`` and a lease of ``lease``."""
+        process died mid-send); urgent ones before any other (only urgent ones with
+        ``urgent_only``). They become ``sending`` with ``owner`` and a lease of ``lease``;
+        returned urgent first, then in due order."""
         ...
 
     async def next_attempt_due(self) -> datetime | None:

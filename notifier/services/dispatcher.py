@@ -4,9 +4,14 @@ Two loops share the work of one daemon process, and any number of processes shar
 
 * the **batcher** closes notices per platform (full, waited long enough, or urgent) and commits
   each notice with its membership before anything is sent: the store is the outbox;
-* the **sender** claims due notices with a lease, sends each over its channel with short in-call
-  retries, and records the outcome: delivered, a durable retry time, the fallback channel, or
-  failure with an alert to the operations staff.
+* the **sender** claims due notices with a lease, urgent ones first, sends each over its channel
+  with short in-call retries, and records the outcome: delivered, a durable retry time, the
+  fallback channel, or failure with an alert to the operations staff.
+
+Urgent requests (``priority = "urgent"``, or of an urgent deadline profile) jump every queue: intake
+wakes a third loop, the **urgent path** (:meth:`Dispatcher.kick_urgent`), which closes a notice of
+the urgent requests at once and sends it on send slots of its own that normal notices never take,
+so an urgent notice waits neither for the batcher's next round nor behind a backlog of others.
 
 Nothing here holds a transaction across network I/O; a process killed mid-send leaves a lease
 that expires, and another process takes the notice over (a duplicate delivery at most, carrying
@@ -18,20 +23,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
 
 import structlog
 
 from notifier.clock import Clock
-from notifier.domain.batching import decide
-from notifier.domain.deadlines import batch_wait
+from notifier.domain.models import TakedownRequest
 from notifier.domain.notices import Attempt, Authority, MessageKind, Notice, NoticeContent
 from notifier.errors import StoreUnavailable
 from notifier.metrics import Metrics
 from notifier.ports import Store
 from notifier.services.alerts import FailureAlerter, OperationsAlerts
+from notifier.services.batcher import Batcher, UrgentSlots
 from notifier.services.leases import holding, persist
 from notifier.services.outcomes import Outcomes
 from notifier.services.routes import Route, notice_content, process_owner
@@ -63,6 +68,7 @@ class Dispatcher:
         owner: str | None = None,
         lease: timedelta = DEFAULT_LEASE,
         concurrency: int = 8,
+        urgent_slots: int = 4,
         poll_interval: float = 0.5,
         in_call_wait: float = 1.0,
         rng: random.Random | None = None,
@@ -76,7 +82,6 @@ class Dispatcher:
         self._deliver_within = deliver_within
         self.owner = owner or process_owner()
         self._lease = lease
-        self._slots = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
         self._poll = poll_interval
         self._in_call_wait = in_call_wait
@@ -102,6 +107,22 @@ class Dispatcher:
         )
         self._waiting = False
         self._in_flight: set[asyncio.Task[None]] = set()
+        # The urgent path: woken by intake (form and send) or by a finished urgent send (send).
+        self._urgent_kick = asyncio.Event()
+        self._urgent_form_due = True
+        self._urgent_groups: set[tuple[str, str | None]] = set()
+        self._urgent_waiting = False
+        self._urgent = UrgentSlots(
+            owner=self.owner,
+            lease=lease,
+            slots=urgent_slots,
+            start=lambda notice, requests: self._start(
+                notice, self._urgent.in_flight, self._urgent_kick, requests
+            ),
+        )
+        self._batcher = Batcher(
+            store=store, routes=self._routes, clock=clock, metrics=metrics, deliver_within=deliver_within
+        )
         self._alerter = FailureAlerter(store=store, alerts=alerts, clock=clock, metrics=metrics)
 
     @property
@@ -118,12 +139,23 @@ class Dispatcher:
         self._housekeeping_due = True
         self._kick.set()
 
+    def kick_urgent(self, requests: Iterable[TakedownRequest] = ()) -> None:
+        """Urgent requests were stored: close their notices and send them now, on the urgent path.
+        Without ``requests``, every platform's waiting urgent requests are looked for."""
+        groups = {(r.platform, r.deadline) for r in requests}
+        if groups:
+            self._urgent_groups |= groups
+        else:
+            self._urgent_form_due = True
+        self._urgent_kick.set()
+
     # -- the loops ------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("dispatch.started", owner=self.owner, platforms=sorted(self._routes))
         outage = 0
         loop = asyncio.get_running_loop()
+        urgent = asyncio.create_task(self.run_urgent(stop), name="dispatch urgent")
         try:
             while not stop.is_set():
                 self._kick.clear()
@@ -158,8 +190,42 @@ class Dispatcher:
                 outage = 0
                 await self._idle(stop, wake_at)
         finally:
+            urgent.cancel()
+            await asyncio.gather(urgent, return_exceptions=True)
             await self.drain()
             log.info("dispatch.stopped", owner=self.owner)
+
+    async def run_urgent(self, stop: asyncio.Event) -> None:
+        """The urgent path: at a kick (or the real-time poll, for urgent notices of other processes
+        and urgent retries falling due), close the urgent requests' notices and send what urgent
+        notices are due on the urgent send slots."""
+        outage = 0
+        while not stop.is_set():
+            self._urgent_kick.clear()
+            try:
+                # Formed claimed for a free urgent slot and started at once; the rest queued for
+                # the claim below (or any process's).
+                if self._urgent_form_due:
+                    self._urgent_form_due, self._urgent_groups = False, set()
+                    await self._batcher.form_urgent(None, self._urgent)
+                elif self._urgent_groups:
+                    groups, self._urgent_groups = self._urgent_groups, set()
+                    await self._batcher.form_urgent(groups, self._urgent)
+                await self.send_urgent(stop)
+            except StoreUnavailable as error:
+                self._urgent_form_due = True
+                outage += 1
+                log.warning("store.unavailable", operation="dispatch_urgent", error=str(error))
+                await self._pause(stop, min(5.0, 0.1 * 2**outage))
+                continue
+            outage = 0
+            self._urgent_waiting = True
+            try:
+                await idle(
+                    kick=self._urgent_kick, stop=stop, clock=self._clock, wake_at=None, poll=self._poll
+                )
+            finally:
+                self._urgent_waiting = False
 
     async def _idle(self, stop: asyncio.Event, wake_at: datetime | None) -> None:
         self._waiting = True
@@ -172,7 +238,10 @@ class Dispatcher:
     def quiet(self) -> bool:
         """Nothing in hand: the loop waits for its next business deadline (or a kick not yet taken)
         and no send is in flight. What the demo's clock waits for before jumping ahead."""
-        return self._waiting and not self._kick.is_set() and not self._in_flight
+        waiting = self._waiting and not self._kick.is_set() and not self._in_flight
+        return (
+            waiting and self._urgent_waiting and not self._urgent_kick.is_set() and not self._urgent.in_flight
+        )
 
     async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
         """Wait ``seconds`` of real time, or less if the daemon stops."""
@@ -181,57 +250,18 @@ class Dispatcher:
 
     async def drain(self) -> None:
         """Let in-flight sends finish (the supervisor cancels them after the grace period)."""
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        if self._in_flight or self._urgent.in_flight:
+            await asyncio.gather(*self._in_flight, *self._urgent.in_flight, return_exceptions=True)
 
     # -- batching -------------------------------------------------------------------------------
 
     async def form_notices(self) -> datetime | None:
-        """Close every notice that is due now; return the earliest time one will be due.
+        """Close every notice that is due now; return the earliest time one will be due."""
+        return await self._batcher.form_notices()
 
-        A notice holds requests of one deadline profile (SPEC §14): each profile's pending requests
-        batch on their own, waiting at most 5 % of the profile's acknowledgement bound (an urgent
-        profile not at all)."""
-        wake_at: datetime | None = None
-        for route in self._routes.values():
-            for group in await self._store.pending_groups(route.platform):
-                wake_at = earliest(wake_at, await self._form(route, group.deadline))
-        return wake_at
-
-    async def _form(self, route: Route, deadline: str | None) -> datetime | None:
-        """Close the notices of one platform and profile that are due; when the next one will be."""
-        profile = route.profile(deadline)
-        max_wait = batch_wait(route.max_wait, profile)
-        while True:
-            now = self._clock.now()
-            groups = {g.deadline: g.pending for g in await self._store.pending_groups(route.platform)}
-            summary = groups.get(deadline)
-            if summary is None:
-                return None
-            decision = decide(summary, now=now, max_items=route.max_items, max_wait=max_wait)
-            if not decision.close:
-                return decision.wake_at
-            notice = await self._store.form_notice(
-                route.platform,
-                max_items=route.max_items,
-                channel=route.primary.name,
-                now=now,
-                deliver_by=now + self._deliver_within,
-                deadline=deadline,
-            )
-            if notice is None:
-                return None  # another process took them
-            reason = "urgent" if profile is not None and profile.urgent else decision.reason
-            self._metrics.notices.labels(platform=route.platform, reason=reason).inc()
-            log.info(
-                "notice.created",
-                notice_id=notice.notice_id,
-                platform=route.platform,
-                channel=notice.channel,
-                requests=len(notice.request_ids),
-                reason=reason,
-                deadline=deadline,
-            )
+    async def form_urgent(self) -> None:
+        """Close at once a notice of every platform's and profile's waiting urgent requests."""
+        await self._batcher.form_urgent()
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -244,36 +274,58 @@ class Dispatcher:
             owner=self.owner, now=self._clock.now(), lease=self._lease, limit=free
         )
         for notice in notices:
-            task = asyncio.create_task(self._send_guarded(notice), name=f"send {notice.notice_id}")
-            self._in_flight.add(task)
-            task.add_done_callback(self._sent)
+            self._start(notice, self._in_flight, self._kick)
         return len(notices)
 
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        self._kick.set()  # a slot is free
+    async def send_urgent(self, stop: asyncio.Event) -> int:
+        """Claim due urgent notices (up to the free urgent send slots) and start sending them."""
+        free = self._urgent.free()
+        if free <= 0 or stop.is_set():
+            return 0
+        notices = await self._store.claim_due(
+            owner=self.owner, now=self._clock.now(), lease=self._lease, limit=free, urgent_only=True
+        )
+        for notice in notices:
+            self._start(notice, self._urgent.in_flight, self._urgent_kick)
+        return len(notices)
 
-    async def _send_guarded(self, notice: Notice) -> None:
-        async with self._slots:
-            try:
-                await self.send(notice)
-            except asyncio.CancelledError:
-                # Shutdown past the grace period: hand the notice back so the next process
-                # (or this one, restarted) takes it at once instead of waiting for the lease.
-                await asyncio.shield(self._store.release(notice.notice_id, owner=self.owner))
-                raise
-            except StoreUnavailable:
-                # The outcome could not be written even after waiting: the lease runs out and the
-                # notice is taken again, by this process or another.
-                log.error("notice.outcome_not_recorded", notice_id=notice.notice_id, platform=notice.platform)
-            except Exception as error:
-                # A fault of notifier itself (a template error, a bug): treated as a transient
-                # failure, so it backs off like any other instead of being claimed again at once.
-                log.exception("notice.send_crashed", notice_id=notice.notice_id, platform=notice.platform)
-                await self._outcomes.internal_failure(notice, f"internal error: {type(error).__name__}")
+    def _start(
+        self,
+        notice: Notice,
+        in_flight: set[asyncio.Task[None]],
+        freed: asyncio.Event,
+        requests: Sequence[TakedownRequest] | None = None,
+    ) -> None:
+        task = asyncio.create_task(self._send_guarded(notice, requests), name=f"send {notice.notice_id}")
+        in_flight.add(task)
 
-    async def send(self, notice: Notice) -> None:
-        """Send one claimed notice and record what happened."""
+        def sent(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            freed.set()  # a slot is free
+
+        task.add_done_callback(sent)
+
+    async def _send_guarded(self, notice: Notice, requests: Sequence[TakedownRequest] | None) -> None:
+        try:
+            await self.send(notice, requests)
+        except asyncio.CancelledError:
+            # Shutdown past the grace period: hand the notice back so the next process
+            # (or this one, restarted) takes it at once instead of waiting for the lease.
+            await asyncio.shield(self._store.release(notice.notice_id, owner=self.owner))
+            raise
+        except StoreUnavailable:
+            # The outcome could not be written even after waiting: the lease runs out and the
+            # notice is taken again, by this process or another.
+            log.error("notice.outcome_not_recorded", notice_id=notice.notice_id, platform=notice.platform)
+        except Exception as error:
+            # A fault of notifier itself (a template error, a bug): treated as a transient
+            # failure, so it backs off like any other instead of being claimed again at once.
+            log.exception("notice.send_crashed", notice_id=notice.notice_id, platform=notice.platform)
+            await self._outcomes.internal_failure(notice, f"internal error: {type(error).__name__}")
+
+    async def send(self, notice: Notice, requests: Sequence[TakedownRequest] | None = None) -> None:
+        """Send one claimed notice and record what happened. ``requests``: its requests, when they
+        were read as it was claimed (else they are read now)."""
         route = self._routes.get(notice.platform)
         if route is None:
             # The platform left the configuration while its notice was open: keep the notice,
@@ -297,7 +349,7 @@ class Dispatcher:
             # The moment this send states its deadlines from, and the delivery time it records if
             # the platform takes it: the notice states the instant its SLA is judged against.
             sent_at = self._clock.now()
-            content = await self._content(notice, route, sent_at)
+            content = await self._content(notice, route, sent_at, requests)
             async with holding(self._store, notice.notice_id, owner=self.owner, lease=self._lease) as lease:
                 outcome = await send_with_retries(
                     channel,
@@ -323,8 +375,11 @@ class Dispatcher:
             lease=self._lease,
         )
 
-    async def _content(self, notice: Notice, route: Route, sent_at: datetime) -> NoticeContent:
-        requests = await self._store.notice_requests(notice.notice_id)
+    async def _content(
+        self, notice: Notice, route: Route, sent_at: datetime, requests: Sequence[TakedownRequest] | None
+    ) -> NoticeContent:
+        if requests is None:
+            requests = await self._store.notice_requests(notice.notice_id)
         return notice_content(
             notice,
             route,

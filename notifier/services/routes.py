@@ -97,6 +97,7 @@ def notice_content(
         ack_within=ack_within,
         removal_within=removal_within,
         deadline=route.profile(notice.deadline),
+        urgent=notice.urgent,
     )
 
 

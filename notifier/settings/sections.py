@@ -77,10 +77,18 @@ class StoreSettings(_UrlSection):
 
 class QueueSettings(_UrlSection):
     requests: str = "takedown.requests"
+    # Urgent requests' own queue (empty: ``<requests>.urgent``), consumed apart from ``requests`` so
+    # that an urgent request never waits behind a backlog of normal ones.
+    urgent: str = ""
     acks: str = "takedown.acks"
     prefetch: Annotated[int, Field(ge=1, le=65535)] = 1000
     batch_size: Annotated[int, Field(ge=1, le=10000)] = 500
     delivery_limit: Annotated[int, Field(ge=1, le=1000)] = 20
+
+    @property
+    def urgent_requests(self) -> str:
+        """The queue of urgent requests."""
+        return self.urgent or f"{self.requests}.urgent"
 
     @model_validator(mode="after")
     def _scheme(self) -> QueueSettings:
@@ -164,6 +172,9 @@ class RuntimeSettings(Section):
     # after this long.
     lease: Duration = timedelta(seconds=45)
     send_concurrency: Annotated[int, Field(ge=1, le=256)] = 8
+    # More sends at once that only urgent notices may use, so that an urgent notice never waits
+    # for a slot behind normal ones (the SMTP pool keeps connections for them too).
+    urgent_send_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     # First wait of the short, in-call retries (doubling, 3 tries) before a failure becomes durable.
     in_call_retry_wait: Duration = timedelta(seconds=1)
 

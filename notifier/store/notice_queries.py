@@ -4,17 +4,18 @@ and the reading of notice rows back into :class:`notifier.domain.notices.Notice`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, select, update
+from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, null, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.models import NoticeState, Priority, RequestState
 from notifier.domain.notices import Attempt, AttemptOutcome, Notice
 from notifier.store.ingest import as_utc
 from notifier.store.renotice_sql import members_of
-from notifier.store.tables import notice_attempts, notices, requests
+from notifier.store.tables import notice_attempts, notices, platform_sequences, requests
 
 SENDING = NoticeState.SENDING.value
 
@@ -24,21 +25,54 @@ SENDING = NoticeState.SENDING.value
 DELIVERABLE = (RequestState.BATCHED.value, RequestState.DELIVERED.value)
 
 
+@dataclass(frozen=True, slots=True)
+class FormSpec:
+    """What :meth:`notifier.store.notices_sql.NoticeSqlMixin.form_notice` (or ``form_claimed``)
+    is asked to form."""
+
+    platform: str
+    max_items: int
+    channel: str
+    now: datetime
+    deliver_by: datetime
+    deadline: str | None
+    urgent: bool
+    urgent_only: bool
+
+
+async def next_sequence(conn: AsyncConnection, insert: Any, platform: str) -> int:
+    """The platform's next notice sequence number (``insert``: the dialect's upsert-capable insert)."""
+    stmt = insert(platform_sequences).values(platform=platform, last_value=1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["platform"], set_={"last_value": platform_sequences.c.last_value + 1}
+    ).returning(platform_sequences.c.last_value)
+    value: int = (await conn.execute(stmt)).scalar_one()
+    return value
+
+
 async def pick_pending(
-    conn: AsyncConnection, platform: str, max_items: int, deadline: str | None = None
-) -> list[str]:
-    """Up to ``max_items`` pending request ids of ``platform`` judged by the deadline profile
-    ``deadline`` (None: by the platform's bounds), urgent first, then oldest.
+    conn: AsyncConnection,
+    platform: str,
+    max_items: int,
+    deadline: str | None = None,
+    *,
+    urgent_only: bool = False,
+    with_bodies: bool = False,
+) -> tuple[list[tuple[str, str | None]], int]:
+    """Up to ``max_items`` pending requests of ``platform`` judged by the deadline profile
+    ``deadline`` (None: by the platform's bounds), urgent first, then oldest (only the urgent ones
+    with ``urgent_only``), as (request id, body if ``with_bodies``); and how many are urgent.
 
     One query per priority rather than ``ORDER BY priority = 'urgent' DESC``: each then reads the
     batching index in order and stops at its limit, however many requests are pending.
     """
-    picked: list[str] = []
+    picked: list[tuple[str, str | None]] = []
+    urgent = 0
     for priority in (Priority.URGENT, Priority.NORMAL):
-        if len(picked) == max_items:
+        if len(picked) == max_items or (urgent_only and priority is Priority.NORMAL):
             break
         stmt = (
-            select(requests.c.request_id)
+            select(requests.c.request_id, requests.c.body if with_bodies else null())
             .where(
                 requests.c.platform == platform,
                 requests.c.state == RequestState.PENDING.value,
@@ -49,8 +83,76 @@ async def pick_pending(
             .limit(max_items - len(picked))
             .with_for_update(skip_locked=True)
         )
-        picked += (await conn.execute(stmt)).scalars().all()
-    return picked
+        picked += [(rid, body) for rid, body in (await conn.execute(stmt)).all()]
+        if priority is Priority.URGENT:
+            urgent = len(picked)
+    return picked, urgent
+
+
+def due_notices(
+    *, now: datetime, store_now: ColumnElement[float], limit: int, urgent_only: bool
+) -> Select[tuple[str]]:
+    """The ids of up to ``limit`` notices to claim, locked (SKIP LOCKED): ``queued``/``retrying``
+    ones due by business time ``now``, and ``sending`` ones whose lease ran out by the store's
+    clock (a process died mid-send). Urgent notices first, then by due time; only urgent ones with
+    ``urgent_only`` (read off their partial index)."""
+    waiting: ColumnElement[bool] = notices.c.state.in_([NoticeState.QUEUED.value, NoticeState.RETRYING.value])
+    stale: ColumnElement[bool] = notices.c.state == SENDING
+    if urgent_only:
+        waiting = and_(notices.c.urgent, waiting)
+        stale = and_(notices.c.urgent, stale)
+    return (
+        select(notices.c.notice_id)
+        .where(
+            or_(
+                and_(waiting, notices.c.next_attempt_at <= now),
+                and_(stale, notices.c.lease_until <= store_now),
+            )
+        )
+        .order_by(notices.c.urgent.desc(), notices.c.next_attempt_at, notices.c.notice_id)
+        .limit(limit)
+        # SKIP LOCKED: two processes claiming at once take disjoint notices without waiting for
+        # each other. SQLite renders no FOR UPDATE; its write lock already serialises claims.
+        .with_for_update(skip_locked=True)
+    )
+
+
+async def insert_notice(conn: AsyncConnection, notice: Notice, sequence: int, claim: dict[str, Any]) -> None:
+    """Insert a newly formed notice (with ``claim``'s lease columns, if any) and move its requests
+    to ``batched`` in it. The requests are the caller's: locked on PostgreSQL, under the write
+    lock on SQLite."""
+    at = notice.created_at
+    await conn.execute(
+        notices.insert().values(
+            {
+                "notice_id": notice.notice_id,
+                "platform": notice.platform,
+                "sequence": sequence,
+                "request_count": len(notice.request_ids),
+                "channel": notice.channel,
+                "primary_channel": notice.primary_channel,
+                "fallback_used": False,
+                "state": notice.state.value,
+                "created_at": at,
+                "updated_at": at,
+                "deliver_by": notice.deliver_by,
+                "next_attempt_at": notice.next_attempt_at,
+                "deadline": notice.deadline,
+                "urgent": notice.urgent,
+            }
+            | claim
+        )
+    )
+    await conn.execute(
+        update(requests)
+        .where(requests.c.request_id == bindparam("rid"))
+        .values(
+            state=RequestState.BATCHED.value,
+            notice_id=notice.notice_id,
+            notice_position=bindparam("position"),
+        ),
+        [{"rid": rid, "position": position} for position, rid in enumerate(notice.request_ids)],
+    )
 
 
 def held_by(notice_id: str, owner: str) -> ColumnElement[bool]:
@@ -136,6 +238,7 @@ def _notice(row: Row[Any], request_ids: list[str], attempts: list[Attempt]) -> N
         clarification_requested_at=row.clarification_requested_at,
         clarified_at=row.clarified_at,
         earlier_paused_s=int(row.earlier_paused_s),
+        urgent=bool(row.urgent),
         state=NoticeState(row.state),
         created_at=row.created_at,
         request_ids=tuple(request_ids),

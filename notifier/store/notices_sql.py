@@ -24,14 +24,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     ColumnElement,
     Double,
-    and_,
-    bindparam,
     case,
     cast,
     exists,
     func,
     literal_column,
-    or_,
     select,
     update,
 )
@@ -44,15 +41,19 @@ from notifier.store.ingest import as_utc
 from notifier.store.notice_queries import (
     DELIVERABLE,
     SENDING,
+    FormSpec,
     add_attempt,
+    due_notices,
     end_claim,
     held_by,
+    insert_notice,
+    next_sequence,
     pick_pending,
     requests_delivered,
     with_details,
 )
 from notifier.store.renotice_sql import member_requests
-from notifier.store.tables import notice_attempts, notices, platform_sequences, requests
+from notifier.store.tables import notice_attempts, notices, requests
 
 
 class NoticeSqlMixin:
@@ -114,65 +115,68 @@ class NoticeSqlMixin:
         now: datetime,
         deliver_by: datetime,
         deadline: str | None = None,
+        urgent: bool = False,
+        urgent_only: bool = False,
     ) -> Notice | None:
-        if max_items < 1:
+        spec = FormSpec(platform, max_items, channel, now, deliver_by, deadline, urgent, urgent_only)
+        formed = await self._form(spec, claim=None)
+        return formed[0] if formed is not None else None
+
+    async def form_claimed(
+        self,
+        platform: str,
+        *,
+        max_items: int,
+        channel: str,
+        now: datetime,
+        deliver_by: datetime,
+        owner: str,
+        lease: timedelta,
+        deadline: str | None = None,
+        urgent: bool = False,
+        urgent_only: bool = False,
+    ) -> tuple[Notice, list[TakedownRequest]] | None:
+        spec = FormSpec(platform, max_items, channel, now, deliver_by, deadline, urgent, urgent_only)
+        claim = {"lease_owner": owner, "lease_until": self._store_now() + lease.total_seconds()}
+        return await self._form(spec, claim=claim)
+
+    async def _form(
+        self, spec: FormSpec, *, claim: dict[str, Any] | None
+    ) -> tuple[Notice, list[TakedownRequest]] | None:
+        """One notice formed (and claimed, with ``claim``), with its requests when claimed."""
+        if spec.max_items < 1:
             raise ValueError("max_items must be at least 1")
-        now, deliver_by = as_utc(now), as_utc(deliver_by)
+        now, deliver_by = as_utc(spec.now), as_utc(spec.deliver_by)
         async with self._write("form_notice") as conn:
-            request_ids = await pick_pending(conn, platform, max_items, deadline)
-            if not request_ids:
+            picked, urgent_count = await pick_pending(
+                conn,
+                spec.platform,
+                spec.max_items,
+                spec.deadline,
+                urgent_only=spec.urgent_only,
+                with_bodies=claim is not None,
+            )
+            if not picked:
                 return None
-            sequence = await self._next_sequence(conn, platform)
+            request_ids = [rid for rid, _ in picked]
+            sequence = await next_sequence(conn, self._insert, spec.platform)
             notice = Notice(
-                notice_id=notice_id(platform, now, sequence),
-                platform=platform,
-                channel=channel,
-                primary_channel=channel,
-                state=NoticeState.QUEUED,
+                notice_id=notice_id(spec.platform, now, sequence),
+                platform=spec.platform,
+                channel=spec.channel,
+                primary_channel=spec.channel,
+                # Claimed as it is formed: sent by its maker at once, with no claim in between.
+                state=NoticeState.SENDING if claim is not None else NoticeState.QUEUED,
                 created_at=now,
                 request_ids=tuple(request_ids),
                 deliver_by=deliver_by,
                 next_attempt_at=now,
-                deadline=deadline,
+                deadline=spec.deadline,
+                urgent=spec.urgent or urgent_count > 0,
             )
-            await conn.execute(
-                notices.insert(),
-                {
-                    "notice_id": notice.notice_id,
-                    "platform": platform,
-                    "sequence": sequence,
-                    "request_count": len(request_ids),
-                    "channel": channel,
-                    "primary_channel": channel,
-                    "fallback_used": False,
-                    "state": notice.state.value,
-                    "created_at": now,
-                    "updated_at": now,
-                    "deliver_by": deliver_by,
-                    "next_attempt_at": now,
-                    "deadline": deadline,
-                },
-            )
-            # The rows are ours: locked on PostgreSQL, under the write lock on SQLite.
-            await conn.execute(
-                update(requests)
-                .where(requests.c.request_id == bindparam("rid"))
-                .values(
-                    state=RequestState.BATCHED.value,
-                    notice_id=notice.notice_id,
-                    notice_position=bindparam("position"),
-                ),
-                [{"rid": rid, "position": position} for position, rid in enumerate(request_ids)],
-            )
-        return notice
-
-    async def _next_sequence(self, conn: AsyncConnection, platform: str) -> int:
-        stmt = self._insert(platform_sequences).values(platform=platform, last_value=1)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["platform"], set_={"last_value": platform_sequences.c.last_value + 1}
-        ).returning(platform_sequences.c.last_value)
-        value: int = (await conn.execute(stmt)).scalar_one()
-        return value
+            await insert_notice(conn, notice, sequence, claim or {})
+        bodies = [TakedownRequest.from_canonical(json.loads(body)) for _, body in picked if body is not None]
+        return notice, bodies
 
     async def notice_requests(self, notice_id: str) -> list[TakedownRequest]:
         # A request withdrawn after delivery stays in its notice but is asked of the platform no
@@ -190,29 +194,14 @@ class NoticeSqlMixin:
 
     # -- claiming ---------------------------------------------------------------------------------
 
-    async def claim_due(self, *, owner: str, now: datetime, lease: timedelta, limit: int) -> list[Notice]:
+    async def claim_due(
+        self, *, owner: str, now: datetime, lease: timedelta, limit: int, urgent_only: bool = False
+    ) -> list[Notice]:
         if limit < 1:
             return []
         now = as_utc(now)
         store_now = self._store_now()
-        due = (
-            select(notices.c.notice_id)
-            .where(
-                or_(
-                    and_(
-                        notices.c.state.in_([NoticeState.QUEUED.value, NoticeState.RETRYING.value]),
-                        notices.c.next_attempt_at <= now,
-                    ),
-                    # A process died mid-send: its lease ran out, whatever the business time says.
-                    and_(notices.c.state == SENDING, notices.c.lease_until <= store_now),
-                )
-            )
-            .order_by(notices.c.next_attempt_at, notices.c.notice_id)
-            .limit(limit)
-            # SKIP LOCKED: two processes claiming at once take disjoint notices without waiting for
-            # each other. SQLite renders no FOR UPDATE; its write lock already serialises claims.
-            .with_for_update(skip_locked=True)
-        )
+        due = due_notices(now=now, store_now=store_now, limit=limit, urgent_only=urgent_only)
         stmt = (
             update(notices)
             .where(notices.c.notice_id.in_(due.scalar_subquery()))
@@ -227,7 +216,7 @@ class NoticeSqlMixin:
         async with self._write("claim_due") as conn:
             rows = (await conn.execute(stmt)).all()
             claimed = await with_details(conn, rows)
-        return sorted(claimed, key=lambda n: (n.next_attempt_at or n.created_at, n.notice_id))
+        return sorted(claimed, key=lambda n: (not n.urgent, n.next_attempt_at or n.created_at, n.notice_id))
 
     async def next_attempt_due(self) -> datetime | None:
         stmt = select(func.min(notices.c.next_attempt_at)).where(

@@ -203,6 +203,9 @@ notices = Table(
     Column("clarified_at", UTCDateTime, nullable=True),
     # The seconds of the clarification pauses answered before the current one (every pause counts).
     Column("earlier_paused_s", Integer, nullable=False, server_default="0"),
+    # It holds an urgent request, or its profile is urgent: claimed before any other notice, and
+    # sent on capacity only urgent notices may use.
+    Column("urgent", Boolean, nullable=False, server_default=false()),
     Index(None, "platform", "state"),
     # Claiming: due queued/retrying notices, and sending ones whose lease has run out.
     Index(None, "state", "next_attempt_at"),
@@ -218,6 +221,12 @@ notices = Table(
 # are not in it.
 SLA_TIMED = notices.c.sla_due_at.is_not(None)
 Index(None, notices.c.sla_due_at, postgresql_where=SLA_TIMED, sqlite_where=SLA_TIMED)
+
+# The urgent notices in due order, for the claim that only urgent notices may use: a probe of this
+# small index, however many normal notices wait. Delivered and failed notices have no
+# ``next_attempt_at`` and fall outside every range read.
+URGENT = notices.c.urgent
+Index(None, notices.c.next_attempt_at, postgresql_where=URGENT, sqlite_where=URGENT)
 
 # Every attempt to send a notice, in the order made (by id).
 notice_attempts = Table(

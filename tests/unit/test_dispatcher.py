@@ -78,6 +78,8 @@ class Harness:
         max_items: int = 3,
         clock: SimulatedClock | None = None,
         lease: timedelta = timedelta(seconds=45),
+        concurrency: int = 8,
+        poll_interval: float = 0.5,
     ) -> None:
         self.store = store
         self.clock = clock or SimulatedClock()
@@ -106,6 +108,8 @@ class Harness:
             in_call_wait=0.001,
             rng=random.Random(1),
             lease=lease,
+            concurrency=concurrency,
+            poll_interval=poll_interval,
         )
         self.stop = asyncio.Event()
 

@@ -175,3 +175,39 @@ async def test_http_accept_raises_the_reason_instead_of_dead_lettering(store: Sq
     with pytest.raises(InvalidRequest, match=r"urls\[0\]: scheme 'javascript' is not allowed"):
         await service.accept(body("r-2", url="javascript:alert(1)"), source="http")
     assert await store.dead_letters() == []
+
+
+async def test_urgent_requests_wake_the_urgent_path_and_normal_ones_do_not(store: SqlStore) -> None:
+    vocabulary = Vocabulary(
+        platforms={"telegram"},
+        categories={"deepfake_sexual_abuse"},
+        deadlines={"tco", "standard"},
+    )
+    queue = MemoryQueue()
+    service = IntakeService(
+        store=store,
+        queue=queue,
+        queue_name=QUEUE,
+        vocabulary=vocabulary,
+        clock=SimulatedClock(),
+        metrics=Metrics(),
+        urgent_deadlines={"tco"},
+    )
+    woken: list[str] = []
+    service.on_urgent = lambda requests: woken.append("urgent " + ",".join(r.request_id for r in requests))
+    service.on_accepted = lambda: woken.append("accepted")
+
+    for bodies, expected in [
+        ([body("n-1"), body("n-2", deadline="standard")], ["accepted"]),
+        ([body("u-1", priority="urgent"), body("n-3")], ["urgent u-1", "accepted"]),
+        ([body("p-1", deadline="tco")], ["urgent p-1", "accepted"]),
+        ([body("u-1", priority="urgent")], []),  # a duplicate: nothing new to send
+    ]:
+        woken.clear()
+        await queue.publish(QUEUE, bodies)
+        await service.process(await queue.receive(QUEUE, max_messages=10, wait=0))
+        assert woken == expected, bodies
+
+    woken.clear()
+    await service.accept(body("h-1", priority="urgent"), source="http")
+    assert woken == ["urgent h-1", "accepted"]
