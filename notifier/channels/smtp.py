@@ -27,6 +27,7 @@ from email.message import EmailMessage
 from typing import Final, Protocol
 
 import aiosmtplib
+from aiosmtplib.email import flatten_message
 
 from notifier.failures import DeliveryError, from_smtp
 from notifier.settings import RelaySettings, is_loopback
@@ -45,11 +46,21 @@ def starttls_required(settings: RelaySettings) -> bool:
     return settings.starttls == "required" or (settings.starttls == "auto" and not is_loopback(settings.host))
 
 
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """A message the relay took: its reply code and text, and the exact bytes handed to it (the
+    DATA of the SMTP transaction, before dot-stuffing), which the evidence record keeps."""
+
+    code: int
+    reply: str
+    data: bytes
+
+
 class MailTransport(Protocol):
     """Hands a finished message to a mail server."""
 
-    async def send(self, message: EmailMessage, *, sender: str, recipients: Sequence[str]) -> tuple[int, str]:
-        """``(code, server reply)`` once the server took the message; raise DeliveryError otherwise."""
+    async def send(self, message: EmailMessage, *, sender: str, recipients: Sequence[str]) -> Relayed:
+        """What the server took and answered; raise DeliveryError otherwise."""
         ...
 
 
@@ -89,8 +100,8 @@ class SmtpTransport:
         self._local_hostname: str | None = None
         self._closed = False
 
-    async def send(self, message: EmailMessage, *, sender: str, recipients: Sequence[str]) -> tuple[int, str]:
-        """Send ``message`` with envelope ``sender`` to ``recipients``; ``(250, server reply)``."""
+    async def send(self, message: EmailMessage, *, sender: str, recipients: Sequence[str]) -> Relayed:
+        """Send ``message`` with envelope ``sender`` to ``recipients``: ``Relayed(250, reply, bytes)``."""
         if self._closed:
             raise DeliveryError("the SMTP transport is shutting down", transient=True)
         data = flatten(message)
@@ -224,16 +235,31 @@ class SmtpTransport:
         data: bytes,
         sender: str,
         recipients: Sequence[str],
-    ) -> tuple[int, str]:
+    ) -> Relayed:
         smtp = connection.smtp
-        if data.isascii() and sender.isascii() and all(r.isascii() for r in recipients):
-            refused, reply = await smtp.sendmail(sender, list(recipients), data)
-        else:  # 8-bit content or internationalised addresses: aiosmtplib negotiates the options
-            refused, reply = await smtp.send_message(message, sender=sender, recipients=list(recipients))
+        options: list[str] = []
+        if not (data.isascii() and sender.isascii() and all(r.isascii() for r in recipients)):
+            # 8-bit content or internationalised addresses: the options and the flattening
+            # aiosmtplib's send_message would choose, done here so the bytes sent are known.
+            if smtp.is_ehlo_or_helo_needed:
+                await smtp.ehlo()
+            utf8 = not (sender.isascii() and all(r.isascii() for r in recipients))
+            if utf8:
+                if not smtp.supports_extension("smtputf8"):
+                    raise aiosmtplib.SMTPNotSupported(
+                        "an address contains non-ASCII characters, but the server lacks SMTPUTF8"
+                    )
+                options.append("SMTPUTF8")
+            cte_type = "7bit"
+            if smtp.supports_extension("8BITMIME"):
+                options.append("BODY=8BITMIME")
+                cte_type = "8bit"
+            data = flatten_message(message, utf8=utf8, cte_type=cte_type)
+        refused, reply = await smtp.sendmail(sender, list(recipients), data, mail_options=options)
         if refused:
             codes = ", ".join(str(response.code) for response in refused.values())
             reply = f"{reply} ({len(refused)} of {len(recipients)} recipients refused: {codes})"
-        return 250, reply
+        return Relayed(250, reply, data)
 
 
 class _Generator(BytesGenerator):

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from notifier.domain.acks import Ack, AckPlan
 from notifier.domain.delivery import DeliveryDecision
+from notifier.domain.evidence import EvidenceRecord
 from notifier.domain.models import RequestState
 from notifier.domain.notices import Attempt, Notice
 
@@ -36,7 +37,9 @@ class AckStore(Protocol):
         notice's ticket when it has none, and records the acknowledgement in the history."""
         ...
 
-    async def record_clarification(self, notice_id: str, *, at: datetime) -> tuple[Notice, bool] | None:
+    async def record_clarification(
+        self, notice_id: str, *, at: datetime, evidence: Sequence[EvidenceRecord] = ()
+    ) -> tuple[Notice, bool] | None:
         """Record the authority's answer to a clarification asked about an open notice (SPEC §14):
         ``clarified_at = at`` only while one is asked and unanswered (compare-and-set), its SLA
         timer at ``at`` at the latest. (notice, True) when answered now, (notice, False) when

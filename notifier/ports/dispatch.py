@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from notifier.domain.batching import Pending, PendingGroup
+from notifier.domain.evidence import EvidenceRecord
 from notifier.domain.models import TakedownRequest
 from notifier.domain.notices import Attempt, Notice, NoticeContent, SendResult
 from notifier.domain.withdrawal import WithdrawalStep
@@ -30,7 +31,9 @@ class Channel(Protocol):
 
 class NoticeStore(Protocol):
     """The store's side of batching and dispatch. Every method is one short transaction; none is
-    held open across network I/O. Work is claimed with leases judged by the store's own clock."""
+    held open across network I/O. Work is claimed with leases judged by the store's own clock.
+    Every change of a notice's or its requests' state appends a ``state`` entry to the evidence
+    ledger in its transaction, with the attempt and what the channel sent (``Attempt.evidence``)."""
 
     async def pending_summary(self, platform: str) -> Pending:
         """Count, oldest ``ingested_at`` and urgent count of the platform's ``pending`` requests."""
@@ -60,12 +63,18 @@ class NoticeStore(Protocol):
         ...
 
     async def withdraw(
-        self, request_ids: Sequence[str], *, at: datetime, reason: str
+        self,
+        request_ids: Sequence[str],
+        *,
+        at: datetime,
+        reason: str,
+        evidence: Sequence[EvidenceRecord] = (),
     ) -> list[WithdrawalStep]:
         """Withdraw each request (SPEC §14) as :func:`notifier.domain.withdrawal.plan_withdrawal`
         says, each a compare-and-set on its state: an unsent one leaves its notice (a notice left
         empty is settled and never sent), a sent one becomes ``withdrawn`` in it (a notice with none
-        left open is resolved). The steps taken and refused; unknown ids left out."""
+        left open is resolved). The steps taken and refused; unknown ids left out. ``evidence`` (the
+        staff action) is appended to the ledger with the new states, in the same transaction."""
         ...
 
     async def claim_due(self, *, owner: str, now: datetime, lease: timedelta, limit: int) -> list[Notice]:
@@ -134,12 +143,26 @@ class NoticeStore(Protocol):
         """Notices with their request ids and attempts (unknown ids are left out)."""
         ...
 
-    async def retry_failed(self, notice_id: str, *, now: datetime, deliver_by: datetime) -> Notice | None:
+    async def retry_failed(
+        self,
+        notice_id: str,
+        *,
+        now: datetime,
+        deliver_by: datetime,
+        evidence: Sequence[EvidenceRecord] = (),
+    ) -> Notice | None:
         """``failed`` → ``queued`` on its primary channel, due now, requests back to ``batched``;
         None when the notice is unknown or not failed."""
         ...
 
-    async def mark_submitted(self, notice_id: str, *, at: datetime, ticket: str | None) -> Notice | None:
+    async def mark_submitted(
+        self,
+        notice_id: str,
+        *,
+        at: datetime,
+        ticket: str | None,
+        evidence: Sequence[EvidenceRecord] = (),
+    ) -> Notice | None:
         """Staff submitted a portal notice: ``awaiting_submission`` → ``delivered`` at ``at``,
         requests → ``delivered``. None when the notice is unknown or not awaiting submission."""
         ...

@@ -38,8 +38,10 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.batching import Pending, PendingGroup
+from notifier.domain.evidence import Snapshot, state_record
 from notifier.domain.models import NoticeState, Priority, RequestState, TakedownRequest
 from notifier.domain.notices import Attempt, Notice, SendResult, notice_id
+from notifier.store.evidence_writer import EvidenceWriter
 from notifier.store.ingest import as_utc
 from notifier.store.notice_queries import (
     DELIVERABLE,
@@ -66,6 +68,8 @@ class NoticeSqlMixin:
         def _write(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
         def _read(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
+
+        _evidence: EvidenceWriter
 
     def _store_now(self) -> ColumnElement[float]:
         """The database's clock as float seconds since the Unix epoch, read when the statement runs.
@@ -163,6 +167,13 @@ class NoticeSqlMixin:
                 ),
                 [{"rid": rid, "position": position} for position, rid in enumerate(request_ids)],
             )
+            batched = Snapshot("batched")
+            formed = state_record(
+                notice_id=notice.notice_id,
+                notice=Snapshot(notice.state.value),
+                requests=dict.fromkeys(request_ids, batched),
+            )
+            await self._evidence.append(conn, now, [formed])
         return notice
 
     async def _next_sequence(self, conn: AsyncConnection, platform: str) -> int:
@@ -265,6 +276,7 @@ class NoticeSqlMixin:
             await add_attempt(conn, notice_id, attempt)
             if not result.awaiting_submission:
                 await requests_delivered(conn, notice_id, at)
+            await self._evidence.record(conn, at, attempt.records(notice_id), notices_moved=[notice_id])
         return True
 
     async def record_failure(
@@ -298,6 +310,9 @@ class NoticeSqlMixin:
                     .where(requests.c.notice_id == notice_id, requests.c.state.in_(DELIVERABLE))
                     .values(state=RequestState.FAILED.value)
                 )
+            await self._evidence.record(
+                conn, attempt.at, attempt.records(notice_id), notices_moved=[notice_id], with_requests=give_up
+            )
         return True
 
     async def renew_lease(self, notice_id: str, *, owner: str, lease: timedelta) -> bool:
@@ -319,6 +334,7 @@ class NoticeSqlMixin:
         async with self._write("record_attempt") as conn:
             if (await conn.execute(held)).first() is not None:
                 await add_attempt(conn, notice_id, attempt)
+                await self._evidence.append(conn, attempt.at, attempt.records(notice_id))
 
     async def release(self, notice_id: str, *, owner: str, until: datetime | None = None) -> None:
         # Back to where a claim found it: ``retrying`` when it has been tried before, ``queued``
@@ -345,72 +361,3 @@ class NoticeSqlMixin:
                 rows = (await conn.execute(select(notices).where(notices.c.notice_id.in_(chunk)))).all()
                 found.update({n.notice_id: n for n in await with_details(conn, rows)})
         return [found[i] for i in wanted if i in found]
-
-    async def retry_failed(self, notice_id: str, *, now: datetime, deliver_by: datetime) -> Notice | None:
-        now = as_utc(now)
-        stmt = (
-            update(notices)
-            .where(notices.c.notice_id == notice_id, notices.c.state == NoticeState.FAILED.value)
-            .values(
-                state=NoticeState.QUEUED.value,
-                next_attempt_at=now,
-                deliver_by=as_utc(deliver_by),
-                channel=notices.c.primary_channel,
-                fallback_used=False,
-                alerted_at=None,
-                updated_at=now,
-            )
-            .returning(*notices.c)
-        )
-        async with self._write("retry_failed") as conn:
-            row = (await conn.execute(stmt)).first()
-            if row is None:
-                return None
-            await conn.execute(
-                update(requests)
-                .where(requests.c.notice_id == notice_id, requests.c.state == RequestState.FAILED.value)
-                .values(state=RequestState.BATCHED.value)
-            )
-            [notice] = await with_details(conn, [row])
-        return notice
-
-    async def mark_submitted(self, notice_id: str, *, at: datetime, ticket: str | None) -> Notice | None:
-        at = as_utc(at)
-        values: dict[str, Any] = {"state": NoticeState.DELIVERED.value, "delivered_at": at}
-        values |= {"updated_at": at, "sla_due_at": at}  # the SLA clock starts: see ports.SlaStore
-        if ticket is not None:
-            # Typed in by staff: kept to match replies by, but not an automated receipt.
-            values["ticket"] = ticket
-        stmt = (
-            update(notices)
-            .where(notices.c.notice_id == notice_id, notices.c.state == NoticeState.AWAITING_SUBMISSION.value)
-            .values(values)
-            .returning(*notices.c)
-        )
-        async with self._write("mark_submitted") as conn:
-            row = (await conn.execute(stmt)).first()
-            if row is None:
-                return None
-            await requests_delivered(conn, notice_id, at)
-            [notice] = await with_details(conn, [row])
-        return notice
-
-    async def unalerted_failures(self, *, limit: int) -> list[Notice]:
-        stmt = (
-            select(notices)
-            .where(notices.c.state == NoticeState.FAILED.value, notices.c.alerted_at.is_(None))
-            .order_by(notices.c.updated_at, notices.c.notice_id)
-            .limit(limit)
-        )
-        async with self._read("unalerted_failures") as conn:
-            rows = (await conn.execute(stmt)).all()
-            return await with_details(conn, rows)
-
-    async def mark_alerted(self, notice_id: str, *, at: datetime) -> None:
-        stmt = (
-            update(notices)
-            .where(notices.c.notice_id == notice_id, notices.c.alerted_at.is_(None))
-            .values(alerted_at=as_utc(at))
-        )
-        async with self._write("mark_alerted") as conn:
-            await conn.execute(stmt)

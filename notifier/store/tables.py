@@ -401,3 +401,6 @@ verify_followups = Table(
     Column("message_ref", Text, nullable=True),
     Index(None, "sent_at"),
 )
+
+# The evidence ledger's tables live in a module of their own, on this metadata.
+from notifier.store import evidence_tables as _evidence_tables  # noqa: E402, F401

@@ -9,6 +9,7 @@ never kept, only its size and SHA-256.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
@@ -18,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from notifier.domain.evidence import EvidenceKind, EvidenceRecord
 from notifier.domain.models import RequestState, TakedownRequest
 from notifier.domain.verification import CheckOutcome, UrlCheck, VerificationRow, VerifyFacts
 from notifier.ports import Followup, RequestVerification, VerifyClaim, VerifyUpdate
+from notifier.store.evidence_writer import EvidenceWriter
 from notifier.store.ingest import as_utc
 from notifier.store.report_sql import window
 from notifier.store.tables import requests, url_checks, verify_followups
@@ -54,6 +57,8 @@ class VerifySqlMixin:
         def _write(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
         def _read(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
+
+        _evidence: EvidenceWriter
 
     async def claim_verify_due(self, *, now: datetime, lease: timedelta, limit: int) -> list[VerifyClaim]:
         if limit < 1:
@@ -99,6 +104,10 @@ class VerifySqlMixin:
                 await conn.execute(url_checks.insert(), rows[start : start + _INSERT_CHUNK])
             for update_ in updates:
                 await _record_facts(conn, update_)
+            if rows:
+                await self._evidence.append(
+                    conn, max(row["at"] for row in rows), [_check_record(r) for r in rows]
+                )
             return [await _add_followup(conn, followup) for followup in followups]
 
     async def next_verify_due(self) -> datetime | None:
@@ -281,6 +290,13 @@ async def _record_facts(conn: AsyncConnection, update_: VerifyUpdate) -> None:
             await conn.execute(
                 update(requests).where(requests.c.request_id == update_.request_id).values(values)
             )
+
+
+def _check_record(row: dict[str, Any]) -> EvidenceRecord:
+    """The ``check`` entry of one URL check: what was observed, never content; the URL by its hash."""
+    meta = {key: value for key, value in row.items() if key not in ("url", "request_id")}
+    meta["url_sha256"] = hashlib.sha256(row["url"].encode("utf-8")).hexdigest()
+    return EvidenceRecord(kind=EvidenceKind.CHECK, request_ids=(row["request_id"],), meta=meta)
 
 
 def _check_row(update_: VerifyUpdate, check: UrlCheck) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from notifier.domain.evidence import EvidenceRecord
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.withdrawal import (
     UNSENT_NOTICE_STATES,
@@ -19,6 +20,7 @@ from notifier.domain.withdrawal import (
     WithdrawalStep,
     plan_withdrawal,
 )
+from notifier.store.evidence_writer import EvidenceWriter
 from notifier.store.ingest import as_utc
 from notifier.store.tables import notices, requests
 
@@ -37,8 +39,15 @@ class WithdrawSqlMixin:
 
         def _write(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
+        _evidence: EvidenceWriter
+
     async def withdraw(
-        self, request_ids: Sequence[str], *, at: datetime, reason: str
+        self,
+        request_ids: Sequence[str],
+        *,
+        at: datetime,
+        reason: str,
+        evidence: Sequence[EvidenceRecord] = (),
     ) -> list[WithdrawalStep]:
         """Withdraw each request as :func:`notifier.domain.withdrawal.plan_withdrawal` says, one
         compare-and-set each; the steps taken and refused, in the order asked (unknown ids left
@@ -67,6 +76,14 @@ class WithdrawSqlMixin:
                         refusal="it changed meanwhile: try again",
                     )
                 steps.append(step)
+            taken = [step for step in steps if step.kind is not None]
+            await self._evidence.record(
+                conn,
+                at,
+                evidence,
+                notices_moved=[step.notice_id for step in taken if step.notice_id is not None],
+                requests_moved=[step.request_id for step in taken],
+            )
         return steps
 
 
