@@ -14,7 +14,7 @@ from rich.table import Table
 
 from notifier import __version__
 from notifier.app import ack_service, open_store, run_daemon
-from notifier.cli_args import ConfigOption, config_first, err, fail, out, settings_from
+from notifier.cli_args import ConfigOption, config_first, err, fail, os_user, out, settings_from
 from notifier.cli_check import register as register_check
 from notifier.cli_deadlines import register as register_deadlines
 from notifier.cli_demo import register as register_demo
@@ -198,7 +198,11 @@ def retry(
             for notice_id in notice_ids:
                 try:
                     notice = await retry_notice(
-                        store, notice_id, now=SystemClock().now(), deliver_within=settings.sla.deliver_within
+                        store,
+                        notice_id,
+                        now=SystemClock().now(),
+                        deliver_within=settings.sla.deliver_within,
+                        by=os_user(),
                     )
                 except InvalidRequest as error:
                     err.print(f"notifier: {error.reason}", markup=False)
@@ -253,7 +257,9 @@ def ack(
         store = await open_store(settings, existing=True)
         try:
             if status is ManualStatus.submitted:
-                notice = await record_submitted(store, notice_id, at=when, now=now, ticket=ticket)
+                notice = await record_submitted(
+                    store, notice_id, at=when, now=now, ticket=ticket, by=os_user()
+                )
                 out.print(
                     f"{notice.notice_id}: submitted, delivered at {format_timestamp(when)}", markup=False
                 )
@@ -269,6 +275,7 @@ def ack(
                 at=when,
                 now=now,
                 note=note,
+                by=os_user(),
             )
         except InvalidRequest as error:
             err.print(f"notifier: {error.reason}", markup=False)

@@ -3,6 +3,7 @@ its consoles, and one line on stderr for an error."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import sys
 from pathlib import Path
@@ -59,3 +60,11 @@ def config_first(argv: list[str]) -> list[str]:
         else:
             break
     return rest
+
+
+def os_user() -> str:
+    """Who runs the command, for the evidence record of a staff action: the operating-system user."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return f"uid:{os.getuid()}"

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from notifier.app import Channels, authority, open_store
-from notifier.cli_args import ConfigOption
+from notifier.cli_args import ConfigOption, os_user
 from notifier.clock import SystemClock
 from notifier.domain.models import format_timestamp
 from notifier.errors import ConfigError, NotifierError
@@ -69,6 +69,7 @@ async def clarify(settings: Settings, notice_id: str, note: str) -> Clarified:
             now=now,
             authority=authority(settings),
             labels=settings.category_labels,
+            by=os_user(),
         )
 
 
@@ -82,6 +83,7 @@ async def withdraw(settings: Settings, request_ids: list[str], reason: str) -> W
             now=now,
             authority=authority(settings),
             labels=settings.category_labels,
+            by=os_user(),
         )
 
 

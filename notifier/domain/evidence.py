@@ -163,6 +163,25 @@ def chain(head: Head, at: datetime, records: Sequence[EvidenceRecord]) -> list[L
     return entries
 
 
+def staff_record(
+    action: str,
+    *,
+    by: str,
+    notice_id: str | None = None,
+    request_ids: Sequence[str] = (),
+    **facts: Any,
+) -> EvidenceRecord:
+    """A ``staff`` entry: what the authority's staff did (``ack``, ``retry``, ``submitted``,
+    ``clarify``, ``withdraw``) and who did it (the console user, else the operating-system user
+    running the command); ``facts`` non-secret details (a claimed time, a status; never a note)."""
+    return EvidenceRecord(
+        kind=EvidenceKind.STAFF,
+        notice_id=notice_id,
+        request_ids=tuple(request_ids),
+        meta={"action": action, "by": by} | facts,
+    )
+
+
 # -- states -----------------------------------------------------------------------------------
 
 

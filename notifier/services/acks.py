@@ -25,6 +25,7 @@ import structlog
 from notifier.clock import Clock
 from notifier.domain.acks import Ack, AckPlan, AckStatus, plan_ack
 from notifier.domain.delivery import Bounce, Channels, DeliveryDecision, Step, after_bounce
+from notifier.domain.evidence import EvidenceKind, EvidenceRecord
 from notifier.domain.models import RequestState
 from notifier.domain.notices import Attempt, AttemptOutcome, Notice, parse_notice_id
 from notifier.domain.replies import ALERT, MailKind, MailVerdict, classify
@@ -241,6 +242,14 @@ class AckService:
     # -- email replies (the MailSink of the IMAP reader and the inbound SMTP listener) -------------
 
     async def handle_mail(self, raw: bytes, *, source: str, envelope_recipients: Sequence[str] = ()) -> None:
+        # Recorded as received, before anything is read from it: the acknowledgement, receipt or
+        # bounce it turns out to be is recorded with the change it makes.
+        received = EvidenceRecord(
+            kind=EvidenceKind.MAIL_RECEIVED,
+            payload=raw,
+            meta={"source": source, "envelope_recipients": list(envelope_recipients)},
+        )
+        await self._store.record_evidence([received], at=self._clock.now())
         if len(raw) > _CLASSIFY_INLINE_BYTES:
             # Parsing megabytes of MIME takes a fraction of a second: not on the event loop.
             verdict = await asyncio.to_thread(

@@ -9,23 +9,29 @@ again re-sends the same message (same Message-ID or API id) with the deadline of
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
 import structlog
 
+from notifier.domain.evidence import EvidenceRecord, staff_record
 from notifier.domain.models import TakedownRequest
 from notifier.domain.notices import Authority, MessageKind, Notice, SendResult
 from notifier.errors import NotifierError
+from notifier.failures import DeliveryError
 from notifier.services.routes import Route, notice_content
 
 log = structlog.get_logger("notifier.clarify")
 
 
 class ClarifyStore(Protocol):
-    async def record_clarification(self, notice_id: str, *, at: datetime) -> tuple[Notice, bool] | None: ...
+    async def record_clarification(
+        self, notice_id: str, *, at: datetime, evidence: Sequence[EvidenceRecord] = ()
+    ) -> tuple[Notice, bool] | None: ...
+
+    async def record_evidence(self, records: Sequence[EvidenceRecord], *, at: datetime) -> None: ...
 
     async def notice_requests(self, notice_id: str) -> list[TakedownRequest]: ...
 
@@ -47,12 +53,14 @@ async def send_clarification(
     now: datetime,
     authority: Authority,
     labels: Mapping[str, str],
+    by: str = "cli",
 ) -> Clarified:
     """Record the answer to ``notice_id``'s clarification at ``now`` and send it; the note is the
     staff's text, sent to the platform and never logged."""
     if not note.strip():
         raise NotifierError("the note is empty: write the answer to the platform's question")
-    recorded = await store.record_clarification(notice_id, at=now)
+    staff = staff_record("clarify", by=by, notice_id=notice_id, at=now)
+    recorded = await store.record_clarification(notice_id, at=now, evidence=[staff])
     if recorded is None:
         raise NotifierError(f"{notice_id}: no clarification was asked, or the notice is not open")
     notice, first = recorded
@@ -71,7 +79,12 @@ async def send_clarification(
         sent_at=answered_at,  # the removal deadline runs again in full from the answer
     )
     content = replace(content, note=note)
-    result = await route.channel(notice.channel).send(content)
+    try:
+        result = await route.channel(notice.channel).send(content)
+    except DeliveryError as error:
+        await store.record_evidence(error.evidence, at=now)
+        raise
+    await store.record_evidence(result.evidence, at=now)
     log.info(
         "notice.clarified",
         notice_id=notice_id,

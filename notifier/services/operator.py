@@ -9,6 +9,7 @@ import structlog
 
 from notifier.domain.acks import Ack, AckItem, AckStatus, ItemStatus
 from notifier.domain.delivery import Channels, Step, after_retry_by_hand, after_submission
+from notifier.domain.evidence import staff_record
 from notifier.domain.notices import Notice
 from notifier.errors import InvalidRequest
 from notifier.ports import Store
@@ -18,7 +19,13 @@ log = structlog.get_logger("notifier.operator")
 
 
 async def retry_notice(
-    store: Store, notice_id: str, *, now: datetime, deliver_within: timedelta, actor: str = "cli"
+    store: Store,
+    notice_id: str,
+    *,
+    now: datetime,
+    deliver_within: timedelta,
+    actor: str = "cli",
+    by: str | None = None,
 ) -> Notice:
     """``failed`` → ``queued``: the same notice (same id, same requests) goes out again, on its
     primary channel, with a delivery window from now. ``actor`` says who asked (``console:NAME``)."""
@@ -33,7 +40,8 @@ async def retry_notice(
     )
     if decision.step is not Step.REQUEUE:
         raise InvalidRequest(f"{notice_id}: is {known[0].state.value}, only a failed notice can be retried")
-    notice = await store.retry_failed(notice_id, now=now, deliver_by=decision.deliver_by)
+    staff = staff_record("retry", by=by or actor, notice_id=notice_id, actor=actor)
+    notice = await store.retry_failed(notice_id, now=now, deliver_by=decision.deliver_by, evidence=[staff])
     if notice is None:  # another operator or process moved it meanwhile
         raise InvalidRequest(f"{notice_id}: is no longer failed, only a failed notice can be retried")
     log.info("notice.retry_requested", notice_id=notice_id, platform=notice.platform, actor=actor)
@@ -41,7 +49,14 @@ async def retry_notice(
 
 
 async def record_submitted(
-    store: Store, notice_id: str, *, at: datetime, now: datetime, ticket: str | None, actor: str = "cli"
+    store: Store,
+    notice_id: str,
+    *,
+    at: datetime,
+    now: datetime,
+    ticket: str | None,
+    actor: str = "cli",
+    by: str | None = None,
 ) -> Notice:
     """Staff submitted a portal notice: that counts as its delivery (SPEC §6.3)."""
     if at > now:
@@ -53,7 +68,16 @@ async def record_submitted(
         raise InvalidRequest(f"--at {at.isoformat()} is before the notice was created")
     notice = None
     if after_submission(known[0]).step is Step.DELIVERED:
-        notice = await store.mark_submitted(notice_id, at=at, ticket=ticket)
+        staff = staff_record(
+            "submitted",
+            by=by or actor,
+            notice_id=notice_id,
+            actor=actor,
+            at=at,
+            entered_at=now,
+            ticket=ticket,
+        )
+        notice = await store.mark_submitted(notice_id, at=at, ticket=ticket, evidence=[staff])
     if notice is None:
         raise InvalidRequest(
             f"{notice_id}: is {known[0].state.value}; "
@@ -82,6 +106,7 @@ async def record_ack(
     now: datetime,
     note: str | None,
     source: str = "manual",
+    by: str | None = None,
 ) -> AckResult:
     """What a platform said by phone, on a portal or in a letter, recorded by an operator.
 
@@ -117,5 +142,17 @@ async def record_ack(
         received_at=at,
         source=source,
         note=note,
+        evidence=(
+            staff_record(
+                "ack",
+                by=by or source,
+                notice_id=notice_id,
+                request_ids=request_ids,
+                status=status.value,
+                at=at,
+                entered_at=now,
+                ticket=ticket,
+            ),
+        ),
     )
     return await acks.acknowledge(ack)

@@ -108,7 +108,7 @@ async def test_an_untouched_store_verifies_and_its_sent_bytes_are_kept(store: Sq
     sent = next(e for e in entries if e.kind == "email.sent")
     assert sent.payload_sha256 is not None
     assert await store.evidence_payload(sent.payload_sha256) == SENT
-    assert [e.kind for e in await store.ledger_for_request("r1")][0] == "state"  # taken in
+    assert next(e.kind for e in await store.ledger_for_request("r1")) == "state"  # taken in
 
 
 async def _tamper(store: SqlStore, statement: object) -> None:
