@@ -270,7 +270,19 @@ def render_html(report: Mapping[str, Any]) -> str:
         "<h2>Figures per platform</h2>"
         f'<div class="figures"><table><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
+        f"{_ledger_line(report)}"
         "</body></html>\n"
+    )
+
+
+def _ledger_line(report: Mapping[str, Any]) -> str:
+    """The evidence record's head when the report was made: what pins the figures to the record."""
+    head = report.get("ledger_head")
+    if not head:
+        return ""
+    return (
+        f'<p class="ledger">Evidence record head at generation: <code>{escape(str(head))}</code> '
+        "(check it with <code>notifier evidence verify</code>).</p>"
     )
 
 
