@@ -95,7 +95,7 @@ class EvidenceSqlMixin:
             notice_id = (
                 await conn.execute(select(requests.c.notice_id).where(requests.c.request_id == request_id))
             ).scalar()
-            listed = ledger.c.request_ids.contains(json.dumps(request_id))
+            listed = ledger.c.request_ids.contains(json.dumps(request_id), autoescape=True)
             clauses = [and_(ledger.c.notice_id.is_(None), listed)]
             if notice_id is not None:
                 clauses.append(
