@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, select, update
+from alembic import command
+from sqlalchemy import Connection, delete, select, update
 
 from notifier.domain.acks import Ack, AckStatus, plan_ack
 from notifier.domain.evidence import GENESIS, EvidenceKind, EvidenceRecord
@@ -16,7 +17,7 @@ from notifier.domain.models import Priority, TakedownRequest
 from notifier.domain.notices import Attempt, AttemptOutcome, SendResult
 from notifier.ports import Incoming
 from notifier.services.evidence import verify_ledger
-from notifier.store import SqlStore, create_store
+from notifier.store import SqlStore, create_store, migrate
 from notifier.store.evidence_tables import evidence_payloads, ledger, ledger_head
 from notifier.store.evidence_writer import EvidenceOptions, parse_key
 from notifier.store.tables import notices, requests
@@ -250,3 +251,31 @@ async def test_without_a_key_payloads_are_hashed_not_kept(tmp_path: Path) -> Non
         assert (await verify_ledger(store)).clean
     finally:
         await store.close()
+
+
+async def test_a_store_with_history_starts_its_chain_with_a_baseline_of_its_states(
+    store: SqlStore, store_url: str
+) -> None:
+    notice_id = await delivered_and_acked(store)
+    await store.ingest([Incoming(request=make("loose"), source="test")], [], now=NOW)
+
+    def downgrade(sync_connection: Connection) -> None:
+        config = migrate.alembic_config()
+        config.attributes["connection"] = sync_connection
+        command.downgrade(config, "-1")  # back to before the evidence ledger
+
+    async with store.engine.begin() as conn:
+        await conn.run_sync(downgrade)
+    await store.close()
+    migrated = await create_store(store_url)
+    try:
+        verdict = await verify_ledger(migrated)
+        entries = [entry async for entry in migrated.iter_ledger()]
+    finally:
+        await migrated.close()
+
+    assert verdict.clean, verdict
+    assert [(e.kind, e.notice_id, e.request_ids) for e in entries] == [
+        ("state", notice_id, ("r0", "r1", "r2")),
+        ("state", None, ("loose",)),
+    ]
