@@ -294,8 +294,9 @@ async def _record_facts(conn: AsyncConnection, update_: VerifyUpdate) -> None:
 
 def _check_record(row: dict[str, Any]) -> EvidenceRecord:
     """The ``check`` entry of one URL check: what was observed, never content; the URL by its hash."""
-    meta = {key: value for key, value in row.items() if key not in ("url", "request_id")}
-    meta["url_sha256"] = hashlib.sha256(row["url"].encode("utf-8")).hexdigest()
+    meta = {key: value for key, value in row.items() if key not in ("url", "final_url", "request_id")}
+    for key in ("url", "final_url"):
+        meta[f"{key}_sha256"] = hashlib.sha256(str(row[key]).encode("utf-8")).hexdigest()
     return EvidenceRecord(kind=EvidenceKind.CHECK, request_ids=(row["request_id"],), meta=meta)
 
 
