@@ -195,6 +195,7 @@ __all__ = [
     "FORMATS",
     "GROUPINGS",
     "FiguresStore",
+    "LedgerStore",
     "ProfileBounds",
     "ReportStore",
     "VerificationReportStore",

@@ -24,12 +24,13 @@ import pytest
 from sqlalchemy import delete
 
 from notifier.domain.acks import Ack, AckStatus, plan_ack
+from notifier.domain.evidence import Head
 from notifier.domain.models import DeadLetter, Priority, RequestState, TakedownRequest
 from notifier.domain.notices import Attempt, AttemptOutcome, Notice, SendResult
 from notifier.domain.report import Bounds, ReportRow, platform_documents, platform_reports
 from notifier.domain.sla import SlaKind
 from notifier.ports import Incoming, Store
-from notifier.services.report import FiguresStore, ReportStore, build_report
+from notifier.services.report import FiguresStore, LedgerStore, ReportStore, build_report
 from notifier.store import SqlStore, create_store
 from notifier.store.tables import requests, sla_decisions
 
@@ -205,6 +206,11 @@ class RowsOnly:
 
     async def dead_letter_counts(self, since: datetime | None, until: datetime | None) -> dict[str, int]:
         return await self._store.dead_letter_counts(since, until)
+
+    async def ledger_head(self) -> Head:
+        """The evidence record's head, which both reports carry (the same store's)."""
+        assert isinstance(self._store, LedgerStore)
+        return await self._store.ledger_head()
 
 
 async def history(store: ReportingStore) -> None:
