@@ -127,14 +127,21 @@ def entry_hash(
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def chain(head: Head, at: datetime, records: Sequence[EvidenceRecord]) -> list[LedgerEntry]:
-    """The entries that append ``records`` after ``head``, in order, each linked to the one before."""
+def chain(
+    head: Head,
+    at: datetime,
+    records: Sequence[EvidenceRecord],
+    payload_hashes: Sequence[str | None] | None = None,
+) -> list[LedgerEntry]:
+    """The entries that append ``records`` after ``head``, in order, each linked to the one before
+    (``payload_hashes``: the payloads' hashes when already computed, one per record)."""
     entries: list[LedgerEntry] = []
     seq, prev = head.seq, head.hash
-    for record in records:
+    if payload_hashes is None:
+        payload_hashes = [None if r.payload is None else payload_hash(r.payload) for r in records]
+    for record, sha in zip(records, payload_hashes, strict=True):
         seq += 1
         meta = canonical_meta(record.meta)
-        sha = None if record.payload is None else payload_hash(record.payload)
         ids = tuple(record.request_ids)
         digest = entry_hash(
             seq=seq,

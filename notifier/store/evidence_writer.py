@@ -122,9 +122,9 @@ class EvidenceWriter:
             return
         at = as_utc(at)
         payloads: dict[str, dict[str, Any]] = {}
-        for record in records:
-            if record.payload is not None:
-                sha = payload_hash(record.payload)
+        hashes = [None if r.payload is None else payload_hash(r.payload) for r in records]
+        for record, sha in zip(records, hashes, strict=True):
+            if record.payload is not None and sha is not None:
                 key = self.options.key
                 payloads[sha] = {
                     "sha256": sha,
@@ -149,7 +149,7 @@ class EvidenceWriter:
                 select(ledger_head.c.seq, ledger_head.c.hash).where(ledger_head.c.id == 1).with_for_update()
             )
         ).one()
-        entries = chain(Head(row.seq, row.hash), at, records)
+        entries = chain(Head(row.seq, row.hash), at, records, hashes)
         await conn.execute(ledger.insert(), [_row(entry) for entry in entries])
         await conn.execute(
             update(ledger_head)
