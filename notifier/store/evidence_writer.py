@@ -22,7 +22,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import select, update
+from sqlalchemy import literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.evidence import (
@@ -143,19 +143,15 @@ class EvidenceWriter:
             rows = sorted(payloads.values(), key=lambda row: row["sha256"])
             for start in range(0, len(rows), _CHUNK):
                 await conn.execute(stmt, rows[start : start + _CHUNK])
-        # The head last: held from here to the commit, two statements later.
+        # The head last: held from here to the commit, one statement later.
         row = (
             await conn.execute(
                 select(ledger_head.c.seq, ledger_head.c.hash).where(ledger_head.c.id == 1).with_for_update()
             )
         ).one()
         entries = chain(Head(row.seq, row.hash), at, records, hashes)
+        # The head follows by a trigger on the insert (migration 0040).
         await conn.execute(ledger.insert(), [_row(entry) for entry in entries])
-        await conn.execute(
-            update(ledger_head)
-            .where(ledger_head.c.id == 1)
-            .values(seq=entries[-1].seq, hash=entries[-1].entry_hash)
-        )
 
     async def _states(
         self,
@@ -170,23 +166,33 @@ class EvidenceWriter:
         notice_rows: dict[str, Snapshot] = {}
         for start in range(0, len(notice_ids), _CHUNK):
             chunk = notice_ids[start : start + _CHUNK]
-            result = await conn.execute(
-                select(
-                    notices.c.notice_id,
-                    notices.c.state,
-                    notices.c.delivered_at,
-                    notices.c.acknowledged_at,
-                    notices.c.resolved_at,
-                ).where(notices.c.notice_id.in_(chunk))
-            )
-            for r in result:
-                notice_rows[r.notice_id] = Snapshot.of(
-                    r.state, r.delivered_at, r.acknowledged_at, r.resolved_at
-                )
+            # The notices and their requests in one statement: one round trip per transaction.
+            stmt: Any = select(
+                literal("n").label("what"),
+                notices.c.notice_id.label("id"),
+                notices.c.notice_id.label("owner"),
+                notices.c.state,
+                notices.c.delivered_at,
+                notices.c.acknowledged_at,
+                notices.c.resolved_at,
+            ).where(notices.c.notice_id.in_(chunk))
             if with_requests:
-                result = await conn.execute(_request_columns().where(requests.c.notice_id.in_(chunk)))
-                for r in result:
-                    by_notice[r.notice_id][r.request_id] = _request_snapshot(r)
+                members = select(
+                    literal("r"),
+                    requests.c.request_id,
+                    requests.c.notice_id,
+                    requests.c.state,
+                    requests.c.delivered_at,
+                    requests.c.acknowledged_at,
+                    requests.c.resolved_at,
+                ).where(requests.c.notice_id.in_(chunk))
+                stmt = union_all(stmt, members)
+            for r in await conn.execute(stmt):
+                snapshot = Snapshot.of(r.state, r.delivered_at, r.acknowledged_at, r.resolved_at)
+                if r.what == "n":
+                    notice_rows[r.id] = snapshot
+                else:
+                    by_notice[r.owner][r.id] = snapshot
         seen = {r for group in by_notice.values() for r in group}
         wanted = [r for r in request_ids if r not in seen]
         for start in range(0, len(wanted), _CHUNK):
