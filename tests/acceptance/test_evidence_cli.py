@@ -4,6 +4,7 @@ SQLite store; and ``notifier run`` refusing to start without the evidence key.""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import os
 import subprocess
@@ -82,3 +83,44 @@ def test_run_refuses_to_start_without_the_evidence_key(tmp_path: Path) -> None:
     message = result.stderr.decode()
     assert "evidence.key_env: environment variable NOTIFIER_EVIDENCE_KEY is not set" in message
     assert not (tmp_path / "store.db").exists()  # refused before anything was created
+
+
+async def test_a_staff_acknowledgement_is_recorded_with_who_entered_it_and_replays_clean(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    config = write_config(tmp_path, store_url=url, queue_url=f"sqlite:///{tmp_path / 'queue.db'}")
+    store = await create_store(url, evidence=EvidenceOptions(key=parse_key(TEST_EVIDENCE_KEY)))
+    try:
+        notice_id = await delivered_and_acked(store)
+    finally:
+        await store.close()
+
+    acked = await asyncio.to_thread(
+        notifier,
+        "ack",
+        notice_id,
+        "--status",
+        "removed",
+        "--request-id",
+        "r1",
+        "--note",
+        "by phone",
+        "-c",
+        str(config),
+    )
+    verified = await asyncio.to_thread(notifier, "evidence", "verify", "-c", str(config))
+
+    assert acked.returncode == 0, acked.stderr.decode()
+    assert verified.returncode == 0, verified.stdout.decode()
+    store = await create_store(url)
+    try:
+        entries = await store.ledger_for_request("r1")
+    finally:
+        await store.close()
+    staff = [e for e in entries if e.kind == "staff"]
+    assert [e.facts["action"] for e in staff] == ["ack"]
+    assert staff[0].facts["by"] == getpass.getuser()
+    assert staff[0].facts["status"] == "removed"
+    assert "by phone" not in staff[0].meta  # the note is kept with the acknowledgement, never in the record
+    assert entries[-1].kind == "state"
