@@ -18,6 +18,7 @@ from notifier.cli_args import ByOption, ConfigOption, config_first, entry_for, e
 from notifier.cli_check import register as register_check
 from notifier.cli_deadlines import register as register_deadlines
 from notifier.cli_demo import register as register_demo
+from notifier.cli_evidence import register as register_evidence
 from notifier.cli_report import register as register_report
 from notifier.cli_submit import submit_files
 from notifier.cli_user import register as register_user
@@ -31,6 +32,7 @@ from notifier.metrics import Metrics
 from notifier.services.acks import AckOutcome
 from notifier.services.operator import record_ack, record_submitted, retry_notice
 from notifier.services.status import lookup, overview
+from notifier.wiring import require_evidence_key
 
 app = typer.Typer(
     name="notifier",
@@ -76,6 +78,7 @@ def run(
     configure_logging(json=True, level=log_level)
     settings = settings_from(config)
     try:
+        require_evidence_key(settings)
         code = asyncio.run(run_daemon(settings))
     except AlreadyRunning as error:
         raise fail(f"notifier: {error}", 1) from None
@@ -326,6 +329,7 @@ register_demo(app)
 register_user(app)
 register_verify(app)
 register_deadlines(app)
+register_evidence(app)
 
 
 def main() -> None:

@@ -84,3 +84,11 @@ def config_first(argv: list[str]) -> list[str]:
         else:
             break
     return rest
+
+
+def os_user() -> str:
+    """Who runs the command, for the evidence record of a staff action: the operating-system user."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return f"uid:{os.getuid()}"

@@ -41,6 +41,14 @@ def _dkim_line(settings: Settings) -> str:
     )
 
 
+def _evidence_line(settings: Settings) -> str:
+    section = settings.evidence
+    if not section.enabled:
+        return "off"
+    key = "set" if section.key else "NOT SET (notifier run refuses to start without it)"
+    return f"on  key {section.key_env}: {key}  payloads kept {format_duration(section.retention)}"
+
+
 def register(app: typer.Typer) -> None:
     """Add ``notifier check-config`` to ``app``."""
 
@@ -82,6 +90,7 @@ def register(app: typer.Typer) -> None:
             f"smtp: {smtp.host}:{smtp.port}  starttls={smtp.starttls}",
             f"alerts: {_alerts_line(settings)}",
             f"dkim: {_dkim_line(settings)}",
+            f"evidence: {_evidence_line(settings)}",
         ]
         try:
             Renderer(settings.templates.folder)

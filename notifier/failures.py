@@ -14,6 +14,7 @@ from datetime import timedelta
 import aiohttp
 import aiosmtplib
 
+from notifier.domain.evidence import EvidenceRecord
 from notifier.errors import NotifierError
 
 # SMTP 4xx are transient by definition (RFC 5321 §4.2.1); 5xx are permanent, except the few
@@ -38,6 +39,8 @@ class DeliveryError(NotifierError):
         self.transient = transient
         self.code = code
         self.retry_after = retry_after
+        # What was sent and answered before it failed (the evidence record); set by the channel.
+        self.evidence: tuple[EvidenceRecord, ...] = ()
 
 
 def smtp_code_is_transient(code: int) -> bool:

@@ -21,6 +21,7 @@ from notifier.ports import Channel, IntakeQueue, Store
 from notifier.services.dispatcher import Route
 from notifier.settings import PlatformSettings, Settings, sqlite_path
 from notifier.store import create_store, open_existing_store
+from notifier.store.evidence_writer import EvidenceOptions, parse_key
 
 
 def vocabulary(settings: Settings) -> Vocabulary:
@@ -58,10 +59,29 @@ async def open_store(settings: Settings, *, existing: bool = False) -> Store:
                 f"store.url: {path} does not exist (nothing has run with this configuration yet: "
                 "check the path, or start `notifier run` once)"
             )
-        return await open_existing_store(url)
+        return await open_existing_store(url, evidence=evidence_options(settings))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    return await create_store(url)
+    return await create_store(url, evidence=evidence_options(settings))
+
+
+def evidence_options(settings: Settings) -> EvidenceOptions:
+    """The evidence record's settings for the store: its payloads' key parsed (a malformed one is
+    refused naming ``evidence.key_env``), None when the variable is not set."""
+    section = settings.evidence
+    key = parse_key(section.key, name=f"evidence.key_env ({section.key_env})") if section.key else None
+    return EvidenceOptions(enabled=section.enabled, key=key, retention=section.retention)
+
+
+def require_evidence_key(settings: Settings) -> None:
+    """The daemon keeps what it sends and receives: refuse to run with the record on and no key."""
+    section = settings.evidence
+    if section.enabled and not section.key:
+        raise ConfigError(
+            f"evidence.key_env: environment variable {section.key_env or '(none named)'} is not set; "
+            "the evidence record encrypts its payloads with it (or set evidence.enabled = false)"
+        )
+    evidence_options(settings)
 
 
 def authority(settings: Settings) -> Authority:

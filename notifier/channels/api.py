@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import binascii
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import aiohttp
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
+from notifier.domain.evidence import EvidenceKind, EvidenceRecord
 from notifier.domain.models import format_timestamp
 from notifier.domain.notices import (
     GOOD_FAITH_STATEMENT,
@@ -136,19 +138,30 @@ class ApiChannel:
             api_payload(content, callback_url=callback_url), ensure_ascii=False, separators=(",", ":")
         ).encode()
         headers = self._headers(message_id, body)
+        shown = {k: v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS}
+        sent = EvidenceRecord(
+            kind=EvidenceKind.API_REQUEST,
+            notice_id=content.notice_id,
+            request_ids=tuple(r.request_id for r in content.requests),
+            payload=body,
+            meta={"method": "POST", "url": self._url, "headers": shown, "message_kind": content.message_tag},
+        )
         try:
             async with self._session.post(
                 self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as response:
-                if not 200 <= response.status < 300:
-                    raise from_http_status(
-                        response.status, response.reason or "", response.headers.get("Retry-After")
-                    )
-                answer = await _read_capped(response.content, MAX_RESPONSE_BYTES)
                 status = response.status
                 reason = response.reason or ""
+                answer = await _read_capped(response.content, MAX_RESPONSE_BYTES)
+                answered = _answer_record(content.notice_id, status, reason, response.headers, answer)
+                if not 200 <= status < 300:
+                    error = from_http_status(status, reason, response.headers.get("Retry-After"))
+                    error.evidence = (sent, answered)
+                    raise error
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
-            raise from_http_exception(error) from error
+            failure = from_http_exception(error)
+            failure.evidence = (sent,)
+            raise failure from error
         ticket = _ticket(answer)
         log.info(
             "api.sent",
@@ -158,7 +171,9 @@ class ApiChannel:
             http_status=status,
             ticket=ticket,
         )
-        return SendResult(code=status, ticket=ticket, detail=f"HTTP {status} {reason}".strip())
+        return SendResult(
+            code=status, ticket=ticket, detail=f"HTTP {status} {reason}".strip(), evidence=(sent, answered)
+        )
 
     async def close(self) -> None:
         """Nothing to release: the session is the caller's."""
@@ -176,6 +191,23 @@ class ApiChannel:
             headers["webhook-timestamp"] = str(int(now.timestamp()))
             headers["webhook-signature"] = self._webhook.sign(message_id, now, body.decode())
         return headers
+
+
+# Headers whose values are secrets: never in the evidence record (the signature is kept: it proves
+# what was signed, and reveals nothing of the secret).
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+def _answer_record(
+    notice_id: str, status: int, reason: str, headers: Mapping[str, str], answer: bytes
+) -> EvidenceRecord:
+    kept = {k: v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS | {"set-cookie"}}
+    return EvidenceRecord(
+        kind=EvidenceKind.API_ANSWER,
+        notice_id=notice_id,
+        payload=answer,
+        meta={"status": status, "reason": reason, "headers": kept},
+    )
 
 
 async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:

@@ -40,6 +40,7 @@ from typing import Final
 from notifier.channels.rendering import Renderer, one_line
 from notifier.channels.smtp import IDLE_CHECK_AFTER, MailTransport, SmtpTransport, flatten, starttls_required
 from notifier.clock import Clock, SystemClock
+from notifier.domain.evidence import EvidenceKind, EvidenceRecord
 from notifier.domain.notices import Authority, MessageKind, NoticeContent, SendResult, message_tag
 from notifier.domain.replies import alert_token, envelope_token
 from notifier.failures import DeliveryError
@@ -270,8 +271,35 @@ class EmailChannel:
             ) from None
         token = envelope_token(content.notice_id, content.message_tag)
         sender = self._envelope_from.replace("{notice_id}", token)
-        code, reply = await self._transport.send(
-            message, sender=sender, recipients=[*to, *cc], urgent=content.urgent
+        recipients = [*to, *cc]
+        facts = {
+            "sender": sender,
+            "recipients": recipients,
+            "message_id": message_id,
+            "message_kind": content.message_tag,
+        }
+        try:
+            relayed = await self._transport.send(
+                message, sender=sender, recipients=recipients, urgent=content.urgent
+            )
+        except DeliveryError as error:
+            # Refused: what was offered is not known to the byte here (the transport refused it
+            # before or during DATA); the answer is kept with the attempt.
+            error.evidence = (
+                EvidenceRecord(
+                    kind=EvidenceKind.EMAIL_SENT,
+                    notice_id=content.notice_id,
+                    meta=facts | {"code": error.code, "reply": error.detail, "accepted": False},
+                ),
+            )
+            raise
+        code, reply = relayed.code, relayed.reply
+        sent = EvidenceRecord(
+            kind=EvidenceKind.EMAIL_SENT,
+            notice_id=content.notice_id,
+            request_ids=tuple(r.request_id for r in content.requests),
+            payload=relayed.data,
+            meta=facts | {"code": code, "reply": reply, "accepted": True},
         )
         log.info(
             "email.sent",
@@ -281,7 +309,7 @@ class EmailChannel:
             smtp_code=code,
             recipient_domains=sorted({_safe_domain(a) for a in (*to, *cc)}),
         )
-        return SendResult(code=code, message_id=message_id, detail=one_line(reply)[:500])
+        return SendResult(code=code, message_id=message_id, detail=one_line(reply)[:500], evidence=(sent,))
 
     async def close(self) -> None:
         """Nothing to release: the shared transport is closed by its owner."""
@@ -346,7 +374,8 @@ class OperationsMailer:
         message["Message-ID"] = message_id
         message["Auto-Submitted"] = "auto-generated"
         message.set_content(_body_text(text), subtype="plain", charset="utf-8", cte="quoted-printable")
-        code, _ = await self._transport.send(message, sender=self.envelope_sender(key), recipients=self._to)
+        relayed = await self._transport.send(message, sender=self.envelope_sender(key), recipients=self._to)
+        code = relayed.code
         log.info("ops.alert_sent", alert_key=key, smtp_code=code)
         return message_id
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from notifier.channels.formatting import within_text
+from notifier.domain.evidence import EvidenceKind, EvidenceRecord
 from notifier.domain.notices import MessageKind, NoticeContent, SendResult, parse_notice_id
 from notifier.failures import DeliveryError
 from notifier.logging import get_logger
@@ -106,6 +107,15 @@ class ManualChannel:
             await asyncio.to_thread(_write_all, folder, files)
         except OSError as error:
             raise outbox_error(error, folder) from error
+        written = tuple(
+            EvidenceRecord(
+                kind=EvidenceKind.PORTAL_FILE,
+                notice_id=content.notice_id,
+                payload=file.data,
+                meta={"path": str(folder / file.name), "message_kind": content.message_tag},
+            )
+            for file in files
+        )
         if content.kind is MessageKind.NOTICE:
             log.info(
                 "manual.rendered",
@@ -113,7 +123,7 @@ class ManualChannel:
                 platform=content.platform,
                 folder=str(folder),
             )
-            return SendResult(awaiting_submission=True, detail=str(folder))
+            return SendResult(awaiting_submission=True, detail=str(folder), evidence=written)
         path = folder / files[0].name
         log.info(
             "manual.follow_up_written",
@@ -122,7 +132,7 @@ class ManualChannel:
             kind=content.kind.value,
             path=str(path),
         )
-        return SendResult(awaiting_submission=False, detail=str(path))
+        return SendResult(awaiting_submission=False, detail=str(path), evidence=written)
 
     async def close(self) -> None:
         """Nothing to release: every send opens and closes its own files."""

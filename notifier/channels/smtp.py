@@ -48,14 +48,24 @@ def starttls_required(settings: RelaySettings) -> bool:
     return settings.starttls == "required" or (settings.starttls == "auto" and not is_loopback(settings.host))
 
 
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """A message the relay took: its reply code and text, and the exact bytes handed to it (the
+    DATA of the SMTP transaction, before dot-stuffing), which the evidence record keeps."""
+
+    code: int
+    reply: str
+    data: bytes
+
+
 class MailTransport(Protocol):
     """Hands a finished message to a mail server."""
 
     async def send(
         self, message: EmailMessage, *, sender: str, recipients: Sequence[str], urgent: bool = False
-    ) -> tuple[int, str]:
-        """``(code, server reply)`` once the server took the message; raise DeliveryError otherwise.
-        ``urgent``: an urgent notice, which may use capacity kept for urgent notices."""
+    ) -> Relayed:
+        """What the server took and answered; raise DeliveryError otherwise. ``urgent``: an urgent
+        notice, which may use capacity kept for urgent notices."""
         ...
 
 
@@ -104,8 +114,8 @@ class SmtpTransport:
 
     async def send(
         self, message: EmailMessage, *, sender: str, recipients: Sequence[str], urgent: bool = False
-    ) -> tuple[int, str]:
-        """Send ``message`` with envelope ``sender`` to ``recipients``; ``(250, server reply)``."""
+    ) -> Relayed:
+        """Send ``message`` with envelope ``sender`` to ``recipients``: ``Relayed(250, reply, bytes)``."""
         if self._closed:
             raise DeliveryError("the SMTP transport is shutting down", transient=True)
         # Flattening a big message takes milliseconds of CPU: done in a worker thread, so the
@@ -253,20 +263,24 @@ class SmtpTransport:
         data: bytes,
         sender: str,
         recipients: Sequence[str],
-    ) -> tuple[int, str]:
+    ) -> Relayed:
         smtp = connection.smtp
-        if _plain(data, sender, recipients):
-            refused, reply = await smtp.sendmail(sender, list(recipients), data)
-        elif self._sign is None:  # 8-bit content or internationalised addresses: aiosmtplib negotiates
-            refused, reply = await smtp.send_message(message, sender=sender, recipients=list(recipients))
-        else:  # the same negotiation, with the bytes of this server's flattening signed
+        options: list[str] = []
+        if not _plain(data, sender, recipients):
+            # 8-bit content or internationalised addresses: the options and the flattening
+            # aiosmtplib's send_message would choose, done here so the bytes sent are known (and
+            # signed, with [dkim]).
+            if smtp.is_ehlo_or_helo_needed:
+                await smtp.ehlo()
             options, utf8, cte = _eight_bit_options(smtp, sender, recipients)
-            signed = self._sign(flatten_message(message, utf8=utf8, cte_type=cte))
-            refused, reply = await smtp.sendmail(sender, list(recipients), signed, mail_options=options)
+            data = flatten_message(message, utf8=utf8, cte_type=cte)
+            if self._sign is not None:
+                data = self._sign(data)
+        refused, reply = await smtp.sendmail(sender, list(recipients), data, mail_options=options)
         if refused:
             codes = ", ".join(str(response.code) for response in refused.values())
             reply = f"{reply} ({len(refused)} of {len(recipients)} recipients refused: {codes})"
-        return 250, reply
+        return Relayed(250, reply, data)
 
 
 class _Generator(BytesGenerator):

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from notifier.domain.errors import InvalidRequest
+from notifier.domain.evidence import EvidenceKind, EvidenceRecord
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.notices import NOTICE_ID_PATTERN
 from notifier.domain.validation import MAX_BODY_BYTES, REQUEST_ID_PATTERN
@@ -67,6 +68,28 @@ class Ack:
     entered_at: datetime | None = None
     # Email replies: the DKIM results the receiving server wrote in Authentication-Results.
     dkim: str | None = None
+    # What came in with it and who entered it (the evidence record, SPEC §15): appended with the
+    # acknowledgement in its transaction.
+    evidence: tuple[EvidenceRecord, ...] = field(default=(), compare=False, repr=False)
+
+    def record(self, outcome: str) -> EvidenceRecord:
+        """The ``ack`` entry of this acknowledgement (its note, which may name a victim, left out)."""
+        meta = {
+            "source": self.source,
+            "status": self.status.value,
+            "items": [{"request_id": i.request_id, "status": i.status.value} for i in self.items],
+            "ticket": self.ticket,
+            "platform_at": self.platform_at,
+            "received_at": self.received_at,
+            "webhook_id": self.webhook_id,
+            "outcome": outcome,
+        }
+        return EvidenceRecord(
+            kind=EvidenceKind.ACK,
+            notice_id=self.notice_id,
+            request_ids=tuple(i.request_id for i in self.items),
+            meta=meta,
+        )
 
 
 # -- parsing ------------------------------------------------------------------------------------

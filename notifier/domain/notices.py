@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from notifier.domain.deadlines import DeadlineProfile
+from notifier.domain.evidence import EvidenceKind, EvidenceRecord
 from notifier.domain.models import NoticeState, TakedownRequest
 from notifier.domain.sla import SlaKind
 
@@ -66,6 +67,21 @@ class Attempt:
     code: int | None = None  # SMTP reply code or HTTP status
     detail: str = ""
     duration_ms: int = 0
+    # What was sent and answered, for the evidence record (exact bytes, the server's answer); not
+    # read back from the store.
+    evidence: tuple[EvidenceRecord, ...] = field(default=(), compare=False, repr=False)
+
+    def records(self, notice_id: str) -> list[EvidenceRecord]:
+        """The evidence of this attempt: what the channel sent and got back, then the attempt."""
+        meta = {
+            "channel": self.channel,
+            "outcome": self.outcome.value,
+            "code": self.code,
+            "detail": self.detail,
+            "duration_ms": self.duration_ms,
+            "at": self.at,
+        }
+        return [*self.evidence, EvidenceRecord(kind=EvidenceKind.ATTEMPT, notice_id=notice_id, meta=meta)]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,3 +202,5 @@ class SendResult:
     ticket: str | None = None  # a receipt: the platform's automated confirmation
     awaiting_submission: bool = False  # manual channel: rendered, staff must submit it
     detail: str = ""
+    # What was sent and answered, exactly (the evidence record, SPEC §15).
+    evidence: tuple[EvidenceRecord, ...] = field(default=(), compare=False, repr=False)

@@ -5,8 +5,8 @@ Each port has a real adapter and an in-memory fake; both pass the same contract 
 
 One module per use case: ``intake`` (queues and the store's intake side), ``dispatch`` (channels,
 batching and sending), ``acks`` (inbound mail, acknowledgements, receipts, bounces), ``sla``,
-``monitoring``, ``console`` and ``verification``. :class:`Store` is all the store's sides together.
-Import from ``notifier.ports``.
+``monitoring``, ``console``, ``verification`` and ``evidence``. :class:`Store` is all the store's
+sides together. Import from ``notifier.ports``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from notifier.ports.console import (
     UserStore,
 )
 from notifier.ports.dispatch import Channel, NoticeStore
+from notifier.ports.evidence import EvidenceStore, PayloadCheck, StoredStates
 from notifier.ports.intake import Delivery, Incoming, IntakeQueue, IntakeStore, StatusCounts
 from notifier.ports.monitoring import MonitoringStore, OpenItems
 from notifier.ports.sla import SlaClaim, SlaDecision, SlaReschedule, SlaStore
@@ -48,6 +49,7 @@ __all__ = [
     "ConsoleStore",
     "Cutoffs",
     "Delivery",
+    "EvidenceStore",
     "Followup",
     "Incoming",
     "IntakeQueue",
@@ -56,6 +58,7 @@ __all__ = [
     "MonitoringStore",
     "NoticeStore",
     "OpenItems",
+    "PayloadCheck",
     "PlatformFigures",
     "Renotice",
     "RequestVerification",
@@ -68,6 +71,7 @@ __all__ = [
     "SlaStore",
     "StatusCounts",
     "Store",
+    "StoredStates",
     "User",
     "UserEvent",
     "UserStore",
@@ -86,6 +90,7 @@ class Store(
     UserStore,
     ConsoleStore,
     VerificationStore,
+    EvidenceStore,
     Protocol,
 ):
     """Durable state of notifier: everything the SQL store implements, on SQLite and PostgreSQL."""

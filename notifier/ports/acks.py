@@ -9,6 +9,7 @@ from typing import Protocol
 
 from notifier.domain.acks import Ack, AckPlan
 from notifier.domain.delivery import DeliveryDecision
+from notifier.domain.evidence import EvidenceRecord
 from notifier.domain.manual import Entry
 from notifier.domain.models import RequestState
 from notifier.domain.notices import Attempt, Notice
@@ -38,7 +39,12 @@ class AckStore(Protocol):
         ...
 
     async def record_clarification(
-        self, notice_id: str, *, at: datetime, entry: Entry | None = None
+        self,
+        notice_id: str,
+        *,
+        at: datetime,
+        entry: Entry | None = None,
+        evidence: Sequence[EvidenceRecord] = (),
     ) -> tuple[Notice, bool] | None:
         """Record the authority's answer to a clarification asked about an open notice (SPEC §14):
         ``clarified_at = at`` only while one is asked and unanswered (compare-and-set), its SLA

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from notifier.domain.batching import Pending, PendingGroup
+from notifier.domain.evidence import EvidenceRecord
 from notifier.domain.manual import Entry
 from notifier.domain.models import TakedownRequest
 from notifier.domain.notices import Attempt, Notice, NoticeContent, SendResult
@@ -31,7 +32,9 @@ class Channel(Protocol):
 
 class NoticeStore(Protocol):
     """The store's side of batching and dispatch. Every method is one short transaction; none is
-    held open across network I/O. Work is claimed with leases judged by the store's own clock."""
+    held open across network I/O. Work is claimed with leases judged by the store's own clock.
+    Every change of a notice's or its requests' state appends a ``state`` entry to the evidence
+    ledger in its transaction, with the attempt and what the channel sent (``Attempt.evidence``)."""
 
     async def pending_summary(self, platform: str) -> Pending:
         """Count, oldest ``ingested_at`` and urgent count of the platform's ``pending`` requests."""
@@ -84,12 +87,19 @@ class NoticeStore(Protocol):
         ...
 
     async def withdraw(
-        self, request_ids: Sequence[str], *, at: datetime, reason: str, entry: Entry | None = None
+        self,
+        request_ids: Sequence[str],
+        *,
+        at: datetime,
+        reason: str,
+        entry: Entry | None = None,
+        evidence: Sequence[EvidenceRecord] = (),
     ) -> list[WithdrawalStep]:
         """Withdraw each request (SPEC §14) as :func:`notifier.domain.withdrawal.plan_withdrawal`
         says, each a compare-and-set on its state: an unsent one leaves its notice (a notice left
         empty is settled and never sent), a sent one becomes ``withdrawn`` in it (a notice with none
-        left open is resolved). The steps taken and refused; unknown ids left out."""
+        left open is resolved). The steps taken and refused; unknown ids left out. ``evidence`` (the
+        staff action) is appended to the ledger with the new states, in the same transaction."""
         ...
 
     async def claim_due(
@@ -163,7 +173,13 @@ class NoticeStore(Protocol):
         ...
 
     async def retry_failed(
-        self, notice_id: str, *, now: datetime, deliver_by: datetime, entry: Entry | None = None
+        self,
+        notice_id: str,
+        *,
+        now: datetime,
+        deliver_by: datetime,
+        entry: Entry | None = None,
+        evidence: Sequence[EvidenceRecord] = (),
     ) -> Notice | None:
         """``failed`` → ``queued`` on its primary channel, due now, requests back to ``batched``;
         None when the notice is unknown or not failed. With ``entry``, a manual record of it in the
@@ -171,7 +187,13 @@ class NoticeStore(Protocol):
         ...
 
     async def mark_submitted(
-        self, notice_id: str, *, at: datetime, ticket: str | None, entry: Entry | None = None
+        self,
+        notice_id: str,
+        *,
+        at: datetime,
+        ticket: str | None,
+        entry: Entry | None = None,
+        evidence: Sequence[EvidenceRecord] = (),
     ) -> Notice | None:
         """Staff submitted a portal notice: ``awaiting_submission`` → ``delivered`` at ``at``,
         requests → ``delivered``. None when the notice is unknown or not awaiting submission.

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from notifier.domain.evidence import EvidenceRecord
 from notifier.domain.models import NoticeState
 from notifier.domain.sla import SlaFacts, SlaKind
 
@@ -115,9 +116,16 @@ class SlaStore(Protocol):
         ...
 
     async def mark_decision_sent(
-        self, notice_id: str, kind: SlaKind, *, at: datetime, message_ref: str | None
+        self,
+        notice_id: str,
+        kind: SlaKind,
+        *,
+        at: datetime,
+        message_ref: str | None,
+        evidence: Sequence[EvidenceRecord] = (),
     ) -> None:
-        """Keep when (first) and as what the decision went out; a later call changes nothing."""
+        """Keep when (first) and as what the decision went out; a later call changes nothing but
+        appends ``evidence`` (what was sent) to the ledger."""
         ...
 
     async def sla_decisions(self, notice_ids: Sequence[str]) -> list[SlaDecision]:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 
 import structlog
 
 from notifier.backoff import Stopped, while_store_unavailable
 from notifier.clock import Clock
 from notifier.domain.acks import parse_ack
+from notifier.domain.evidence import EvidenceKind, EvidenceRecord
 from notifier.domain.models import DeadLetter
 from notifier.errors import InvalidRequest, QueueUnavailable
 from notifier.intake.consumer import consume
@@ -89,6 +91,13 @@ class AckQueueConsumer:
         except InvalidRequest as error:
             await self._dead_letter(delivery, error.reason, stop)
             return None
+        received = EvidenceRecord(
+            kind=EvidenceKind.QUEUE_ACK,
+            notice_id=ack.notice_id,
+            payload=delivery.body,
+            meta={"source": delivery.source},
+        )
+        ack = replace(ack, evidence=(received,))
         result = await while_store_unavailable(
             lambda: self._acks.acknowledge(ack),
             operation="acknowledge",

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from notifier.clock import Clock
 from notifier.domain.acks import parse_ack
+from notifier.domain.evidence import EvidenceKind, EvidenceRecord
 from notifier.domain.models import IntakeOutcome
 from notifier.domain.notices import parse_notice_id
 from notifier.domain.signatures import CallbackRejected, CallbackVerifier
@@ -128,9 +129,15 @@ async def post_callback(request: web.Request) -> web.Response:
     acks: AckService = services["acks"]
     clock: Clock = services["clock"]
     try:
-        ack = replace(
-            parse_ack(body, source=f"callback:{platform}", received_at=clock.now()), webhook_id=webhook_id
+        ack = parse_ack(body, source=f"callback:{platform}", received_at=clock.now())
+        signed = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("webhook-")}
+        received = EvidenceRecord(
+            kind=EvidenceKind.CALLBACK,
+            notice_id=ack.notice_id,
+            payload=body,
+            meta={"platform": platform, "headers": signed},
         )
+        ack = replace(ack, webhook_id=webhook_id, evidence=(received,))
     except InvalidRequest as error:
         log.warning("callback.invalid", platform=platform, reason=error.reason, webhook_id=webhook_id)
         raise _refuse(web.HTTPBadRequest, error.reason) from None

@@ -25,6 +25,7 @@ import structlog
 from notifier.clock import Clock
 from notifier.domain.acks import Ack, AckPlan, AckStatus, plan_ack
 from notifier.domain.delivery import Bounce, Channels, DeliveryDecision, Step, after_bounce
+from notifier.domain.evidence import EvidenceKind, EvidenceRecord
 from notifier.domain.models import DeadLetter, RequestState
 from notifier.domain.notices import Attempt, AttemptOutcome, Notice, parse_notice_id
 from notifier.domain.replies import ALERT, MailKind, MailVerdict, classify
@@ -247,6 +248,14 @@ class AckService:
         """Take in one received email: applied, kept as a dead letter with the reason, or (read over
         IMAP, where it stays in its mailbox) logged as unmatched. Raises only a transient error (the
         store is away): the sender, or the next poll, hands the mail over again."""
+        # Recorded as received, before anything is read from it: the acknowledgement, receipt or
+        # bounce it turns out to be is recorded with the change it makes.
+        received = EvidenceRecord(
+            kind=EvidenceKind.MAIL_RECEIVED,
+            payload=raw,
+            meta={"source": source, "envelope_recipients": list(envelope_recipients)},
+        )
+        await self._store.record_evidence([received], at=self._clock.now())
         try:
             await self._handle_mail(raw, source=source, envelope_recipients=envelope_recipients)
         except TransientError:

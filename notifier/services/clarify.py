@@ -9,17 +9,19 @@ again re-sends the same message (same Message-ID or API id) with the deadline of
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
 import structlog
 
+from notifier.domain.evidence import EvidenceRecord, staff_record
 from notifier.domain.manual import Entry
 from notifier.domain.models import TakedownRequest
 from notifier.domain.notices import Authority, MessageKind, Notice, SendResult
 from notifier.errors import NotifierError
+from notifier.failures import DeliveryError
 from notifier.services.routes import Route, notice_content
 
 log = structlog.get_logger("notifier.clarify")
@@ -27,8 +29,15 @@ log = structlog.get_logger("notifier.clarify")
 
 class ClarifyStore(Protocol):
     async def record_clarification(
-        self, notice_id: str, *, at: datetime, entry: Entry | None = None
+        self,
+        notice_id: str,
+        *,
+        at: datetime,
+        entry: Entry | None = None,
+        evidence: Sequence[EvidenceRecord] = (),
     ) -> tuple[Notice, bool] | None: ...
+
+    async def record_evidence(self, records: Sequence[EvidenceRecord], *, at: datetime) -> None: ...
 
     async def notice_requests(self, notice_id: str) -> list[TakedownRequest]: ...
 
@@ -56,7 +65,8 @@ async def send_clarification(
     staff's text, sent to the platform and never logged."""
     if not note.strip():
         raise NotifierError("the note is empty: write the answer to the platform's question")
-    recorded = await store.record_clarification(notice_id, at=now, entry=entry)
+    staff = staff_record("clarify", by=entry.by if entry is not None else "cli", notice_id=notice_id, at=now)
+    recorded = await store.record_clarification(notice_id, at=now, entry=entry, evidence=[staff])
     if recorded is None:
         raise NotifierError(f"{notice_id}: no clarification was asked, or the notice is not open")
     notice, first = recorded
@@ -75,7 +85,12 @@ async def send_clarification(
         sent_at=answered_at,  # the removal deadline runs again in full from the answer
     )
     content = replace(content, note=note)
-    result = await route.channel(notice.channel).send(content)
+    try:
+        result = await route.channel(notice.channel).send(content)
+    except DeliveryError as error:
+        await store.record_evidence(error.evidence, at=now)
+        raise
+    await store.record_evidence(result.evidence, at=now)
     log.info(
         "notice.clarified",
         notice_id=notice_id,

@@ -9,6 +9,7 @@ import structlog
 
 from notifier.domain.acks import Ack, AckItem, AckStatus, ItemStatus
 from notifier.domain.delivery import Channels, Step, after_retry_by_hand, after_submission
+from notifier.domain.evidence import staff_record
 from notifier.domain.manual import Entry
 from notifier.domain.notices import Notice
 from notifier.errors import InvalidRequest
@@ -41,7 +42,11 @@ async def retry_notice(
     )
     if decision.step is not Step.REQUEUE:
         raise InvalidRequest(f"{notice_id}: is {known[0].state.value}, only a failed notice can be retried")
-    notice = await store.retry_failed(notice_id, now=now, deliver_by=decision.deliver_by, entry=entry)
+    by = entry.by if entry is not None else actor
+    staff = staff_record("retry", by=by, notice_id=notice_id, actor=actor)
+    notice = await store.retry_failed(
+        notice_id, now=now, deliver_by=decision.deliver_by, entry=entry, evidence=[staff]
+    )
     if notice is None:  # another operator or process moved it meanwhile
         raise InvalidRequest(f"{notice_id}: is no longer failed, only a failed notice can be retried")
     log.info("notice.retry_requested", notice_id=notice_id, platform=notice.platform, actor=actor)
@@ -68,7 +73,16 @@ async def record_submitted(
         raise InvalidRequest(f"--at {at.isoformat()} is before the notice was created")
     notice = None
     if after_submission(known[0]).step is Step.DELIVERED:
-        notice = await store.mark_submitted(notice_id, at=at, ticket=ticket, entry=entry)
+        staff = staff_record(
+            "submitted",
+            by=entry.by if entry is not None else actor,
+            notice_id=notice_id,
+            actor=actor,
+            at=at,
+            entered_at=now,
+            ticket=ticket,
+        )
+        notice = await store.mark_submitted(notice_id, at=at, ticket=ticket, entry=entry, evidence=[staff])
     if notice is None:
         raise InvalidRequest(
             f"{notice_id}: is {known[0].state.value}; "
@@ -135,5 +149,17 @@ async def record_ack(
         note=note,
         by=entry.by if entry is not None else None,
         entered_at=entry.entered_at if entry is not None else None,
+        evidence=(
+            staff_record(
+                "ack",
+                by=entry.by if entry is not None else source,
+                notice_id=notice_id,
+                request_ids=request_ids,
+                status=status.value,
+                at=at,
+                entered_at=now,
+                ticket=ticket,
+            ),
+        ),
     )
     return await acks.acknowledge(ack)

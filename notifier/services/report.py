@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from notifier.domain.evidence import Head
 from notifier.domain.models import format_timestamp
 from notifier.domain.report import (
     NO_PROFILE,
@@ -79,6 +80,13 @@ class AckSourcesReportStore(Protocol):
     async def ack_sources(
         self, *, since: datetime | None, until: datetime | None, platforms: Sequence[str]
     ) -> dict[str, AckSources]: ...
+
+
+@runtime_checkable
+class LedgerStore(Protocol):
+    """A report store that keeps the evidence record (SPEC §15): the report carries its head."""
+
+    async def ledger_head(self) -> Head: ...
 
 
 @runtime_checkable
@@ -171,6 +179,9 @@ async def build_report(
         "since": None if since is None else format_timestamp(since),
         "until": None if until is None else format_timestamp(until),
     }
+    if isinstance(store, LedgerStore):
+        # Read after the figures: the record up to this head holds everything they were made from.
+        document["ledger_head"] = (await store.ledger_head()).hash
     if by == "platform":
         documents = platform_documents(figures, bounds=bounds, dead_letters=letters)
         # §13's figures after §8's, for every platform (zeros where the store keeps no checks).
@@ -199,6 +210,7 @@ __all__ = [
     "GROUPINGS",
     "AckSourcesReportStore",
     "FiguresStore",
+    "LedgerStore",
     "ProfileBounds",
     "ReportStore",
     "VerificationReportStore",

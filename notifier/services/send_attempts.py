@@ -66,6 +66,7 @@ def measured_attempt(
             code=error.code,
             detail=error.detail,
             duration_ms=duration_ms,
+            evidence=error.evidence,
         )
     assert result is not None
     return Attempt(
@@ -75,6 +76,7 @@ def measured_attempt(
         code=result.code,
         detail=result.detail[:500],
         duration_ms=duration_ms,
+        evidence=result.evidence,
     )
 
 

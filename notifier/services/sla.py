@@ -347,8 +347,12 @@ class SlaMonitor:
             return False
         ref = _reference(channel, content, result)
         at = self._clock.now()
+        sent = result.evidence  # with the first decision: one message went out for them all
         for decision in decisions:
-            await self._store.mark_decision_sent(decision.notice_id, decision.kind, at=at, message_ref=ref)
+            await self._store.mark_decision_sent(
+                decision.notice_id, decision.kind, at=at, message_ref=ref, evidence=sent
+            )
+            sent = ()
         self._metrics.sla_sends.labels(platform=notice.platform, kind=kind.value, outcome="sent").inc()
         log.info(
             "sla.escalated" if kind is MessageKind.ESCALATION else "sla.reminder_sent",

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import Protocol
 
+from notifier.domain.evidence import EvidenceRecord
 from notifier.domain.models import TakedownRequest
 from notifier.domain.notices import Authority, MessageKind, Notice, api_message_id
 from notifier.errors import NotifierError
@@ -20,6 +22,8 @@ class FollowupStore(Protocol):
     async def get_notices(self, notice_ids: Sequence[str]) -> list[Notice]: ...
 
     async def notice_requests(self, notice_id: str) -> list[TakedownRequest]: ...
+
+    async def record_evidence(self, records: Sequence[EvidenceRecord], *, at: datetime) -> None: ...
 
 
 class ChannelFollowups:
@@ -62,6 +66,8 @@ class ChannelFollowups:
         content = replace(content, follow_up=followup.seq)
         channel = route.channel(notice.channel)
         result = await channel.send(content)
+        # Dated when the follow-up was decided: this sender has no clock, and sends it at once.
+        await self._store.record_evidence(result.evidence, at=followup.decided_at)
         if result.message_id:
             return result.message_id
         if channel.name == "api":

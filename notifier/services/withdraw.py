@@ -16,11 +16,13 @@ from typing import Protocol
 
 import structlog
 
+from notifier.domain.evidence import EvidenceRecord, staff_record
 from notifier.domain.manual import Entry
 from notifier.domain.models import StoredRequest
 from notifier.domain.notices import Authority, MessageKind, Notice
 from notifier.domain.withdrawal import WithdrawalKind, WithdrawalStep
 from notifier.errors import NotifierError
+from notifier.failures import DeliveryError
 from notifier.services.routes import Route, notice_content
 
 log = structlog.get_logger("notifier.withdraw")
@@ -28,8 +30,16 @@ log = structlog.get_logger("notifier.withdraw")
 
 class WithdrawStore(Protocol):
     async def withdraw(
-        self, request_ids: Sequence[str], *, at: datetime, reason: str, entry: Entry | None = None
+        self,
+        request_ids: Sequence[str],
+        *,
+        at: datetime,
+        reason: str,
+        entry: Entry | None = None,
+        evidence: Sequence[EvidenceRecord] = (),
     ) -> list[WithdrawalStep]: ...
+
+    async def record_evidence(self, records: Sequence[EvidenceRecord], *, at: datetime) -> None: ...
 
     async def get_notices(self, notice_ids: Sequence[str]) -> list[Notice]: ...
 
@@ -58,7 +68,9 @@ async def withdraw_requests(
     the staff's note, sent to the platform and never logged."""
     if not reason.strip():
         raise NotifierError("the reason is empty: say why the requests are withdrawn")
-    steps = await store.withdraw(request_ids, at=now, reason=reason, entry=entry)
+    by = entry.by if entry is not None else "cli"
+    staff = staff_record("withdraw", by=by, request_ids=list(dict.fromkeys(request_ids)), at=now)
+    steps = await store.withdraw(request_ids, at=now, reason=reason, entry=entry, evidence=[staff])
     done = Withdrawn(steps=steps)
     sent: dict[str, list[str]] = {}
     for step in steps:
@@ -81,12 +93,15 @@ async def withdraw_requests(
             notice, route, requests, authority=authority, labels=labels, kind=MessageKind.WITHDRAWAL
         )
         try:
-            await route.channel(notice.channel).send(replace(content, note=reason))
+            result = await route.channel(notice.channel).send(replace(content, note=reason))
         except Exception as error:  # reported to staff, who run it again
+            if isinstance(error, DeliveryError):
+                await store.record_evidence(error.evidence, at=now)
             detail = getattr(error, "detail", type(error).__name__)
             done.not_sent[notice_id] = str(detail)
             log.warning("notice.withdrawal_not_sent", notice_id=notice_id, detail=str(detail))
             continue
+        await store.record_evidence(result.evidence, at=now)
         done.notified.append(notice_id)
         log.info("notice.withdrawal_sent", notice_id=notice_id, requests=len(withdrawn))
     return done

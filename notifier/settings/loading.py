@@ -26,6 +26,7 @@ from notifier.settings.sections import (
     CategorySettings,
     ConsoleSettings,
     DeadlineSettings,
+    EvidenceSettings,
     HttpSettings,
     ManualSettings,
     QueueSettings,
@@ -66,6 +67,7 @@ class Settings(Section):
     runtime: RuntimeSettings = RuntimeSettings()
     sla: SlaSettings = SlaSettings()
     verify: VerifySettings = Field(default_factory=VerifySettings, validate_default=True)
+    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings, validate_default=True)
     platforms: dict[str, PlatformSettings]
     config_path: Path = Field(default=Path(), exclude=True)
 

@@ -270,3 +270,25 @@ class CategorySettings(Section):
 
     label: str
     deadline: str | None = None
+
+
+class EvidenceSettings(Section):
+    """The evidence record (SPEC §15): the hash-chained ledger and its encrypted payloads."""
+
+    enabled: bool = True
+    # The variable holding the payloads' AES key (16, 24 or 32 bytes, hex or base64). `notifier
+    # run` refuses to start without it while the record is enabled; commands that only read or
+    # record staff actions work without it (payloads are then hashed, not kept).
+    key_env: str = "NOTIFIER_EVIDENCE_KEY"
+    retention: PositiveDuration = timedelta(days=180)
+    _key: SecretStr | None = PrivateAttr(default=None)
+
+    @property
+    def key(self) -> str:
+        """The key as written in the variable, or empty when it is not set."""
+        return self._key.get_secret_value() if self._key else ""
+
+    @model_validator(mode="after")
+    def _resolve_key(self, info: ValidationInfo) -> EvidenceSettings:
+        self._key = env_secret(info, "evidence.key_env", self.key_env, required=False)
+        return self

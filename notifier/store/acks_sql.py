@@ -29,10 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.acks import Ack, AckPlan, RequestChange
 from notifier.domain.delivery import DeliveryDecision
+from notifier.domain.evidence import EvidenceKind, EvidenceRecord
 from notifier.domain.manual import Entry, ManualAction
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.notices import Attempt, Notice
 from notifier.domain.sla import SlaFacts, pause_asked
+from notifier.store.evidence_writer import EvidenceWriter
 from notifier.store.ingest import as_utc
 from notifier.store.manual_sql import record_manual
 from notifier.store.notice_queries import add_attempt, with_details
@@ -57,6 +59,8 @@ class AckSqlMixin:
         def _write(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
         def _read(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
+
+        _evidence: EvidenceWriter
 
     async def ack_context(self, notice_id: str) -> tuple[Notice, dict[str, RequestState]] | None:
         async with self._read("ack_context") as conn:
@@ -104,12 +108,24 @@ class AckSqlMixin:
                 for group in _grouped(plan.changes):
                     await _move_requests(conn, ack.notice_id, group)
                 await conn.execute(acks.insert(), history)
+                await self._evidence.record(
+                    conn,
+                    ack.received_at,
+                    [*ack.evidence, ack.record(APPLIED)],
+                    notices_moved=[ack.notice_id],
+                    with_requests=bool(plan.changes),
+                )
         except _StalePlan:
             return False
         return True
 
     async def record_clarification(
-        self, notice_id: str, *, at: datetime, entry: Entry | None = None
+        self,
+        notice_id: str,
+        *,
+        at: datetime,
+        entry: Entry | None = None,
+        evidence: Sequence[EvidenceRecord] = (),
     ) -> tuple[Notice, bool] | None:
         """The authority answers the clarification asked about an open notice (SPEC §14):
         ``clarified_at`` is set, compare-and-set, only while one is asked and not yet answered,
@@ -143,6 +159,7 @@ class AckSqlMixin:
                 if row is None:
                     return None
             await record_manual(conn, entry, ManualAction.CLARIFY, at=at, notice_id=notice_id)
+            await self._evidence.append(conn, at, evidence)
             [notice] = await with_details(conn, [row])
         return notice, first
 
@@ -151,6 +168,7 @@ class AckSqlMixin:
         async with self._write("record_ack_history") as conn:
             if await self._first_sight(conn, ack):
                 await conn.execute(acks.insert(), row)
+                await self._evidence.append(conn, ack.received_at, [*ack.evidence, ack.record(outcome)])
 
     async def webhook_seen(self, platform: str, webhook_id: str) -> bool:
         stmt = select(seen_webhooks.c.platform).where(
@@ -183,8 +201,16 @@ class AckSqlMixin:
             .values(values)
             .returning(notices.c.notice_id)
         )
+        record = EvidenceRecord(
+            kind=EvidenceKind.RECEIPT,
+            notice_id=notice_id,
+            meta={"at": at, "ticket": ticket, "source": source},
+        )
         async with self._write("record_receipt") as conn:
-            return (await conn.execute(stmt)).first() is not None
+            if (await conn.execute(stmt)).first() is None:
+                return False
+            await self._evidence.append(conn, at, [record])
+            return True
 
     async def record_bounce(self, notice_id: str, *, attempt: Attempt, delivery: DeliveryDecision) -> bool:
         if not delivery.changes_anything or delivery.state not in (NoticeState.RETRYING, NoticeState.FAILED):
@@ -224,6 +250,9 @@ class AckSqlMixin:
                 update(requests)
                 .where(requests.c.notice_id == notice_id, requests.c.state == RequestState.DELIVERED.value)
                 .values(state=requests_after.value, delivered_at=None)
+            )
+            await self._evidence.record(
+                conn, attempt.at, attempt.records(notice_id), notices_moved=[notice_id]
             )
         return True
 

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from notifier.domain.evidence import EvidenceRecord
 from notifier.domain.manual import Entry, EntrySource, ManualAction, ManualRecord
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.notices import Notice
+from notifier.store.evidence_writer import EvidenceWriter
 from notifier.store.ingest import as_utc
 from notifier.store.notice_queries import requests_delivered, with_details
 from notifier.store.tables import notices, requests
@@ -55,13 +57,20 @@ class ManualSqlMixin:
     """Retries, portal submissions and :meth:`manual_records` for :class:`notifier.store.sql.SqlStore`."""
 
     if TYPE_CHECKING:
+        _evidence: EvidenceWriter
 
         def _read(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
         def _write(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
     async def retry_failed(
-        self, notice_id: str, *, now: datetime, deliver_by: datetime, entry: Entry | None = None
+        self,
+        notice_id: str,
+        *,
+        now: datetime,
+        deliver_by: datetime,
+        entry: Entry | None = None,
+        evidence: Sequence[EvidenceRecord] = (),
     ) -> Notice | None:
         now = as_utc(now)
         stmt = (
@@ -88,11 +97,18 @@ class ManualSqlMixin:
                 .values(state=RequestState.BATCHED.value)
             )
             await record_manual(conn, entry, ManualAction.RETRY, at=now, notice_id=notice_id)
+            await self._evidence.record(conn, now, evidence, notices_moved=[notice_id])
             [notice] = await with_details(conn, [row])
         return notice
 
     async def mark_submitted(
-        self, notice_id: str, *, at: datetime, ticket: str | None, entry: Entry | None = None
+        self,
+        notice_id: str,
+        *,
+        at: datetime,
+        ticket: str | None,
+        entry: Entry | None = None,
+        evidence: Sequence[EvidenceRecord] = (),
     ) -> Notice | None:
         at = as_utc(at)
         values: dict[str, Any] = {"state": NoticeState.DELIVERED.value, "delivered_at": at}
@@ -112,6 +128,7 @@ class ManualSqlMixin:
                 return None
             await requests_delivered(conn, notice_id, at)
             await record_manual(conn, entry, ManualAction.SUBMITTED, at=at, notice_id=notice_id)
+            await self._evidence.record(conn, at, evidence, notices_moved=[notice_id])
             [notice] = await with_details(conn, [row])
         return notice
 

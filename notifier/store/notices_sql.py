@@ -35,8 +35,10 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.batching import Pending, PendingGroup
+from notifier.domain.evidence import Snapshot, state_record
 from notifier.domain.models import NoticeState, Priority, RequestState, TakedownRequest
 from notifier.domain.notices import Attempt, Notice, SendResult, notice_id
+from notifier.store.evidence_writer import EvidenceWriter
 from notifier.store.ingest import as_utc
 from notifier.store.notice_queries import (
     DELIVERABLE,
@@ -68,6 +70,8 @@ class NoticeSqlMixin:
         def _write(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
         def _read(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
+
+        _evidence: EvidenceWriter
 
     def _store_now(self) -> ColumnElement[float]:
         """The database's clock as float seconds since the Unix epoch, read when the statement runs.
@@ -175,6 +179,13 @@ class NoticeSqlMixin:
                 urgent=spec.urgent or urgent_count > 0,
             )
             await insert_notice(conn, notice, sequence, claim or {})
+            # Recorded as queued even when claimed as it is formed: a claim is a lease, not a step.
+            formed = state_record(
+                notice_id=notice.notice_id,
+                notice=Snapshot(NoticeState.QUEUED.value),
+                requests=dict.fromkeys(request_ids, Snapshot("batched")),
+            )
+            await self._evidence.append(conn, now, [formed])
         bodies = [TakedownRequest.from_canonical(json.loads(body)) for _, body in picked if body is not None]
         return notice, bodies
 
@@ -257,6 +268,7 @@ class NoticeSqlMixin:
             await add_attempt(conn, notice_id, attempt)
             if not result.awaiting_submission:
                 await requests_delivered(conn, notice_id, at)
+            await self._evidence.record(conn, at, attempt.records(notice_id), notices_moved=[notice_id])
         return True
 
     async def record_failure(
@@ -290,6 +302,9 @@ class NoticeSqlMixin:
                     .where(requests.c.notice_id == notice_id, requests.c.state.in_(DELIVERABLE))
                     .values(state=RequestState.FAILED.value)
                 )
+            await self._evidence.record(
+                conn, attempt.at, attempt.records(notice_id), notices_moved=[notice_id], with_requests=give_up
+            )
         return True
 
     async def renew_lease(self, notice_id: str, *, owner: str, lease: timedelta) -> bool:
@@ -311,6 +326,7 @@ class NoticeSqlMixin:
         async with self._write("record_attempt") as conn:
             if (await conn.execute(held)).first() is not None:
                 await add_attempt(conn, notice_id, attempt)
+                await self._evidence.append(conn, attempt.at, attempt.records(notice_id))
 
     async def release(self, notice_id: str, *, owner: str, until: datetime | None = None) -> None:
         # Back to where a claim found it: ``retrying`` when it has been tried before, ``queued``
@@ -337,23 +353,3 @@ class NoticeSqlMixin:
                 rows = (await conn.execute(select(notices).where(notices.c.notice_id.in_(chunk)))).all()
                 found.update({n.notice_id: n for n in await with_details(conn, rows)})
         return [found[i] for i in wanted if i in found]
-
-    async def unalerted_failures(self, *, limit: int) -> list[Notice]:
-        stmt = (
-            select(notices)
-            .where(notices.c.state == NoticeState.FAILED.value, notices.c.alerted_at.is_(None))
-            .order_by(notices.c.updated_at, notices.c.notice_id)
-            .limit(limit)
-        )
-        async with self._read("unalerted_failures") as conn:
-            rows = (await conn.execute(stmt)).all()
-            return await with_details(conn, rows)
-
-    async def mark_alerted(self, notice_id: str, *, at: datetime) -> None:
-        stmt = (
-            update(notices)
-            .where(notices.c.notice_id == notice_id, notices.c.alerted_at.is_(None))
-            .values(alerted_at=as_utc(at))
-        )
-        async with self._write("mark_alerted") as conn:
-            await conn.execute(stmt)

@@ -25,9 +25,11 @@ from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
+from notifier.domain.evidence import EvidenceRecord
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.sla import SlaFacts, SlaKind
 from notifier.ports import SlaClaim, SlaDecision, SlaReschedule
+from notifier.store.evidence_writer import EvidenceWriter
 from notifier.store.ingest import as_utc
 from notifier.store.tables import UTCDateTime, notices, requests, sla_decisions
 
@@ -52,6 +54,8 @@ class SlaSqlMixin:
         def _read(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
         def _store_now(self) -> ColumnElement[float]: ...
+
+        _evidence: EvidenceWriter
 
     async def claim_sla_due(self, *, now: datetime, lease: timedelta, limit: int) -> list[SlaClaim]:
         if limit < 1:
@@ -254,7 +258,13 @@ class SlaSqlMixin:
             return [_decision(row) for row in await conn.execute(stmt)]
 
     async def mark_decision_sent(
-        self, notice_id: str, kind: SlaKind, *, at: datetime, message_ref: str | None
+        self,
+        notice_id: str,
+        kind: SlaKind,
+        *,
+        at: datetime,
+        message_ref: str | None,
+        evidence: Sequence[EvidenceRecord] = (),
     ) -> None:
         stmt = (
             update(sla_decisions)
@@ -268,6 +278,7 @@ class SlaSqlMixin:
         )
         async with self._write("mark_decision_sent") as conn:
             await conn.execute(stmt)
+            await self._evidence.append(conn, as_utc(at), evidence)
 
     async def sla_decisions(self, notice_ids: Sequence[str]) -> list[SlaDecision]:
         """Every decision about ``notice_ids`` (reports, tests)."""

@@ -41,9 +41,12 @@ from notifier.store import migrate
 from notifier.store.acks_sql import AckSqlMixin
 from notifier.store.console_sql import ConsoleSqlMixin
 from notifier.store.engine import READ_ONLY, build_engine, describe_failure, is_unavailable, parse_store_url
+from notifier.store.evidence_sql import EvidenceSqlMixin
+from notifier.store.evidence_writer import EvidenceOptions, EvidenceWriter, intake_record
 from notifier.store.ingest import Item, as_utc, dead_letter_row, plan_batch
 from notifier.store.manual_sql import ManualSqlMixin
 from notifier.store.notices_sql import NoticeSqlMixin
+from notifier.store.notices_staff_sql import NoticeStaffSqlMixin
 from notifier.store.open_items_sql import OpenItemsSqlMixin
 from notifier.store.rate_sql import RateSqlMixin
 from notifier.store.report_acks_sql import ReportAcksSqlMixin
@@ -65,6 +68,7 @@ _T = TypeVar("_T")
 
 class SqlStore(
     NoticeSqlMixin,
+    NoticeStaffSqlMixin,
     RateSqlMixin,
     AckSqlMixin,
     ReportSqlMixin,
@@ -76,6 +80,7 @@ class SqlStore(
     WithdrawSqlMixin,
     ManualSqlMixin,
     ReportAcksSqlMixin,
+    EvidenceSqlMixin,
 ):
     """:class:`notifier.ports.Store` (intake, notices, acknowledgements) on SQLite or PostgreSQL.
 
@@ -83,11 +88,12 @@ class SqlStore(
     and ``await store.open()``. ``close()`` releases every pooled connection.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, evidence: EvidenceOptions | None = None) -> None:
         self._url = parse_store_url(url)
         self._engine: AsyncEngine = build_engine(self._url)
         self._reader: AsyncEngine = self._engine.execution_options(**{READ_ONLY: True})
         self._insert = postgresql.insert if self._url.dialect == "postgresql" else sqlite.insert
+        self._evidence = EvidenceWriter(evidence or EvidenceOptions(), self._insert)
 
     @property
     def name(self) -> str:
@@ -144,6 +150,8 @@ class SqlStore(
                 await self._record_conflicts(conn, conflicts, now=now)
             if letters:
                 await self._record_dead_letters(conn, letters)
+            if inserted:
+                await self._evidence.append(conn, now, [intake_record(inserted)])
         return outcomes
 
     async def _insert_new(
@@ -310,10 +318,10 @@ class SqlStore(
             raise StoreUnavailable(message) from error
 
 
-async def open_existing_store(url: str) -> SqlStore:
+async def open_existing_store(url: str, *, evidence: EvidenceOptions | None = None) -> SqlStore:
     """Open the store at ``url`` only if notifier made it and its schema is this version's (raises
     :class:`notifier.errors.ConfigError` naming ``store.url`` otherwise); nothing is created."""
-    store = SqlStore(url)
+    store = SqlStore(url, evidence=evidence)
     try:
         await store.check_schema()
     except BaseException:
@@ -322,13 +330,13 @@ async def open_existing_store(url: str) -> SqlStore:
     return store
 
 
-async def create_store(url: str) -> SqlStore:
+async def create_store(url: str, *, evidence: EvidenceOptions | None = None) -> SqlStore:
     """Open the store at ``url`` with its schema migrated to the latest version.
 
     Raises :class:`notifier.errors.StoreUnavailable` when the database cannot be reached and
     :class:`notifier.errors.ConfigError` when the URL is not one notifier supports.
     """
-    store = SqlStore(url)
+    store = SqlStore(url, evidence=evidence)
     try:
         await store.open()
     except BaseException:

@@ -401,7 +401,8 @@ notice_members = Table(
 )
 
 # Manual records (migration 0035) live in a module of their own and add to this metadata.
-from notifier.store import tables_manual as _tables_manual  # noqa: E402, F401
-
 # The console's accounts, sessions, login throttling, account history and search index are in
 # notifier.store.console_tables, on this metadata (imported with the store package).
+# The evidence ledger's tables live in a module of their own, on this metadata.
+from notifier.store import evidence_tables as _evidence_tables  # noqa: E402, F401
+from notifier.store import tables_manual as _tables_manual  # noqa: E402, F401

@@ -9,6 +9,7 @@ never kept, only its size and SHA-256.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
@@ -18,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from notifier.domain.evidence import EvidenceKind, EvidenceRecord
 from notifier.domain.models import RequestState, TakedownRequest
 from notifier.domain.verification import CheckOutcome, UrlCheck, VerificationRow, VerifyFacts
 from notifier.ports import Followup, Renotice, RequestVerification, VerifyClaim, VerifyUpdate
+from notifier.store.evidence_writer import EvidenceWriter
 from notifier.store.ingest import as_utc
 from notifier.store.renotice_sql import add_renotice, renotices_of
 from notifier.store.report_sql import window
@@ -57,6 +60,8 @@ class VerifySqlMixin:
         def _read(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
         async def _next_sequence(self, conn: AsyncConnection, platform: str) -> int: ...
+
+        _evidence: EvidenceWriter
 
     async def claim_verify_due(self, *, now: datetime, lease: timedelta, limit: int) -> list[VerifyClaim]:
         if limit < 1:
@@ -115,6 +120,10 @@ class VerifySqlMixin:
                 await _record_facts(conn, update_)
             for renotice in renotices:
                 await add_renotice(conn, renotice, self._next_sequence)
+            if rows:
+                await self._evidence.append(
+                    conn, max(row["at"] for row in rows), [_check_record(r) for r in rows]
+                )
             return [await _add_followup(conn, followup) for followup in followups]
 
     async def next_verify_due(self) -> datetime | None:
@@ -303,6 +312,14 @@ async def _record_facts(conn: AsyncConnection, update_: VerifyUpdate) -> None:
             await conn.execute(
                 update(requests).where(requests.c.request_id == update_.request_id).values(values)
             )
+
+
+def _check_record(row: dict[str, Any]) -> EvidenceRecord:
+    """The ``check`` entry of one URL check: what was observed, never content; the URL by its hash."""
+    meta = {key: value for key, value in row.items() if key not in ("url", "final_url", "request_id")}
+    for key in ("url", "final_url"):
+        meta[f"{key}_sha256"] = hashlib.sha256(str(row[key]).encode("utf-8")).hexdigest()
+    return EvidenceRecord(kind=EvidenceKind.CHECK, request_ids=(row["request_id"],), meta=meta)
 
 
 def _check_row(update_: VerifyUpdate, check: UrlCheck) -> dict[str, Any]:

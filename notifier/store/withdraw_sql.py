@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from notifier.domain.evidence import EvidenceRecord
 from notifier.domain.manual import Entry, ManualAction
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.withdrawal import (
@@ -20,6 +21,7 @@ from notifier.domain.withdrawal import (
     WithdrawalStep,
     plan_withdrawal,
 )
+from notifier.store.evidence_writer import EvidenceWriter
 from notifier.store.ingest import as_utc
 from notifier.store.manual_sql import record_manual
 from notifier.store.tables import notices, requests
@@ -39,8 +41,16 @@ class WithdrawSqlMixin:
 
         def _write(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
+        _evidence: EvidenceWriter
+
     async def withdraw(
-        self, request_ids: Sequence[str], *, at: datetime, reason: str, entry: Entry | None = None
+        self,
+        request_ids: Sequence[str],
+        *,
+        at: datetime,
+        reason: str,
+        entry: Entry | None = None,
+        evidence: Sequence[EvidenceRecord] = (),
     ) -> list[WithdrawalStep]:
         """Withdraw each request as :func:`notifier.domain.withdrawal.plan_withdrawal` says, one
         compare-and-set each; the steps taken and refused, in the order asked (unknown ids left
@@ -73,6 +83,14 @@ class WithdrawSqlMixin:
                     notice_id, ids = step.notice_id, [request_id]
                     await record_manual(conn, entry, withdrawn, at=at, notice_id=notice_id, request_ids=ids)
                 steps.append(step)
+            taken = [step for step in steps if step.kind is not None]
+            await self._evidence.record(
+                conn,
+                at,
+                evidence,
+                notices_moved=[step.notice_id for step in taken if step.notice_id is not None],
+                requests_moved=[step.request_id for step in taken],
+            )
         return steps
 
 

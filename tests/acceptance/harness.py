@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.evidence_key import EVIDENCE_ENV
 from tests.waiting import wait_for
 
 __all__ = ["Daemons", "notifier", "start_daemon", "status_json", "stored_total", "wait_for", "write_config"]
@@ -89,7 +90,7 @@ channel = "manual"
 
 
 def cli_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")} | EVIDENCE_ENV
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

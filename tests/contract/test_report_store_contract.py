@@ -24,13 +24,20 @@ import pytest
 from sqlalchemy import delete
 
 from notifier.domain.acks import Ack, AckStatus, plan_ack
+from notifier.domain.evidence import Head
 from notifier.domain.models import DeadLetter, Priority, RequestState, TakedownRequest
 from notifier.domain.notices import Attempt, AttemptOutcome, Notice, SendResult
 from notifier.domain.report import Bounds, ReportRow, platform_documents, platform_reports
 from notifier.domain.report_acks import AckSources
 from notifier.domain.sla import SlaKind
 from notifier.ports import Incoming, Store
-from notifier.services.report import AckSourcesReportStore, FiguresStore, ReportStore, build_report
+from notifier.services.report import (
+    AckSourcesReportStore,
+    FiguresStore,
+    LedgerStore,
+    ReportStore,
+    build_report,
+)
 from notifier.store import SqlStore, create_store
 from notifier.store.tables import requests, sla_decisions
 
@@ -213,6 +220,11 @@ class RowsOnly:
         """Who answered is counted by the store either way (SPEC §15): not part of the tally."""
         assert isinstance(self._store, AckSourcesReportStore)
         return await self._store.ack_sources(since=since, until=until, platforms=platforms)
+
+    async def ledger_head(self) -> Head:
+        """The evidence record's head, which both reports carry (the same store's)."""
+        assert isinstance(self._store, LedgerStore)
+        return await self._store.ledger_head()
 
 
 async def history(store: ReportingStore) -> None:

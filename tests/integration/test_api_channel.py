@@ -585,3 +585,35 @@ async def test_a_refusal_does_not_echo_the_platform_body_or_the_token(
     error = await send_failing(channel(session, platform.url))
 
     assert str(error) == error.detail == "HTTP 401 Unauthorized"
+
+
+async def test_the_record_keeps_the_exact_body_and_headers_without_the_token_and_the_answer(
+    platform: Platform, session: aiohttp.ClientSession
+) -> None:
+    platform.reply = answer(201, b'{"ticket": "VH-1"}')
+
+    result = await channel(session, platform.url).send(notice_content())
+
+    sent, answered = result.evidence
+    (received,) = platform.received
+    assert (sent.kind, sent.notice_id, sent.payload) == ("api.request", NOTICE_ID, received.body)
+    assert "Authorization" not in sent.meta["headers"]
+    assert sent.meta["headers"]["webhook-signature"] == received.headers["webhook-signature"]
+    assert TOKEN not in json.dumps(sent.meta)
+    assert (answered.kind, answered.payload, answered.meta["status"]) == (
+        "api.answer",
+        b'{"ticket": "VH-1"}',
+        201,
+    )
+
+
+async def test_a_refused_call_keeps_what_was_sent_and_the_answer_in_the_error(
+    platform: Platform, session: aiohttp.ClientSession
+) -> None:
+    platform.reply = answer(503, b"busy")
+
+    error = await send_failing(channel(session, platform.url))
+
+    sent, answered = error.evidence
+    assert sent.payload == platform.received[0].body
+    assert (answered.payload, answered.meta["status"]) == (b"busy", 503)

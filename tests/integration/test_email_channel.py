@@ -490,11 +490,12 @@ async def test_a_message_with_8bit_content_goes_through_the_negotiating_path(
     message["Subject"] = "8-bit"
     message.set_content("삭제 요청 통지\n", charset="utf-8", cte="8bit")
 
-    code, _ = await transport.send(message, sender=FROM, recipients=[TO])
+    relayed = await transport.send(message, sender=FROM, recipients=[TO])
 
-    assert code == 250
+    assert relayed.code == 250
     received = sink.received[0]
     assert "BODY=8BITMIME" in received.mail_options
+    assert relayed.data == received.data  # the record keeps exactly what was sent
     assert received.parsed().get_content().rstrip() == "삭제 요청 통지"
 
 

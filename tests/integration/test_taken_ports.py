@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.evidence_key import EVIDENCE_ENV
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -26,7 +28,7 @@ def taken_port() -> Iterator[int]:
 @pytest.mark.parametrize("key", ["http.listen", "inbound_smtp.listen"])
 def test_a_taken_port_is_one_line_naming_its_key(tmp_path: Path, taken_port: int, key: str) -> None:
     shutil.copytree(REPO / "config", tmp_path / "config")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")} | EVIDENCE_ENV
     env["NOTIFIER_HTTP__LISTEN"] = "127.0.0.1:0"
     section = key.partition(".")[0].upper()
     env[f"NOTIFIER_{section}__LISTEN"] = f"127.0.0.1:{taken_port}"

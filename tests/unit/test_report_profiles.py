@@ -129,7 +129,7 @@ async def test_shares_and_buckets_per_platform_match_figures_computed_independen
 async def test_shares_and_buckets_per_profile_match_figures_computed_independently(store: SqlStore) -> None:
     await _deliver_and_remove(store)
     report = await build_report(store, PLATFORMS, now=NOW, profiles=PROFILES, by="profile")
-    assert list(report) == ["generated_at", "since", "until", "profiles"]
+    assert list(report) == ["generated_at", "since", "until", "ledger_head", "profiles"]
     groups = {g["profile"] or "": g for g in report["profiles"]}
     assert {name: _figures(g) for name, g in groups.items()} == _expected(1)
     assert groups["tco"]["label"] == "TCO: one hour"

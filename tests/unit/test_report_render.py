@@ -212,3 +212,13 @@ async def test_the_table_shows_unfiled_portal_requests_as_open_undelivered_and_b
     [quiet] = list(csv.DictReader(io.StringIO(render(report, "csv"))))[2:]
     assert (quiet["open"], quiet["undelivered"], quiet["undelivered_breaches"]) == ("1000", "1000", "1000")
     assert quiet["oldest_undelivered_s"] == str(3 * 3600)
+
+
+async def test_the_html_page_carries_the_ledger_head_of_its_json() -> None:
+    document = await _document() | {"ledger_head": "ab" * 32}
+
+    page = render_html(document)
+
+    assert f"<code>{'ab' * 32}</code>" in page
+    assert json.loads(render_json(document))["ledger_head"] == "ab" * 32
+    assert "Evidence record head" not in render_html(await _document())
