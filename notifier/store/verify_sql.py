@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from notifier.domain.evidence import EvidenceKind, EvidenceRecord
-from notifier.domain.models import RequestState, TakedownRequest
+from notifier.domain.evidence import EvidenceKind, EvidenceRecord, Snapshot, state_record
+from notifier.domain.models import NoticeState, RequestState, TakedownRequest
 from notifier.domain.verification import CheckOutcome, UrlCheck, VerificationRow, VerifyFacts
 from notifier.ports import Followup, Renotice, RequestVerification, VerifyClaim, VerifyUpdate
 from notifier.store.evidence_writer import EvidenceWriter
 from notifier.store.ingest import as_utc
+from notifier.store.notice_queries import next_sequence
 from notifier.store.renotice_sql import add_renotice, renotices_of
 from notifier.store.report_sql import window
 from notifier.store.tables import notice_members, requests, url_checks, verify_followups
@@ -58,8 +59,6 @@ class VerifySqlMixin:
         def _write(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
         def _read(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
-
-        async def _next_sequence(self, conn: AsyncConnection, platform: str) -> int: ...
 
         _evidence: EvidenceWriter
 
@@ -118,13 +117,22 @@ class VerifySqlMixin:
                 await conn.execute(url_checks.insert(), rows[start : start + _INSERT_CHUNK])
             for update_ in updates:
                 await _record_facts(conn, update_)
+            formed = []
             for renotice in renotices:
-                await add_renotice(conn, renotice, self._next_sequence)
+                new_id = await add_renotice(conn, renotice, self._sequence)
+                if new_id is not None:
+                    queued = Snapshot(NoticeState.QUEUED.value)
+                    formed.append(state_record(notice_id=new_id, notice=queued, requests={}))
+            if formed:
+                await self._evidence.append(conn, max(r.decided_at for r in renotices), formed)
             if rows:
                 await self._evidence.append(
                     conn, max(row["at"] for row in rows), [_check_record(r) for r in rows]
                 )
             return [await _add_followup(conn, followup) for followup in followups]
+
+    async def _sequence(self, conn: AsyncConnection, platform: str) -> int:
+        return await next_sequence(conn, self._insert, platform)
 
     async def next_verify_due(self) -> datetime | None:
         stmt = select(func.min(requests.c.verify_due_at)).where(requests.c.verify_due_at.is_not(None))
