@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import zipfile
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, cast
 
@@ -130,7 +130,8 @@ def check(
 
 
 def _oldest(count: int, at: object) -> str:
-    return f"{count}" + (f" (oldest {at})" if count and at is not None else "")
+    stamp = at.isoformat() if isinstance(at, datetime) else at
+    return f"{count}" + (f" (oldest {stamp})" if count and at is not None else "")
 
 
 def _print_purge(counts: PurgeCounts, *, dry_run: bool) -> None:

@@ -149,3 +149,27 @@ async def test_export_names_an_unknown_id(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "no request or notice with id nope-1" in result.stderr.decode()
     assert not (tmp_path / "b.zip").exists()
+
+
+async def test_purge_dry_run_then_purge_and_the_record_still_verifies(tmp_path: Path) -> None:
+    # The case was recorded on 2 March 2026 with the default retention (180 days): past it now.
+    config, notice_id, _ = await _case(tmp_path)
+
+    dry = await asyncio.to_thread(notifier, "purge", "--dry-run", "-c", str(config))
+    done = await asyncio.to_thread(notifier, "purge", "-c", str(config))
+    verified = await asyncio.to_thread(notifier, "evidence", "verify", "-c", str(config))
+    exported = await asyncio.to_thread(
+        notifier, "evidence", "export", notice_id, "-o", str(tmp_path / "b.zip"), "-c", str(config)
+    )
+
+    assert dry.returncode == 0, dry.stderr.decode()
+    assert "payloads would purge: 2 (oldest 2026-08-29" in dry.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    assert "payloads purged: 2" in done.stdout.decode()
+    assert verified.returncode == 0, verified.stdout.decode()
+    assert "2 not kept (purged past retention, or recorded without a key)" in verified.stdout.decode()
+    assert verified.stdout.decode().rstrip().endswith("clean")
+    assert exported.returncode == 0, exported.stderr.decode()
+    assert "2 message(s) no longer kept: their hashes only" in exported.stdout.decode()
+    checked = await asyncio.to_thread(notifier, "evidence", "check", str(tmp_path / "b.zip"))
+    assert checked.returncode == 0, checked.stdout.decode()
