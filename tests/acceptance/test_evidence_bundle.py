@@ -8,16 +8,23 @@ import asyncio
 import hashlib
 import itertools
 import json
+import signal
 import zipfile
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from notifier.domain.models import Priority, TakedownRequest
 from notifier.ports import Incoming
+from notifier.sandbox.smtp import SmtpSink
 from notifier.store import create_store
 from notifier.store.evidence_writer import EvidenceOptions, parse_key
-from tests.acceptance.harness import notifier, write_config
+from tests.acceptance.harness import Daemons, notifier, write_config
+from tests.acceptance.test_dispatch_processes import smtp_to
 from tests.evidence_key import TEST_EVIDENCE_KEY
 from tests.integration.test_evidence_ledger import NOW, SENT, delivered_and_acked
+from tests.waiting import wait_for
 
 
 def _entry_hash(line: dict[str, object]) -> str:
@@ -173,3 +180,72 @@ async def test_purge_dry_run_then_purge_and_the_record_still_verifies(tmp_path: 
     assert "2 message(s) no longer kept: their hashes only" in exported.stdout.decode()
     checked = await asyncio.to_thread(notifier, "evidence", "check", str(tmp_path / "b.zip"))
     assert checked.returncode == 0, checked.stdout.decode()
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[SmtpSink]:
+    server = await SmtpSink().start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def test_the_bundles_eml_is_what_the_smtp_server_received(
+    tmp_path: Path, daemons: Daemons, sink: SmtpSink
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    platform = """
+[platforms.telegram]
+name = "Telegram"
+channel = "email"
+[platforms.telegram.email]
+to = ["abuse@telegram.example"]
+[platforms.telegram.batch]
+max_items = 10
+max_wait = "1s"
+"""
+    config = write_config(
+        tmp_path,
+        store_url=url,
+        queue_url=f"sqlite:///{tmp_path / 'queue.db'}",
+        http_listen="",
+        extra=smtp_to(sink),
+        platforms=platform,
+    )
+    request = {
+        "request_id": "kcsc-2026-000001",
+        "platform": "telegram",
+        "urls": ["https://t.me/some_channel/1234"],
+        "category": "deepfake_sexual_abuse",
+        "explanation": "Synthetic imagery of an identifiable person.",
+    }
+    (tmp_path / "request.json").write_text(json.dumps(request), encoding="utf-8")
+    submitted = await asyncio.to_thread(notifier, "submit", str(tmp_path / "request.json"), "-c", str(config))
+    assert submitted.returncode == 0, submitted.stderr.decode()
+    daemon = daemons.start(config, "daemon")
+
+    async def delivered() -> bool:
+        daemons.assert_alive(daemon)
+        return bool(sink.received)
+
+    await wait_for(delivered, within=60, what="the notice received by the SMTP server")
+    daemon.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(daemon.wait, 60) == 0, daemons.tail(daemon)
+
+    bundle = tmp_path / "case.zip"
+    exported = await asyncio.to_thread(
+        notifier, "evidence", "export", "kcsc-2026-000001", "-o", str(bundle), "-c", str(config)
+    )
+    assert exported.returncode == 0, exported.stderr.decode()
+    with zipfile.ZipFile(bundle) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    [eml] = [name for name in files if name.endswith("-email.sent.eml")]
+    [received] = sink.received
+    assert files[eml] == received.data
+    manifest = json.loads(files["manifest.json"])
+    assert {item["path"]: item["sha256"] for item in manifest["files"]}[eml] == hashlib.sha256(
+        received.data
+    ).hexdigest()
+    sla = json.loads(files["sla.json"])["requests"]
+    assert sla[0]["request_id"] == "kcsc-2026-000001" and sla[0]["ack"] == "within"
