@@ -20,7 +20,10 @@ from notifier.logging import configure_logging
 from notifier.services.evidence import LedgerVerdict, verify_ledger
 from notifier.settings import Settings
 
-evidence_app = typer.Typer(help="The evidence record: verify the hash-chained ledger.", no_args_is_help=True)
+evidence_app = typer.Typer(
+    help="The evidence record: verify the hash-chained ledger; export and check case bundles.",
+    no_args_is_help=True,
+)
 
 
 async def _verify(settings: Settings) -> LedgerVerdict:

@@ -110,7 +110,8 @@ async def export_bundle(
         for entry in await store.ledger_for_request(stored.request.request_id):
             involved[entry.seq] = entry
     involved = {seq: e for seq, e in involved.items() if seq <= head.seq}
-    first = min(involved, default=head.seq + 1)
+    # With nothing of the case recorded, the head entry alone: the bundle still names a checkable head.
+    first = min(involved, default=max(head.seq, 1))
     files: dict[str, bytes] = {}
     lines: list[str] = []
     async for entry in store.iter_ledger(after=first - 1, upto=head.seq):

@@ -78,15 +78,21 @@ array without spaces:
     [seq,"at","kind","notice_id" or null,["request ids"...],"payload_sha256" or null,"meta","prev_hash"]
 
 where `meta` is the entry's `meta` string as it stands (a JSON text, itself written as a JSON string).
-For example, for the line in `entry.json`:
+With `jq`, this prints, for each line, the hash worked out, then the `entry_hash` and `prev_hash` the
+line claims:
 
-    jq -cj '[.seq,.at,.kind,.notice_id,.request_ids,.payload_sha256,.meta,.prev_hash]' entry.json | sha256sum
+    fields='[.seq,.at,.kind,.notice_id,.request_ids,.payload_sha256,.meta,.prev_hash]'
+    while IFS= read -r line; do
+      printf '%s' "$line" | jq -cj "$fields" | sha256sum
+      printf '%s' "$line" | jq -r '"  claims \\(.entry_hash), after \\(.prev_hash)"'
+    done < ledger/entries.jsonl
 
-must print its `entry_hash`. Then check that each entry's `prev_hash` is the `entry_hash` of the line
-before it (the first line's is the entry before this case, or 64 zeros for entry 1), and that the
-last line's `entry_hash` is the head hash the authority published. If it is, no entry in the file was
-changed, removed, added or reordered since the authority published that head. A head published later
-than this bundle is checked with the authority's `notifier evidence verify`, or a later bundle.
+On every line the hash worked out must be the one the line claims. Then check that each
+`prev_hash` is the `entry_hash` of the line before it (the first line's is the entry before this
+case, or 64 zeros for entry 1), and that the last line's `entry_hash` is the head hash the
+authority published. If it is, no entry in the file was changed, removed, added or reordered since
+the authority published that head. A head published later than this bundle is checked with the
+authority's `notifier evidence verify`, or a later bundle.
 
 ## 3. The messages are the ones recorded
 
