@@ -15,6 +15,7 @@ from rich.table import Table
 from notifier import __version__
 from notifier.app import ack_service, open_store, run_daemon
 from notifier.cli_args import ByOption, ConfigOption, config_first, entry_for, err, fail, out, settings_from
+from notifier.cli_bundle import register as register_bundle
 from notifier.cli_check import register as register_check
 from notifier.cli_deadlines import register as register_deadlines
 from notifier.cli_demo import register as register_demo
@@ -330,6 +331,7 @@ register_user(app)
 register_verify(app)
 register_deadlines(app)
 register_evidence(app)
+register_bundle(app)
 
 
 def main() -> None:

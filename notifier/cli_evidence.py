@@ -20,7 +20,10 @@ from notifier.logging import configure_logging
 from notifier.services.evidence import LedgerVerdict, verify_ledger
 from notifier.settings import Settings
 
-evidence_app = typer.Typer(help="The evidence record: verify the hash-chained ledger.", no_args_is_help=True)
+evidence_app = typer.Typer(
+    help="The evidence record: verify the hash-chained ledger; export and check case bundles.",
+    no_args_is_help=True,
+)
 
 
 async def _verify(settings: Settings) -> LedgerVerdict:
@@ -37,6 +40,7 @@ def _document(verdict: LedgerVerdict) -> dict[str, object]:
         "entries": verdict.entries,
         "payloads_checked": verdict.payloads_checked,
         "payloads_unchecked": verdict.payloads_unchecked,
+        "payloads_not_kept": verdict.payloads_not_kept,
         "chain": verdict.chain_failure,
         "payload": verdict.payload_failure,
         "states": [finding.describe() for finding in verdict.findings],
@@ -69,6 +73,10 @@ def verify(
 def _print(verdict: LedgerVerdict) -> None:
     out.print(f"head: {verdict.head.hash} (entry {verdict.head.seq})", markup=False)
     unchecked = f", {verdict.payloads_unchecked} not checked (no key)" if verdict.payloads_unchecked else ""
+    if verdict.payloads_not_kept:
+        unchecked += (
+            f", {verdict.payloads_not_kept} not kept (purged past retention, or recorded without a key)"
+        )
     out.print(
         f"entries: {verdict.entries}; payloads checked: {verdict.payloads_checked}{unchecked}", markup=False
     )

@@ -6,20 +6,36 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from notifier.domain.evidence import EvidenceRecord, Head, LedgerEntry, Snapshot
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PayloadCheck:
-    """One kept payload decrypted and hashed again: ``checked`` False when there is no key to read
-    it; ``problem`` names what failed, None when it is intact."""
+    """One payload decrypted and hashed again: ``checked`` False when there is no key to read it
+    or it is no longer kept (``kept`` False); ``problem`` names what failed, None when intact."""
 
     sha256: str
     checked: bool
     problem: str | None = None
+    kept: bool = True  # False: purged past retention, or recorded without a key (its hash only)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PurgeCounts:
+    """What a purge removes (or, dry, would remove): how many of each and the oldest one's time."""
+
+    payloads: int = 0
+    payloads_oldest: datetime | None = None  # the earliest ``kept_until`` among them
+    requests: int = 0
+    requests_oldest: datetime | None = None  # the earliest settling time among them
+    notes: int = 0
+    notes_oldest: datetime | None = None  # the earliest acknowledgement among them
+
+    def as_meta(self) -> dict[str, Any]:
+        return {"payloads": self.payloads, "requests": self.requests, "notes": self.notes}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,3 +83,13 @@ class EvidenceStore(Protocol):
     def check_payloads(self) -> AsyncIterator[PayloadCheck]: ...
 
     async def stored_states(self) -> StoredStates: ...
+
+
+class PurgeStore(Protocol):
+    async def purge_evidence(
+        self, *, now: datetime, retention: timedelta, dry_run: bool, by: str
+    ) -> PurgeCounts:
+        """Purge what is past retention (payloads, settled requests' explanations and withdrawal
+        reasons, acknowledgements' notes), keeping hashes, states and times; ``dry_run``: count
+        only. A real purge is recorded in the ledger with its counts."""
+        ...

@@ -28,6 +28,7 @@ class LedgerVerdict:
     payload_failure: str | None = None
     payloads_checked: int = 0
     payloads_unchecked: int = 0  # kept, but no key to read them
+    payloads_not_kept: int = 0  # purged past retention (or recorded without a key): hashes only
     findings: list[StateFinding] = field(default_factory=list)
 
     @property
@@ -52,6 +53,9 @@ async def verify_ledger(store: EvidenceStore) -> LedgerVerdict:
     verdict.chain_failure = walk.failure
     bad: list[tuple[int, str]] = []
     async for check in store.check_payloads():
+        if not check.kept:
+            verdict.payloads_not_kept += 1
+            continue
         if not check.checked:
             verdict.payloads_unchecked += 1
             continue

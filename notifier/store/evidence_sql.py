@@ -13,14 +13,15 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from notifier.domain.evidence import EvidenceRecord, Head, LedgerEntry, Snapshot
-from notifier.ports.evidence import PayloadCheck, StoredStates
+from notifier.domain.evidence import EvidenceRecord, Head, LedgerEntry, Snapshot, staff_record
+from notifier.ports.evidence import PayloadCheck, PurgeCounts, StoredStates
+from notifier.store.evidence_purge import purge
 from notifier.store.evidence_tables import evidence_payloads, ledger, ledger_head
 from notifier.store.evidence_writer import EvidenceWriter, PayloadCorrupt, entry_from_row, unseal
 from notifier.store.ingest import as_utc
@@ -117,19 +118,23 @@ class EvidenceSqlMixin:
         return _checked(key, sha256, bytes(ciphertext))
 
     async def check_payloads(self) -> AsyncIterator[PayloadCheck]:
-        """Every kept payload decrypted and hashed again, a page at a time."""
+        """Every payload, a page at a time: kept ones decrypted and hashed again; those no longer
+        kept (purged past retention, or recorded without a key) reported as such."""
         key = self._evidence.options.key
         after = ""
         while True:
             stmt = (
                 select(evidence_payloads.c.sha256, evidence_payloads.c.ciphertext)
-                .where(evidence_payloads.c.sha256 > after, evidence_payloads.c.ciphertext.is_not(None))
+                .where(evidence_payloads.c.sha256 > after)
                 .order_by(evidence_payloads.c.sha256)
                 .limit(500)
             )
             async with self._read("check_payloads") as conn:
                 rows = (await conn.execute(stmt)).all()
             for sha, ciphertext in rows:
+                if ciphertext is None:
+                    yield PayloadCheck(sha256=sha, checked=False, kept=False)
+                    continue
                 if key is None:
                     yield PayloadCheck(sha256=sha, checked=False)
                     continue
@@ -142,6 +147,20 @@ class EvidenceSqlMixin:
             if len(rows) < 500:
                 return
             after = rows[-1][0]
+
+    async def purge_evidence(
+        self, *, now: datetime, retention: timedelta, dry_run: bool, by: str
+    ) -> PurgeCounts:
+        """Purge (or, ``dry_run``, count) what is past retention; a real purge is recorded in the
+        ledger with its counts, in its transaction."""
+        async with self._write("purge_evidence") as conn:
+            counts = await purge(conn, now=as_utc(now), retention=retention, dry_run=dry_run)
+            if not dry_run:
+                record = staff_record(
+                    "purge", by=by, retention_s=int(retention.total_seconds()), **counts.as_meta()
+                )
+                await self._evidence.append(conn, as_utc(now), [record])
+        return counts
 
     async def stored_states(self) -> StoredStates:
         """The head and every notice's and request's state and times, read in one transaction."""
