@@ -24,10 +24,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.parser import BytesHeaderParser as HeaderParser
 from typing import Any
 
 from sqlalchemy import select
 
+from notifier.sandbox.smtp import Received
 from notifier.store import SqlStore
 from notifier.store.tables import acks, dead_letters, notices, request_conflicts, requests, sla_decisions
 from tests.chaos.driver import Record
@@ -88,6 +90,8 @@ async def verify(record: Record, store: SqlStore) -> list[Check]:
         sla_decisions.c.kind,
         sla_decisions.c.sent_at,
         sla_decisions.c.dropped_at,
+        sla_decisions.c.decided_at,
+        sla_decisions.c.due_at,
     )
     ack_rows = await _rows(store, acks.c.notice_id, acks.c.outcome)
     by_notice = {n.notice_id: n for n in ns}
@@ -158,11 +162,16 @@ def _notice_emails(record: Record) -> dict[str, list[tuple[float, str, tuple[str
     """The notices' own emails (not reminders or escalations) by notice id: (time, Message-ID, to)."""
     found: dict[str, list[tuple[float, str, tuple[str, ...]]]] = defaultdict(list)
     for at, received in record.emails:
-        message_id = str(received.message()["Message-ID"])
+        message_id = _message_id(received)
         match = MESSAGE_ID.search(message_id)
         if match is not None and match.group(2) == "notice":
             found[match.group(1)].append((at, message_id, received.recipients))
     return found
+
+
+def _message_id(received: Received) -> str:
+    """The Message-ID, from the headers alone (parsing whole notices of 240 KB is slow)."""
+    return str(HeaderParser().parsebytes(received.data).get("Message-ID", ""))
 
 
 def _api_notices(record: Record) -> dict[str, list[tuple[float, str]]]:
@@ -312,7 +321,8 @@ def _sla(
         for notice_id, tag in sandbox
         if not _decision_for(tag, decided.get(notice_id, set()))
     ]
-    holds = not problems and not twice and not unsent and not strays and bool(decisions)
+    unreceived = _unreceived(ns, decisions, sandbox)
+    holds = not problems and not twice and not unsent and not strays and not unreceived and bool(decisions)
     detail = (
         f"{counts[REMINDER]} reminders, {counts[ACK_BREACH]} acknowledgement breaches, "
         f"{counts[REMOVAL_BREACH]} removal breaches decided once each; "
@@ -320,14 +330,42 @@ def _sla(
         f"{sum(1 for d in decisions if d.dropped_at is not None)} dropped (acknowledged first); "
         f"{sum(sandbox.values())} reminder/escalation messages received for {len(sandbox)} decisions"
     )
+    late = sorted((_ts(d.decided_at) or 0.0) - (_ts(d.due_at) or 0.0) for d in decisions)
+    if late:
+        detail += f"; decided {late[len(late) // 2]:.1f} s after due at the median, {late[-1]:.1f} s at most"
     if overtaken:
         detail += f"; {overtaken} reminders overtaken by their breach"
     if not holds:
         detail += (
             f"; WRONG {problems[:5]} ({len(problems)}), logged twice {twice[:5]}, unsent {unsent[:5]}, "
-            f"sent without a decision {strays[:5]}"
+            f"sent without a decision {strays[:5]}, sent and never received {unreceived[:5]}"
         )
     return Check("every reminder and breach decided once", holds, detail)
+
+
+def _unreceived(ns: list[Any], decisions: list[Any], sandbox: Counter[tuple[str, str]]) -> list[str]:
+    """Decisions marked sent that no platform received."""
+    channel_of = {n.notice_id: n.channel for n in ns}
+    sent_kinds: dict[str, set[str]] = defaultdict(set)
+    for d in decisions:
+        if d.sent_at is not None:
+            sent_kinds[d.notice_id].add(d.kind)
+    received_tags: dict[str, set[str]] = defaultdict(set)
+    for notice_id, tag in sandbox:
+        received_tags[notice_id].add(tag)
+    # Sent, so received: a reminder by the notice's own channel (a portal's is a file in the outbox),
+    # an escalation by email to the escalation contacts.
+    return [
+        f"{notice_id}/{kind}"
+        for notice_id, kinds in sent_kinds.items()
+        for kind in kinds
+        if (
+            kind == REMINDER
+            and channel_of.get(notice_id) != "manual"
+            and "reminder" not in received_tags[notice_id]
+        )
+        or (kind != REMINDER and not any(t.startswith("escalation") for t in received_tags[notice_id]))
+    ]
 
 
 def _decision_for(tag: str, have: set[str]) -> bool:
@@ -340,7 +378,7 @@ def _sla_messages(record: Record) -> Counter[tuple[str, str]]:
     """Reminders and escalations the platforms received, by notice and kind (copies counted)."""
     found: Counter[tuple[str, str]] = Counter()
     for _, received in record.emails:
-        match = MESSAGE_ID.search(str(received.message()["Message-ID"]))
+        match = MESSAGE_ID.search(_message_id(received))
         if match is not None and match.group(2) != "notice":
             found[(match.group(1), match.group(2))] += 1
     for _, post in record.api_posts:
