@@ -321,3 +321,28 @@ async def test_ping_fails_once_closed(amqp_server: str, queue: str) -> None:
     await adapter.close()
     with pytest.raises(QueueUnavailable):
         await adapter.ping()
+
+
+async def test_stopping_while_another_queue_s_consumer_starts_stops_that_one_too(
+    amqp_server: str, queue: str, amqp_cleanup: list[str], broker: aio_pika.abc.AbstractConnection
+) -> None:
+    """The daemon's intake and acknowledgement consumers share one adapter; SIGTERM right after a
+    start stopped the one while the other's consumer was still being set up. That consumer was
+    missed (it kept taking messages it would never hand over) or, when it was added while the stop
+    went through the consumers, the stop crashed ("dictionary changed size during iteration")."""
+    other = f"{queue}.other"
+    amqp_cleanup.append(other)
+    adapter = AmqpQueue(amqp_server, queues=[queue, other])
+    await adapter.connect()
+    try:
+        assert await adapter.receive(queue, max_messages=1, wait=0.1) == []  # its consumer runs
+        starting = asyncio.create_task(adapter.receive(other, max_messages=1, wait=2.0))
+        await asyncio.sleep(0)  # one turn of the loop: the task is inside its consumer's set-up
+        await adapter.stop_consuming()
+        assert await starting == []
+        await adapter.publish(other, [b'{"n": 1}'])
+        # Nothing on the stopped adapter takes it: it waits in the queue for another consumer.
+        message = await get_one(broker, other, within=5.0)
+        assert message.body == b'{"n": 1}'
+    finally:
+        await adapter.close()
