@@ -128,9 +128,14 @@ class AmqpQueue:
             raise self._unavailable(doing, exc) from None
 
     def _connected(self) -> AbstractRobustConnection:
-        if self._connection is None:
+        connection = self._connection
+        if connection is None:
             raise QueueUnavailable(f"not connected to the AMQP broker at {self._address}")
-        return self._connection
+        if connection.transport is None:
+            # Between a drop and its reconnect, opening a channel raises RuntimeError ("Connection
+            # was not opened"): that would end a consumer's loop instead of waiting the outage out.
+            raise QueueUnavailable(f"the connection to the AMQP broker at {self._address} is being restored")
+        return connection
 
     def _arguments(self, queue: str) -> dict[str, Any]:
         return {

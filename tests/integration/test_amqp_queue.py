@@ -17,6 +17,7 @@ from aio_pika.exceptions import ChannelPreconditionFailed
 from notifier.errors import ConfigError, QueueUnavailable
 from notifier.intake.amqp import MAX_REASON_CHARS, REASON_HEADER, SOURCE_HEADER, AmqpQueue
 from notifier.ports import Delivery
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -344,5 +345,33 @@ async def test_stopping_while_another_queue_s_consumer_starts_stops_that_one_too
         # Nothing on the stopped adapter takes it: it waits in the queue for another consumer.
         message = await get_one(broker, other, within=5.0)
         assert message.body == b'{"n": 1}'
+    finally:
+        await adapter.close()
+
+
+async def test_a_consumer_started_while_the_connection_is_being_restored_is_queue_unavailable(
+    amqp_server: str, queue: str, amqp_cleanup: list[str], proxy: DroppableProxy
+) -> None:
+    """Opening a channel between a drop and its reconnect raised RuntimeError, which ended the
+    consumer's loop (and, through the shared adapter, the daemon's intake) instead of being an
+    outage to wait out."""
+    other = f"{queue}.other"
+    amqp_cleanup.append(other)
+    adapter = AmqpQueue(through(amqp_server, proxy.port), queues=[queue, other])
+    await adapter.connect()
+    try:
+        assert await adapter.receive(queue, max_messages=1, wait=0.1) == []
+        await proxy.close()  # the broker goes away and stays away
+
+        async def noticed() -> bool:
+            try:
+                await adapter.ping()
+            except QueueUnavailable:
+                return True
+            return False
+
+        await wait_for(noticed, within=10, what="the drop to be noticed")
+        with pytest.raises(QueueUnavailable, match="being restored"):
+            await adapter.receive(other, max_messages=1, wait=0.1)
     finally:
         await adapter.close()
