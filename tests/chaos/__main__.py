@@ -19,6 +19,7 @@ from tests.chaos.verify import report, verify
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     defaults = Plan()
     parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=defaults.requests)
@@ -51,6 +52,8 @@ def main() -> None:
     )
     # The driver files portal notices in-process: their log lines would drown the run's own.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    for noisy in ("aiormq", "aio_pika"):  # this process's publishers, reconnecting through a restart
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="notifier-chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -155,6 +156,8 @@ class Driver:
             self.slots.append(slot)
             record.logs.append(slot.log)
         self.session = aiohttp.ClientSession()
+        # A daemon that hangs is told to abort and dumps its stacks into its log first.
+        os.environ["PYTHONFAULTHANDLER"] = "1"
         flows: list[asyncio.Task[None]] = []
         try:
             record.started = time.time()
@@ -198,6 +201,7 @@ class Driver:
                     slot.process.kill()
                     slot.process.wait(timeout=30)
             await self.session.close()
+            os.environ.pop("PYTHONFAULTHANDLER", None)
             await self.api.stop()
             await self.sink.stop()
         return record
@@ -389,11 +393,24 @@ class Driver:
                 self.record.readiness.append(Readiness(cause, slot.index, time.monotonic() - since))
                 return
             if not slot.alive:
-                break
+                # It gave up by itself (it cannot start while the broker or the store is away):
+                # started again, as a process manager would (docker-compose: restart: unless-stopped).
+                assert slot.process is not None
+                code = slot.process.poll()
+                self.record.notes.append(
+                    f"daemon-{slot.index} exited by itself ({code}) after {cause}; restarted"
+                )
+                slot.start()
             await asyncio.sleep(0.2)
         self.record.readiness.append(Readiness(cause, slot.index, None))
         self.record.notes.append(f"daemon-{slot.index} not ready after {cause} (alive: {slot.alive})")
-        slot.ready = slot.alive
+        if slot.alive and slot.process is not None:
+            # Its threads' stacks into its log (faulthandler, on in every daemon of the run), then a
+            # fresh process, so that the run goes on.
+            slot.process.send_signal(signal.SIGABRT)
+            await _exit_code(slot.process, 30)
+            slot.start()
+            self._waits.append(asyncio.create_task(self._wait_ready(slot, "abort", time.monotonic())))
 
     async def _all_unready(self, within: float) -> None:
         deadline = time.monotonic() + within
