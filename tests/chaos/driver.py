@@ -69,6 +69,8 @@ class Readiness:
     cause: str  # kill, sigterm, broker, postgres, start
     slot: int
     seconds: float | None  # None: not ready within the limit
+    since: float = 0.0  # wall clock: the restart
+    ready_at: float | None = None  # wall clock
 
 
 @dataclass(slots=True)
@@ -106,9 +108,11 @@ class Slot:
         self.index, self.config, self.log, self.port = index, config, log, port
         self.process: subprocess.Popen[bytes] | None = None
         self.ready = False
+        self.stopping = False  # the driver is stopping it: not a process that gave up by itself
 
     def start(self) -> None:
         self.ready = False
+        self.stopping = False
         self.process = start_daemon(self.config, self.log)
 
     @property
@@ -316,6 +320,7 @@ class Driver:
     async def _kill(self, slot: Slot) -> None:
         assert slot.process is not None
         self._note("kill -9", f"daemon-{slot.index} (pid {slot.process.pid})")
+        slot.stopping = True
         slot.process.send_signal(signal.SIGKILL)
         await _exit_code(slot.process, 30)
         slot.start()
@@ -325,6 +330,7 @@ class Driver:
         assert slot.process is not None and self.record is not None
         self._note("SIGTERM", f"daemon-{slot.index} (pid {slot.process.pid})")
         began = time.monotonic()
+        slot.stopping = True
         slot.process.send_signal(signal.SIGTERM)
         code = await _exit_code(slot.process, self.plan.grace + 30)
         self.record.sigterm_exits.append((code, time.monotonic() - began))
@@ -387,12 +393,14 @@ class Driver:
     async def _wait_ready(self, slot: Slot, cause: str, since: float) -> None:
         assert self.record is not None
         limit = self.plan.ready_within + 60
+        wall = time.time() - (time.monotonic() - since)
         while time.monotonic() - since < limit:
             if await self._ready_now(slot):
                 slot.ready = True
-                self.record.readiness.append(Readiness(cause, slot.index, time.monotonic() - since))
+                seconds = time.monotonic() - since
+                self.record.readiness.append(Readiness(cause, slot.index, seconds, wall, time.time()))
                 return
-            if not slot.alive:
+            if not slot.alive and not slot.stopping:
                 # It gave up by itself (it cannot start while the broker or the store is away):
                 # started again, as a process manager would (docker-compose: restart: unless-stopped).
                 assert slot.process is not None
@@ -402,11 +410,12 @@ class Driver:
                 )
                 slot.start()
             await asyncio.sleep(0.2)
-        self.record.readiness.append(Readiness(cause, slot.index, None))
+        self.record.readiness.append(Readiness(cause, slot.index, None, wall))
         self.record.notes.append(f"daemon-{slot.index} not ready after {cause} (alive: {slot.alive})")
         if slot.alive and slot.process is not None:
             # Its threads' stacks into its log (faulthandler, on in every daemon of the run), then a
             # fresh process, so that the run goes on.
+            slot.stopping = True
             slot.process.send_signal(signal.SIGABRT)
             await _exit_code(slot.process, 30)
             slot.start()

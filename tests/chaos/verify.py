@@ -288,29 +288,17 @@ def _sla(
         decided[d.notice_id].add(d.kind)
     unsent = [f"{d.notice_id}/{d.kind}" for d in decisions if d.sent_at is None and d.dropped_at is None]
     problems: list[str] = []
-    overtaken = 0
+    overtaken = unseen = 0
     counts: Counter[str] = Counter(d.kind for d in decisions)
+    late = sorted((_ts(d.decided_at) or 0.0) - (_ts(d.due_at) or 0.0) for d in decisions)
+    slowest = late[-1] if late else 0.0
     for n in ns:
-        delivered = _ts(n.delivered_at)
-        if delivered is None:
-            continue
-        acked, resolved = _ts(n.acknowledged_at), _ts(n.resolved_at)
-        have = decided.get(n.notice_id, set())
-        want = {
-            REMINDER: _expected(delivered, acked, None, ack_within * remind_at),
-            ACK_BREACH: _expected(delivered, acked, None, ack_within),
-            REMOVAL_BREACH: _expected(delivered, None, resolved, removal_within),
-        }
-        for kind, due in want.items():
-            if due is None or (kind in have) == due:
-                continue
-            if kind == REMINDER and due and ACK_BREACH in have:
-                overtaken += 1  # not decided before the ack bound passed: the breach says more
-                continue
-            problems.append(f"{n.notice_id}: {kind} {'missing' if due else 'decided, not due'}")
-        unexpected = have - set(want)
-        if unexpected:
-            problems.append(f"{n.notice_id}: unexpected {sorted(unexpected)}")
+        wrong, skipped = _judge(
+            n, decided.get(n.notice_id, set()), (ack_within, removal_within, remind_at), slowest
+        )
+        problems += wrong
+        overtaken += skipped.count("overtaken")
+        unseen += skipped.count("unseen")
     logged = Counter(
         (e["notice_id"], e.get("kind", "")) for e in _events(record, "sla.reminder", "sla.breach")
     )
@@ -330,17 +318,55 @@ def _sla(
         f"{sum(1 for d in decisions if d.dropped_at is not None)} dropped (acknowledged first); "
         f"{sum(sandbox.values())} reminder/escalation messages received for {len(sandbox)} decisions"
     )
-    late = sorted((_ts(d.decided_at) or 0.0) - (_ts(d.due_at) or 0.0) for d in decisions)
     if late:
         detail += f"; decided {late[len(late) // 2]:.1f} s after due at the median, {late[-1]:.1f} s at most"
     if overtaken:
         detail += f"; {overtaken} reminders overtaken by their breach"
+    if unseen:
+        detail += f"; {unseen} not decided: answered after the bound but before a monitor looked"
     if not holds:
         detail += (
             f"; WRONG {problems[:5]} ({len(problems)}), logged twice {twice[:5]}, unsent {unsent[:5]}, "
             f"sent without a decision {strays[:5]}, sent and never received {unreceived[:5]}"
         )
     return Check("every reminder and breach decided once", holds, detail)
+
+
+def _judge(
+    n: Any, have: set[str], limits: tuple[float, float, float], slowest: float
+) -> tuple[list[str], list[str]]:
+    """What is wrong with one notice's decisions, and which missing ones the rules excuse."""
+    ack_within, removal_within, remind_at = limits
+    problems: list[str] = []
+    skipped: list[str] = []
+    delivered = _ts(n.delivered_at)
+    if delivered is None:
+        return problems, skipped
+    acked, resolved = _ts(n.acknowledged_at), _ts(n.resolved_at)
+    bounds = {REMINDER: ack_within * remind_at, ACK_BREACH: ack_within, REMOVAL_BREACH: removal_within}
+    answers = {REMINDER: acked, ACK_BREACH: acked, REMOVAL_BREACH: resolved}
+    want = {
+        REMINDER: _expected(delivered, acked, None, bounds[REMINDER]),
+        ACK_BREACH: _expected(delivered, acked, None, bounds[ACK_BREACH]),
+        REMOVAL_BREACH: _expected(delivered, None, resolved, bounds[REMOVAL_BREACH]),
+    }
+    for kind, due in want.items():
+        if due is None or (kind in have) == due:
+            continue
+        if kind == REMINDER and due and ACK_BREACH in have:
+            skipped.append("overtaken")  # not decided before the ack bound passed: the breach says more
+            continue
+        answer = answers[kind]
+        if due and answer is not None and answer <= delivered + bounds[kind] + slowest + EDGE:
+            # Answered after the bound, but before any monitor had looked (they were as late as
+            # this at worst): the rules judge what a monitor sees, and it saw the answer.
+            skipped.append("unseen")
+            continue
+        problems.append(f"{n.notice_id}: {kind} {'missing' if due else 'decided, not due'}")
+    unexpected = have - set(want)
+    if unexpected:
+        problems.append(f"{n.notice_id}: unexpected {sorted(unexpected)}")
+    return problems, skipped
 
 
 def _unreceived(ns: list[Any], decisions: list[Any], sandbox: Counter[tuple[str, str]]) -> list[str]:
@@ -405,15 +431,30 @@ def _events(record: Record, *names: str) -> list[dict[str, Any]]:
     return found
 
 
+def _ready_after(r: Any, outages: list[Any]) -> float | None:
+    """Seconds from the restart, or from the end of a broker or database outage it fell in (a
+    daemon cannot be ready while a service it needs is away), to ready."""
+    if r.ready_at is None:
+        return None
+    start = r.since
+    for d in outages:
+        if d.until is not None and d.at <= r.ready_at and d.until > start:
+            start = d.until
+    return max(0.0, float(r.ready_at) - float(start))
+
+
 def _ready(record: Record) -> Check:
     limit = record.plan.ready_within
+    outages = [d for d in record.disturbances if d.kind.startswith(("RabbitMQ", "PostgreSQL"))]
     restarts = [r for r in record.readiness if r.cause != "end"]
-    late = [r for r in restarts if r.seconds is None or r.seconds > limit]
+    after = {id(r): _ready_after(r, outages) for r in restarts}
+    late = [r for r in restarts if after[id(r)] is None or (after[id(r)] or 0.0) > limit]
     end = [r for r in record.readiness if r.cause == "end"]
     by_cause: dict[str, list[float]] = defaultdict(list)
     for r in restarts:
-        if r.seconds is not None:
-            by_cause[r.cause].append(r.seconds)
+        seconds = after[id(r)]
+        if seconds is not None:
+            by_cause[r.cause].append(seconds)
     parts = [f"{cause} {len(v)}× (max {max(v):.1f} s)" for cause, v in sorted(by_cause.items())]
     holds = not late and len(end) == 2 and all(r.seconds is not None for r in end)
     detail = f"{len(restarts)} restarts within {limit:.0f} s: " + ", ".join(parts)
