@@ -109,10 +109,12 @@ class Slot:
         self.process: subprocess.Popen[bytes] | None = None
         self.ready = False
         self.stopping = False  # the driver is stopping it: not a process that gave up by itself
+        self.generation = 0  # processes started in this slot
 
     def start(self) -> None:
         self.ready = False
         self.stopping = False
+        self.generation += 1
         self.process = start_daemon(self.config, self.log)
 
     @property
@@ -394,7 +396,10 @@ class Driver:
         assert self.record is not None
         limit = self.plan.ready_within + 60
         wall = time.time() - (time.monotonic() - since)
+        generation = slot.generation
         while time.monotonic() - since < limit:
+            if slot.generation != generation:
+                return  # killed or stopped again meanwhile: that restart is measured on its own
             if await self._ready_now(slot):
                 slot.ready = True
                 seconds = time.monotonic() - since
@@ -409,6 +414,7 @@ class Driver:
                     f"daemon-{slot.index} exited by itself ({code}) after {cause}; restarted"
                 )
                 slot.start()
+                generation = slot.generation
             await asyncio.sleep(0.2)
         self.record.readiness.append(Readiness(cause, slot.index, None, wall))
         self.record.notes.append(f"daemon-{slot.index} not ready after {cause} (alive: {slot.alive})")
