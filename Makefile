@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit run demo bench fuzz lock clean
+.PHONY: install test lint typecheck unit run demo bench chaos fuzz lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ fuzz: $(STAMP)
 	@for target in $(FUZZ_TARGETS); do \
 		$(BIN)/python -m tests.fuzz.run $$target --seconds $(FUZZ_SECONDS) || exit 1; \
 	done
+
+# Two daemons on RabbitMQ + PostgreSQL under kill -9, restarts and outages, then the verifier's
+# checklist (SPEC §12; docs/reliability.md). Restarts this machine's RabbitMQ and PostgreSQL once each.
+# CHAOS_ARGS passes flags through, e.g. make chaos CHAOS_ARGS="--requests 2000 --kills 5".
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 # Re-resolve the pinned dependencies after editing pyproject.toml (needs uv: pip install uv).
 lock:

@@ -242,6 +242,10 @@ class Daemon:
             escalations=channels.escalations(),
             alerts=channels.operations(),
             profile_bounds=profile_bounds(settings),
+            # A monitor that dies mid-round leaves the notices it claimed to another after this
+            # long, as a sender leaves its notice: a fixed minute would let a reminder of a
+            # tight bound pass unsent behind its breach.
+            claim_lease=settings.runtime.lease,
         )
         self.dispatcher.on_delivered = self.sla.delivered
         self.supervisor.spawn("ack-queue", ack_consumer.run)

@@ -128,9 +128,14 @@ class AmqpQueue:
             raise self._unavailable(doing, exc) from None
 
     def _connected(self) -> AbstractRobustConnection:
-        if self._connection is None:
+        connection = self._connection
+        if connection is None:
             raise QueueUnavailable(f"not connected to the AMQP broker at {self._address}")
-        return self._connection
+        if connection.transport is None:
+            # Between a drop and its reconnect, opening a channel raises RuntimeError ("Connection
+            # was not opened"): that would end a consumer's loop instead of waiting the outage out.
+            raise QueueUnavailable(f"the connection to the AMQP broker at {self._address} is being restored")
+        return connection
 
     def _arguments(self, queue: str) -> dict[str, Any]:
         return {
@@ -241,11 +246,14 @@ class AmqpQueue:
 
     # -- consuming -------------------------------------------------------------------------------
 
-    async def _consumer(self, queue: str) -> Consumer:
+    async def _consumer(self, queue: str) -> Consumer | None:
+        """The consumer of ``queue``, started on first use; None once consuming has stopped."""
         consumer = self._consumers.get(queue)
         if consumer is not None:
             return consumer
         async with self._setup_lock:
+            if not self._consuming:
+                return None  # stop_consuming() ran meanwhile: start nothing it would not cancel
             consumer = self._consumers.get(queue)
             if consumer is not None:
                 return consumer
@@ -274,6 +282,8 @@ class AmqpQueue:
         if not self._consuming or max_messages <= 0:
             return []
         consumer = await self._consumer(queue)
+        if consumer is None:
+            return []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         taken = consumer.take(max_messages)
@@ -312,7 +322,11 @@ class AmqpQueue:
         """Cancel the consumers (the robust connection will not restore them) and give back what was
         buffered but not handed over. Channels stay open so deliveries in hand can be settled."""
         self._consuming = False
-        for consumer in self._consumers.values():
+        # One consumer (of the requests, or of the acknowledgements) may be starting right now in
+        # another task: it is finished first and cancelled with the others; none starts after.
+        async with self._setup_lock:
+            consumers = list(self._consumers.values())
+        for consumer in consumers:
             consumer.active = False
             if consumer.queue is not None and consumer.tag is not None:
                 with contextlib.suppress(*CONNECTION_EXCEPTIONS):  # TimeoutError included

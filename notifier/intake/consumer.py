@@ -54,12 +54,20 @@ async def consume(
     buffered to another consumer.
     """
     backoff = backoff if backoff is not None else Backoff(first=0.5, cap=10.0)
+    loop = asyncio.get_running_loop()
     try:
         while not stop.is_set():
             try:
+                asked = loop.time()
                 deliveries = await queue.receive(queue_name, max_messages=batch_size, wait=wait)
                 if deliveries:
                     await handle(deliveries, stop)
+                elif (rest := wait - (loop.time() - asked)) > 0 and await pause(stop, rest):
+                    # Empty before its wait was over: the queue has stopped consuming (the other
+                    # consumer of the same connection stopped it on its way out). Without the
+                    # wait this loop would never give the event loop back, and the daemon would
+                    # hang, busy, instead of stopping.
+                    break
             except Stopped:
                 break
             except QueueUnavailable as error:

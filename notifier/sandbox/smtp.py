@@ -78,9 +78,11 @@ class SmtpSink:
 
     def _protocol(self) -> SMTP:
         self.connections += 1
-        return SMTP(
+        protocol = SMTP(
             _Handler(self), hostname="sink.sandbox.example", tls_context=self._tls, ident="notifier sandbox"
         )
+        self._open.append(protocol)  # dropped by stop(), as a crashed server drops them
+        return protocol
 
     async def start(self) -> SmtpSink:
         loop = asyncio.get_running_loop()

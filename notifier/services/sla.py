@@ -130,6 +130,11 @@ class SlaMonitor:
         self.wake_at: datetime | None = None
 
     @property
+    def claim_lease(self) -> timedelta:
+        """How long a claim of this monitor on the notices it decides about lasts."""
+        return self._claim_lease
+
+    @property
     def quiet(self) -> bool:
         """Waiting for the next business deadline, with no kick pending (the demo's clock waits for it)."""
         return self.idle and not self._kick.is_set()

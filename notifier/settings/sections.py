@@ -169,7 +169,7 @@ class RuntimeSettings(Section):
     grace: Duration = timedelta(seconds=20)
     # How long a claim on a notice lasts without renewal. A send renews it every third of it while
     # it runs, however long it takes; a process that dies mid-send loses the notice to another
-    # after this long.
+    # after this long. An SLA monitor's claim on the notices it is deciding about lasts as long.
     lease: Duration = timedelta(seconds=45)
     send_concurrency: Annotated[int, Field(ge=1, le=256)] = 8
     # More sends at once that only urgent notices may use, so that an urgent notice never waits

@@ -15,19 +15,16 @@ nothing was dead-lettered; the log says ``store.unavailable`` and no task died.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
 import shutil
 import signal
-import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import aiohttp
 import pytest
 from sqlalchemy import Row, Select, func, select
@@ -37,6 +34,7 @@ from notifier.store import SqlStore, create_store
 from notifier.store.engine import is_unavailable
 from notifier.store.tables import acks, dead_letters, notices, request_conflicts, requests
 from tests.acceptance.harness import Daemons, wait_for, write_config
+from tests.restarts import Publisher, pg_ctlcluster, pg_running, rabbitmqctl
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -47,31 +45,6 @@ HELD_ACKS = 5  # delivered notices whose acknowledgements are published while Po
 # The daemon's tasks that use the store, by the ``operation`` of their ``store.unavailable``.
 STORE_USERS = {"ingest", "acknowledge", "dispatch", "sla"}
 NOTICE_IN_SUBJECT = re.compile(r"\[(TD-[a-z0-9_]+-\d{8}-\d{6,})\]")
-
-
-def _pg_ctlcluster(action: str) -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
-
-
-def _pg_running() -> bool:
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    status = subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "status"],
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    return status.returncode == 0
 
 
 def reconnects_failed(log: Path) -> int:
@@ -105,40 +78,6 @@ async def query(store: SqlStore, statement: Select[Any]) -> list[Row[Any]] | Non
         if is_unavailable(error):
             return None
         raise
-
-
-class Publisher:
-    """Publishes to RabbitMQ as a platform's own client would: when the broker is away it connects
-    again and publishes the whole batch again (a repeat is absorbed by notifier's idempotency)."""
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._connection: aio_pika.abc.AbstractConnection | None = None
-        self._channel: aio_pika.abc.AbstractChannel | None = None
-
-    async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
-        while True:
-            try:
-                if self._channel is None or self._channel.is_closed:
-                    await self.close()
-                    self._connection = await aio_pika.connect(self._url, timeout=5)
-                    self._channel = await self._connection.channel(publisher_confirms=True)
-                for body in bodies:
-                    await self._channel.default_exchange.publish(
-                        aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                        routing_key=queue,
-                        timeout=10,
-                    )
-                return
-            except Exception:  # any failure of a broker that is going or coming back: try again
-                await self.close()
-                await asyncio.sleep(0.5)
-
-    async def close(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.close()
 
 
 class Flow:
@@ -237,9 +176,9 @@ def services_back() -> Iterator[None]:
     if shutil.which("rabbitmqctl") is None:
         pytest.fail("rabbitmqctl is needed to restart RabbitMQ in this test")
     yield None
-    if not _pg_running():
-        _pg_ctlcluster("start")
-    _rabbitmqctl("start_app")
+    if not pg_running():
+        pg_ctlcluster("start")
+    rabbitmqctl("start_app")
 
 
 def platforms_config() -> str:
@@ -306,7 +245,7 @@ async def test_a_busy_daemon_rides_out_a_postgresql_restart_and_a_rabbitmq_resta
             await wait_for(busy, within=120, what="notices delivered and acknowledged")
 
             # PostgreSQL goes away under load, with acknowledgements on their way to the daemon.
-            await asyncio.to_thread(_pg_ctlcluster, "stop")
+            await asyncio.to_thread(pg_ctlcluster, "stop")
             try:
                 await flow.publish_held_acks()
                 body = await ready.wait(503, component="store")
@@ -324,7 +263,7 @@ async def test_a_busy_daemon_rides_out_a_postgresql_restart_and_a_rabbitmq_resta
                     every_store_user_waiting, within=60, what=f"{sorted(STORE_USERS)} to find the store away"
                 )
             finally:
-                await asyncio.to_thread(_pg_ctlcluster, "start")
+                await asyncio.to_thread(pg_ctlcluster, "start")
             await ready.wait(200)
             published_before, acked_before = flow.published_requests, len(flow.acked)
 
@@ -337,7 +276,7 @@ async def test_a_busy_daemon_rides_out_a_postgresql_restart_and_a_rabbitmq_resta
             await wait_for(flowing_again, within=90, what="notices acknowledged after PostgreSQL came back")
 
             # Then RabbitMQ.
-            await asyncio.to_thread(_rabbitmqctl, "stop_app")
+            await asyncio.to_thread(rabbitmqctl, "stop_app")
             try:
                 body = await ready.wait(503, component="queue")
                 assert body["checks"]["queue"].startswith("unavailable"), body
@@ -350,7 +289,7 @@ async def test_a_busy_daemon_rides_out_a_postgresql_restart_and_a_rabbitmq_resta
                 # Down until the daemon has tried to reconnect, and failed, twice.
                 await wait_for(reconnecting, within=60, what="two failed reconnection attempts")
             finally:
-                await asyncio.to_thread(_rabbitmqctl, "start_app")
+                await asyncio.to_thread(rabbitmqctl, "start_app")
             await ready.wait(200)
             published_before = flow.published_requests
 

@@ -17,6 +17,7 @@ from aio_pika.exceptions import ChannelPreconditionFailed
 from notifier.errors import ConfigError, QueueUnavailable
 from notifier.intake.amqp import MAX_REASON_CHARS, REASON_HEADER, SOURCE_HEADER, AmqpQueue
 from notifier.ports import Delivery
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -321,3 +322,56 @@ async def test_ping_fails_once_closed(amqp_server: str, queue: str) -> None:
     await adapter.close()
     with pytest.raises(QueueUnavailable):
         await adapter.ping()
+
+
+async def test_stopping_while_another_queue_s_consumer_starts_stops_that_one_too(
+    amqp_server: str, queue: str, amqp_cleanup: list[str], broker: aio_pika.abc.AbstractConnection
+) -> None:
+    """The daemon's intake and acknowledgement consumers share one adapter; SIGTERM right after a
+    start stopped the one while the other's consumer was still being set up. That consumer was
+    missed (it kept taking messages it would never hand over) or, when it was added while the stop
+    went through the consumers, the stop crashed ("dictionary changed size during iteration")."""
+    other = f"{queue}.other"
+    amqp_cleanup.append(other)
+    adapter = AmqpQueue(amqp_server, queues=[queue, other])
+    await adapter.connect()
+    try:
+        assert await adapter.receive(queue, max_messages=1, wait=0.1) == []  # its consumer runs
+        starting = asyncio.create_task(adapter.receive(other, max_messages=1, wait=2.0))
+        await asyncio.sleep(0)  # one turn of the loop: the task is inside its consumer's set-up
+        await adapter.stop_consuming()
+        assert await starting == []
+        await adapter.publish(other, [b'{"n": 1}'])
+        # Nothing on the stopped adapter takes it: it waits in the queue for another consumer.
+        message = await get_one(broker, other, within=5.0)
+        assert message.body == b'{"n": 1}'
+    finally:
+        await adapter.close()
+
+
+async def test_a_consumer_started_while_the_connection_is_being_restored_is_queue_unavailable(
+    amqp_server: str, queue: str, amqp_cleanup: list[str], proxy: DroppableProxy
+) -> None:
+    """Opening a channel between a drop and its reconnect raised RuntimeError, which ended the
+    consumer's loop (and, through the shared adapter, the daemon's intake) instead of being an
+    outage to wait out."""
+    other = f"{queue}.other"
+    amqp_cleanup.append(other)
+    adapter = AmqpQueue(through(amqp_server, proxy.port), queues=[queue, other])
+    await adapter.connect()
+    try:
+        assert await adapter.receive(queue, max_messages=1, wait=0.1) == []
+        await proxy.close()  # the broker goes away and stays away
+
+        async def noticed() -> bool:
+            try:
+                await adapter.ping()
+            except QueueUnavailable:
+                return True
+            return False
+
+        await wait_for(noticed, within=10, what="the drop to be noticed")
+        with pytest.raises(QueueUnavailable, match="being restored"):
+            await adapter.receive(other, max_messages=1, wait=0.1)
+    finally:
+        await adapter.close()

@@ -155,3 +155,35 @@ async def test_the_receive_loop_returns_when_its_handler_was_stopped_and_stops_c
         assert (again.body, again.redelivered) == (b"ack-1", True)
     finally:
         await other.close()
+
+
+@pytest.mark.timeout(30)
+async def test_a_receive_loop_on_a_queue_another_consumer_stopped_gives_the_event_loop_back(
+    tmp_path: Path,
+) -> None:
+    """The intake and acknowledgement consumers share one queue adapter, and one that ends stops
+    consuming for both. The other loop then got ``[]`` at once from every receive and never gave
+    the event loop back: the daemon hung, busy, not answering ``/readyz``, instead of stopping."""
+    queue = LocalQueue(tmp_path / "queue.db")
+    await queue.connect()
+    await queue.stop_consuming()  # as the other consumer does on its way out
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        consume(queue=queue, queue_name=QUEUE, batch_size=10, handle=_never, stop=stop, wait=0.05)
+    )
+    try:
+        ticks = 0
+        started = asyncio.get_running_loop().time()
+        while asyncio.get_running_loop().time() - started < 0.3:
+            await asyncio.sleep(0.01)  # would never come back while the loop spins
+            ticks += 1
+        assert ticks >= 5
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
+    finally:
+        task.cancel()
+        await queue.close()
+
+
+async def _never(deliveries: Sequence[Delivery], stop: asyncio.Event) -> None:
+    raise AssertionError("a queue that stopped consuming handed something over")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from notifier.app import Daemon
 from notifier.clock import SimulatedClock
 from notifier.domain.acks import Ack, AckStatus, plan_ack
 from notifier.domain.models import Priority, TakedownRequest
@@ -23,8 +24,10 @@ from notifier.metrics import Metrics
 from notifier.ports import Channel, Incoming
 from notifier.services.report import build_report
 from notifier.services.sla import SlaMonitor
+from notifier.settings import load_settings
 from notifier.store import SqlStore, create_store
 from notifier.store.tables import notices, requests
+from tests.acceptance.harness import write_config
 from tests.unit.test_sla_monitor import AUTHORITY, Running, ScriptedChannel, delivered, route
 
 HOURS36 = timedelta(hours=36)
@@ -69,6 +72,7 @@ def sla_monitor(
     *,
     alerts: Alerts | None = None,
     metrics: Metrics | None = None,
+    claim_lease: timedelta = timedelta(minutes=1),
 ) -> SlaMonitor:
     return SlaMonitor(
         store=store,
@@ -81,6 +85,7 @@ def sla_monitor(
         alerts=alerts,
         poll_interval=60.0,  # real seconds: only the simulated clock and kicks wake the monitor here
         send_backoff=0.0,
+        claim_lease=claim_lease,
     )
 
 
@@ -308,3 +313,45 @@ async def test_a_portal_notice_filed_in_time_owes_nothing_and_one_filed_late_is_
     ]
     # The platform's clock runs from the filing: the next thing due is the first notice's reminder.
     assert await store.next_sla_due() == clock.now() - timedelta(seconds=31) + HOURS36 * 0.66
+
+
+async def test_a_notice_claimed_by_a_monitor_that_died_is_decided_on_time_once_its_lease_runs_out(
+    store: SqlStore, clock: SimulatedClock
+) -> None:
+    """kill -9 between a monitor's claim and its reschedule: the notice's timer stays at the claim's
+    end. With a claim as long as the daemon's ``runtime.lease`` (2 s here) another monitor takes it
+    over before its reminder is due, so the reminder is not lost behind the breach."""
+    channel = ScriptedChannel("email", clock)
+    notice_id, delivered_at = await delivered(store, clock)
+    lease = timedelta(seconds=2)
+    # The monitor that died: it claimed the notice at its delivery and never moved its timer on.
+    [claim] = await store.claim_sla_due(now=clock.now(), lease=lease, limit=10)
+    assert claim.notice_id == notice_id
+    assert await store.next_sla_due() == delivered_at + lease
+
+    m = sla_monitor(store, clock, {"telegram": channel}, {"telegram": FAST}, claim_lease=lease)
+    running = Running(m, clock)
+    await running.idle()
+    assert m.wake_at == delivered_at + lease  # nothing for it until the dead monitor's claim ends
+    await running.advance(timedelta(seconds=30))
+    await running.close()
+
+    decided = {d.kind: d.decided_at for d in await store.sla_decisions([notice_id])}
+    assert decided == {
+        SlaKind.REMINDER: delivered_at + timedelta(seconds=5),
+        SlaKind.ACK_BREACH: delivered_at + timedelta(seconds=10, microseconds=1),
+        SlaKind.REMOVAL_BREACH: delivered_at + timedelta(seconds=20, microseconds=1),
+    }
+    assert [kind for kind, _, _ in channel.sent] == ["reminder", "escalation", "escalation"]
+
+
+async def test_the_daemon_s_monitor_claims_for_runtime_lease(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'notifier.db'}"
+    config = write_config(tmp_path, store_url=url, queue_url=url, http_listen="", runtime='lease = "2s"')
+    daemon = Daemon(load_settings(config, {}), clock=SimulatedClock())
+    await daemon.start()
+    try:
+        assert daemon.sla.claim_lease == timedelta(seconds=2)
+    finally:
+        daemon.stop()
+        assert await daemon.wait() == 0
