@@ -163,7 +163,7 @@ def print_summary(result: DemoResult, console: Console) -> None:
     render_table(result.report, console, timezone=result.timezone)
     console.print()
     if result.by_profile:
-        render_table(result.by_profile, console)
+        render_table(result.by_profile, console, timezone=result.timezone)
         console.print()
     console.print(f"HTML report: {result.report_html}")
     console.print(f"JSON report: {result.report_json} (by deadline profile: report-by-profile.json)")
