@@ -43,8 +43,11 @@ async def _queued(settings) -> int:  # type: ignore[no-untyped-def]
     queue = LocalQueue(path)
     await queue.connect()
     try:
-        got = await queue.receive(settings.queue.requests, max_messages=100, wait=0)
-        return len(got)
+        # Urgent requests go to a queue of their own: both are counted.
+        total = 0
+        for name in (settings.queue.requests, settings.queue.urgent_requests):
+            total += len(await queue.receive(name, max_messages=100, wait=0))
+        return total
     finally:
         await queue.close()
 

@@ -219,6 +219,6 @@ async def test_the_html_page_carries_the_ledger_head_of_its_json() -> None:
 
     page = render_html(document)
 
-    assert f"<code>{'ab' * 32}</code>" in page
+    assert f'<span class="ledger">{"ab" * 32}</span>' in page
     assert json.loads(render_json(document))["ledger_head"] == "ab" * 32
     assert "Evidence record head" not in render_html(await _document())
