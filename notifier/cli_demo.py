@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
             typer.Option("--out", help="Folder for the store, the logs and the reports (emptied first)."),
         ] = Path("var/demo"),
     ) -> None:
-        """A month of the regulator's work against sandbox platforms, in under a minute: the real
+        """A month of the regulator's work against sandbox platforms, in a minute or two: the real
         daemon on a simulated clock, then the compliance report."""
         configure_logging(json=False, level="warning")
         if requests < 4:

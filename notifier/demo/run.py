@@ -1,4 +1,4 @@
-"""``notifier demo``: the daemon, unchanged, against the sandbox platforms, a month in under a minute.
+"""``notifier demo``: the daemon, unchanged, against the sandbox platforms, a month in a minute or two.
 
 The daemon of ``notifier run`` (intake, batching, dispatch, acknowledgements, the SLA monitor, the
 HTTP server, the inbound SMTP listener) runs on the configuration given (the embedded default),
