@@ -168,6 +168,9 @@ def print_summary(result: DemoResult, console: Console) -> None:
     console.print(f"HTML report: {result.report_html}")
     console.print(f"JSON report: {result.report_json} (by deadline profile: report-by-profile.json)")
     console.print(f"JSON logs:   {result.log}")
+    key = result.folder / "evidence.key"
+    if key.exists():
+        console.print(f"Evidence:    {key} holds the key of the month's evidence record (evidence.key_env)")
     console.print(f"One month of business time in {result.elapsed_s:.1f} s of real time.")
     if result.sandbox_failures:
         console.print(f"[red]{len(result.sandbox_failures)} platform answers failed:[/red]")

@@ -142,6 +142,14 @@ class Demo:
 
     async def start(self) -> None:
         self.settings = base = load_settings(self.config, self.environ)
+        if base.evidence.enabled and not base.evidence.key:
+            # The month's evidence record encrypts its payloads with a key of its own, kept beside
+            # the store (owner only) so that `notifier evidence export` works on the demo's store.
+            key = secrets.token_hex(32)
+            path = self.folder / "evidence.key"
+            path.touch(mode=0o600)
+            path.write_text(key + "\n", encoding="utf-8")
+            self.environ[base.evidence.key_env] = key
         missing = {scenario.EMAIL, scenario.API, scenario.PORTAL, scenario.SILENT} - set(base.platforms)
         if missing:
             raise DemoError(
