@@ -34,6 +34,7 @@ from notifier.settings import load_settings
 from notifier.store import SqlStore, create_store
 from notifier.store.tables import notices as notices_table
 from notifier.store.tables import requests as requests_table
+from tests.acceptance.conftest import Shared
 from tests.acceptance.dataset import valid_request
 from tests.acceptance.harness import Daemons, status_json, write_config
 from tests.waiting import wait_for
@@ -333,21 +334,6 @@ def assert_within_token_bucket(times: list[float], *, burst: int, per_second: fl
             assert sent <= allowed, (
                 f"{sent} sends in {times[j] - start:.2f}s from send {i}: the bucket allows {allowed:.1f}"
             )
-
-
-@dataclass(frozen=True, slots=True)
-class Shared:
-    """The PostgreSQL database and the RabbitMQ queue of one test, deleted after it."""
-
-    store_url: str
-    amqp_url: str
-    queue: str
-
-
-@pytest.fixture
-def shared(postgres_url: str, amqp_server: str, queue_name: str, amqp_cleanup: list[str]) -> Shared:
-    amqp_cleanup.extend([queue_name, f"{queue_name}.acks"])
-    return Shared(store_url=postgres_url, amqp_url=amqp_server, queue=queue_name)
 
 
 @pytest.mark.postgres

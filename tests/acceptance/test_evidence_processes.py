@@ -25,9 +25,10 @@ from notifier.settings import load_settings
 from notifier.store import create_store
 from notifier.store.evidence_tables import ledger
 from notifier.store.evidence_writer import EvidenceOptions, parse_key
+from tests.acceptance.conftest import Shared
 from tests.acceptance.dataset import valid_request
 from tests.acceptance.harness import Daemons, notifier, write_config
-from tests.acceptance.test_dispatch_processes import Shared, notice_id_of, smtp_to
+from tests.acceptance.test_dispatch_processes import notice_id_of, smtp_to
 from tests.evidence_key import TEST_EVIDENCE_KEY
 from tests.waiting import wait_for
 
@@ -80,12 +81,6 @@ async def sink() -> AsyncIterator[SmtpSink]:
         yield server
     finally:
         await server.stop()
-
-
-@pytest.fixture
-def shared(postgres_url: str, amqp_server: str, queue_name: str, amqp_cleanup: list[str]) -> Shared:
-    amqp_cleanup.extend([queue_name, f"{queue_name}.acks"])
-    return Shared(store_url=postgres_url, amqp_url=amqp_server, queue=queue_name)
 
 
 @pytest.mark.postgres
