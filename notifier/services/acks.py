@@ -300,6 +300,15 @@ class AckService:
             reason = f"unmatched mail ({kind.value}): about {notice_ids[0]}, which is no notice of ours"
             await self._keep_mail(raw, source=source, reason=reason)
             return
+        # The mail as received, now named with the notice it answers, so that the notice's case
+        # bundle carries it (the payload is kept once: the entry made on arrival has the same hash).
+        matched = EvidenceRecord(
+            kind=EvidenceKind.MAIL_RECEIVED,
+            notice_id=notice_ids[0],
+            payload=raw,
+            meta={"source": source, "kind": kind.value, "matched_by": matched_by or None},
+        )
+        await self._store.record_evidence([matched], at=self._clock.now())
         await self._answer(notice_ids[0], kind, verdict, source=source, fields=fields)
 
     async def _keep_mail(self, raw: bytes, *, source: str, reason: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from email.message import EmailMessage
 
@@ -207,3 +208,21 @@ async def test_a_mail_whose_handling_fails_is_kept_with_the_reason_instead_of_re
     assert letter.body == raw
     assert letter.reason.startswith("mail could not be handled (KeyError at test_ack_service_mail.py:")
     assert "victim" not in repr(logs)
+
+
+async def test_a_reply_enters_the_evidence_record_under_the_notice_it_answers(store: SqlStore) -> None:
+    clock, alerts = SimulatedClock(), RecordingAlerts()
+    notice = await _delivered(store, clock)
+    reply = EmailMessage()
+    reply["From"] = "abuse@telegram.org"
+    reply["To"] = "takedown@authority.example"
+    reply["Subject"] = f"Re: Takedown notice {notice.notice_id}"
+    reply["In-Reply-To"] = f"<{notice.notice_id}.notice@authority.example>"
+    reply.set_content("Thank you, we have received your report and are reviewing it.")
+    raw = bytes(reply)
+
+    await _service(store, clock, alerts).handle_mail(raw, source="email:imap")
+
+    received = [e for e in await store.ledger_for_notice(notice.notice_id) if e.kind == "mail.received"]
+    assert [e.payload_sha256 for e in received] == [hashlib.sha256(raw).hexdigest()]
+    assert [e.kind for e in await store.ledger_for_notice(notice.notice_id)].count("ack") == 1
