@@ -23,7 +23,7 @@ it records (polling the store would compete with what is measured); the store is
 to confirm. Databases, queues and the sink process are the script's own and removed afterwards.
 
 Usage: .venv/bin/python bench/dispatch.py [--notices N] [--requests N] [--rounds N]
-       [--processes N] [--store postgresql|sqlite] [--profile FILE]
+       [--processes N] [--store postgresql|sqlite] [--profile FILE] [--evidence on|off]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import cProfile
 import json
 import os
 import random
+import secrets
 import sys
 import tempfile
 import time
@@ -108,6 +109,16 @@ def bulk_bodies(count: int) -> list[bytes]:
 
 # -- configuration and environment ------------------------------------------------------------------
 
+# The evidence record, as --evidence says: on (the default, as a deployment runs it, with a key made
+# for the run) or off. The daemon processes of (3) inherit it from this process's environment.
+EVIDENCE_ENV: dict[str, str] = {}
+
+
+def evidence_environment(mode: str) -> dict[str, str]:
+    if mode == "off":
+        return {"NOTIFIER_EVIDENCE__ENABLED": "false"}
+    return {"NOTIFIER_EVIDENCE_KEY": secrets.token_hex(32)}
+
 
 def platforms_toml(max_wait: str) -> str:
     return "\n".join(
@@ -126,7 +137,7 @@ class Environment:
     acks_queue: str
 
     def settings(self, folder: Path, smtp_port: int, *, max_wait: str) -> Settings:
-        return load_settings(self.config(folder, smtp_port, max_wait=max_wait), environ={})
+        return load_settings(self.config(folder, smtp_port, max_wait=max_wait), environ=EVIDENCE_ENV)
 
     def config(self, folder: Path, smtp_port: int, *, max_wait: str) -> Path:
         return write_config(
@@ -404,7 +415,7 @@ async def notifier_bulk(sink: SinkProcess, bodies: Sequence[bytes], processes: i
     async with environment("postgresql") as env:
         with tempfile.TemporaryDirectory() as folder:
             config = env.config(Path(folder), sink.port, max_wait="1s")
-            settings = load_settings(config, environ={})
+            settings = load_settings(config, environ=EVIDENCE_ENV)
             publisher = AmqpQueue(AMQP_URL, queues=[env.requests_queue])
             started = time.perf_counter()
             try:
@@ -618,8 +629,17 @@ async def main() -> None:
         help="run round 1 of (2) under cProfile, stats to FILE (SQLAlchemy's greenlets blur cumulative "
         "times; py-spy, attached to the process, gives the truer picture)",
     )
+    parser.add_argument(
+        "--evidence",
+        choices=("on", "off"),
+        default="on",
+        help="the evidence record on (payloads encrypted and kept, as deployed) or off (SPEC §15's cost)",
+    )
     args = parser.parse_args()
+    EVIDENCE_ENV.update(evidence_environment(args.evidence))
+    os.environ.update(EVIDENCE_ENV)
     print(f"machine: {machine_line()}")
+    print(f"evidence record: {args.evidence}")
     with open(os.devnull, "w") as devnull:  # noqa: ASYNC230 - opened once before anything is timed
         configure_logging(json=True, level="info", stream=devnull)
         async with SinkProcess() as sink:
