@@ -447,6 +447,8 @@ async def other_daemons(
     """``count`` more daemons on ``config``, each ``python -m notifier run``, logs to /dev/null (or
     to ``<logs>/daemon-<n>.log``), under cProfile with ``profiles`` (stats to
     ``<profiles>/daemon-<n>.prof``); stopped with SIGTERM afterwards."""
+    if not EVIDENCE_ENV:  # one key for every daemon of the run: `notifier run` refuses to start without
+        EVIDENCE_ENV.update(evidence_environment("on"))
     with contextlib.ExitStack() as files:
         outputs = [
             files.enter_context(open(logs / f"daemon-{n}.log", "wb")) if logs is not None else None  # noqa: ASYNC230
@@ -463,6 +465,7 @@ async def other_daemons(
                 str(config),
                 stdout=output or asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.STDOUT if output else asyncio.subprocess.DEVNULL,
+                env=os.environ | EVIDENCE_ENV,
             )
             for n, output in enumerate(outputs)
         ]
