@@ -13,11 +13,15 @@ import inspect
 import shutil
 import tempfile
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
+from notifier.clock import SimulatedClock
+from notifier.domain.models import Priority, TakedownRequest
+from notifier.domain.notices import Attempt, AttemptOutcome, Notice, SendResult
 from notifier.errors import StoreUnavailable
-from notifier.ports import Store
+from notifier.ports import Incoming, Store
 from notifier.store import SqlStore, create_store
 
 _templates: list[Path] = []
@@ -78,3 +82,33 @@ class Switchable:
 
     def as_store(self) -> Store:
         return cast(Store, self)
+
+
+async def delivered_notice(store: SqlStore, clock: SimulatedClock, *, request_id: str = "r-1") -> Notice:
+    """One urgent Telegram request in a notice sent by email and delivered (SMTP 250), now."""
+    request = TakedownRequest(
+        request_id=request_id,
+        platform="telegram",
+        urls=("https://t.me/c/1",),
+        category="deepfake_sexual_abuse",
+        priority=Priority.URGENT,
+    )
+    await store.ingest([Incoming(request=request, source="test")], [], now=clock.now())
+    notice = await store.form_notice(
+        "telegram",
+        max_items=10,
+        channel="email",
+        now=clock.now(),
+        deliver_by=clock.now() + timedelta(hours=6),
+    )
+    assert notice is not None
+    [claimed] = await store.claim_due(owner="w", now=clock.now(), lease=timedelta(minutes=1), limit=1)
+    assert await store.record_delivery(
+        claimed.notice_id,
+        owner="w",
+        attempt=Attempt(at=clock.now(), channel="email", outcome=AttemptOutcome.DELIVERED, code=250),
+        result=SendResult(code=250, message_id=f"<{notice.notice_id}.notice@authority.example>"),
+        channel="email",
+    )
+    [stored] = await store.get_notices([notice.notice_id])
+    return stored

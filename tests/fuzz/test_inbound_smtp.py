@@ -23,16 +23,14 @@ from structlog.testing import capture_logs
 
 from notifier.acks.inbound_smtp import SOURCE, InboundSmtp
 from notifier.clock import SimulatedClock
-from notifier.domain.models import Priority, TakedownRequest
-from notifier.domain.notices import Attempt, AttemptOutcome, SendResult
 from notifier.metrics import Metrics
-from notifier.ports import Incoming
 from notifier.services.acks import AckService, FallbackRule
 from notifier.settings import InboundSmtpSettings
 from notifier.store import SqlStore
 from tests.fuzz import targets
 from tests.fuzz.budget import budget
 from tests.fuzz.strategies import mutated
+from tests.stores import delivered_notice
 
 SEEDS = Path(__file__).parent / "corpus" / "replies"
 SEED_NOTICE = "TD-telegram-20240903-000012"
@@ -72,38 +70,10 @@ class World:
     notice_id: str
 
 
-async def _delivered_notice(store: SqlStore, clock: SimulatedClock) -> str:
-    request = TakedownRequest(
-        request_id="synthetic-1",
-        platform="telegram",
-        urls=("https://t.example/c/1",),
-        category="deepfake_sexual_abuse",
-        priority=Priority.URGENT,
-    )
-    await store.ingest([Incoming(request=request, source="test")], [], now=clock.now())
-    notice = await store.form_notice(
-        "telegram",
-        max_items=10,
-        channel="email",
-        now=clock.now(),
-        deliver_by=clock.now() + timedelta(hours=6),
-    )
-    assert notice is not None
-    [claimed] = await store.claim_due(owner="w", now=clock.now(), lease=timedelta(minutes=1), limit=1)
-    assert await store.record_delivery(
-        claimed.notice_id,
-        owner="w",
-        attempt=Attempt(at=clock.now(), channel="email", outcome=AttemptOutcome.DELIVERED, code=250),
-        result=SendResult(code=250, message_id=f"<{notice.notice_id}.notice@authority.example>"),
-        channel="email",
-    )
-    return notice.notice_id
-
-
 @pytest.fixture
 async def world(store: SqlStore) -> AsyncIterator[World]:
     clock = SimulatedClock()
-    notice_id = await _delivered_notice(store, clock)
+    notice_id = (await delivered_notice(store, clock, request_id="synthetic-1")).notice_id
     service = AckService(
         store=store,
         clock=clock,

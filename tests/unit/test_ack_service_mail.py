@@ -10,12 +10,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from notifier.clock import SimulatedClock
-from notifier.domain.models import NoticeState, Priority, TakedownRequest
-from notifier.domain.notices import Attempt, AttemptOutcome, Notice, SendResult
+from notifier.domain.models import NoticeState
 from notifier.metrics import Metrics
-from notifier.ports import Incoming
 from notifier.services.acks import AckService, FallbackRule
 from notifier.store import SqlStore
+from tests.stores import delivered_notice
 
 
 class RecordingAlerts:
@@ -25,35 +24,6 @@ class RecordingAlerts:
     async def alert(self, *, subject: str, text: str, key: str) -> str:
         self.keys.append(key)
         return key
-
-
-async def _delivered(store: SqlStore, clock: SimulatedClock) -> Notice:
-    request = TakedownRequest(
-        request_id="r-1",
-        platform="telegram",
-        urls=("https://t.me/c/1",),
-        category="deepfake_sexual_abuse",
-        priority=Priority.URGENT,
-    )
-    await store.ingest([Incoming(request=request, source="test")], [], now=clock.now())
-    notice = await store.form_notice(
-        "telegram",
-        max_items=10,
-        channel="email",
-        now=clock.now(),
-        deliver_by=clock.now() + timedelta(hours=6),
-    )
-    assert notice is not None
-    [claimed] = await store.claim_due(owner="w", now=clock.now(), lease=timedelta(minutes=1), limit=1)
-    assert await store.record_delivery(
-        claimed.notice_id,
-        owner="w",
-        attempt=Attempt(at=clock.now(), channel="email", outcome=AttemptOutcome.DELIVERED, code=250),
-        result=SendResult(code=250, message_id=f"<{notice.notice_id}.notice@authority.example>"),
-        channel="email",
-    )
-    [stored] = await store.get_notices([notice.notice_id])
-    return stored
 
 
 def _service(store: SqlStore, clock: SimulatedClock, alerts: RecordingAlerts) -> AckService:
@@ -70,7 +40,7 @@ def _service(store: SqlStore, clock: SimulatedClock, alerts: RecordingAlerts) ->
 
 async def test_a_reply_to_an_operations_alert_is_never_a_platforms_acknowledgement(store: SqlStore) -> None:
     clock, alerts = SimulatedClock(), RecordingAlerts()
-    notice = await _delivered(store, clock)
+    notice = await delivered_notice(store, clock)
     reply = EmailMessage()
     reply["From"] = "ops-colleague@authority.example"
     reply["To"] = "takedown@authority.example"
@@ -88,7 +58,7 @@ async def test_a_reply_to_an_operations_alert_is_never_a_platforms_acknowledgeme
 
 async def test_a_bounced_reminder_leaves_the_notice_delivered_and_alerts_operations(store: SqlStore) -> None:
     clock, alerts = SimulatedClock(), RecordingAlerts()
-    notice = await _delivered(store, clock)
+    notice = await delivered_notice(store, clock)
     service = _service(store, clock, alerts)
     await clock.advance(timedelta(hours=20))
 
@@ -110,7 +80,7 @@ async def test_a_bounced_reminder_leaves_the_notice_delivered_and_alerts_operati
 
 async def test_a_hard_bounce_of_the_notice_without_a_fallback_fails_it(store: SqlStore) -> None:
     clock, alerts = SimulatedClock(), RecordingAlerts()
-    notice = await _delivered(store, clock)
+    notice = await delivered_notice(store, clock)
 
     await _service(store, clock, alerts).bounce(
         notice.notice_id, message=None, status="5.1.1", source="email:smtp"
@@ -125,7 +95,7 @@ async def test_a_platforms_reply_keeps_what_the_receiving_server_said_of_its_dki
     store: SqlStore,
 ) -> None:
     clock, alerts = SimulatedClock(), RecordingAlerts()
-    notice = await _delivered(store, clock)
+    notice = await delivered_notice(store, clock)
     reply = EmailMessage()
     # The topmost header is the authority's own server's; the one below came with the message.
     reply["Authentication-Results"] = (
@@ -212,7 +182,7 @@ async def test_a_mail_whose_handling_fails_is_kept_with_the_reason_instead_of_re
 
 async def test_a_reply_enters_the_evidence_record_under_the_notice_it_answers(store: SqlStore) -> None:
     clock, alerts = SimulatedClock(), RecordingAlerts()
-    notice = await _delivered(store, clock)
+    notice = await delivered_notice(store, clock)
     reply = EmailMessage()
     reply["From"] = "abuse@telegram.org"
     reply["To"] = "takedown@authority.example"

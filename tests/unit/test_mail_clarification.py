@@ -14,7 +14,8 @@ from notifier.domain.models import NoticeState
 from notifier.domain.replies import MailKind
 from notifier.domain.sla import SlaFacts, removal_clock
 from notifier.store import SqlStore
-from tests.unit.test_ack_service_mail import RecordingAlerts, _delivered, _service
+from tests.stores import delivered_notice
+from tests.unit.test_ack_service_mail import RecordingAlerts, _service
 from tests.unit.test_mail_classifier import NOTICE_MSG_ID, build, verdict
 
 QUESTIONS = [
@@ -91,7 +92,7 @@ def test_an_auto_reply_asking_for_more_information_is_a_receipt_not_a_question()
 
 async def test_an_emailed_question_stops_the_removal_clock_like_the_callback(store: SqlStore) -> None:
     clock, alerts = SimulatedClock(), RecordingAlerts()
-    notice = await _delivered(store, clock)
+    notice = await delivered_notice(store, clock)
     await clock.advance(timedelta(minutes=40))
     reply = build(
         "Could you clarify which of the listed URLs contain the reported image?",
