@@ -83,6 +83,12 @@ svg text.on-b24h, svg text.on-b48h, svg text.on-rejected, svg text.on-other { fi
 .seg.open { fill: #b42318; } .seg.other { fill: #e5e7eb; }
 .ledger { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: .8rem;
           overflow-wrap: anywhere; }
+@media screen and (max-width: 760px) {
+  /* On a phone the tables keep readable columns and scroll sideways, never cutting words. */
+  div.table { overflow-x: auto; }
+  div.table table { min-width: 720px; }
+  th, td { overflow-wrap: normal; }
+}
 @page { size: A4; margin: 12mm; }
 @media print {
   body { margin: 0; font-size: 10pt; }
