@@ -141,6 +141,7 @@ class Daemon:
         try:
             await self._start()
         except BaseException:
+            await self.supervisor.abort()  # the services already running, before what they use
             await self._resources.aclose()
             raise
 

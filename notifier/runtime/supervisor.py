@@ -61,6 +61,15 @@ class Supervisor:
         log.info("shutdown.requested", signal=sig.name, grace_s=self._grace)
         self.stop.set()
 
+    async def abort(self) -> None:
+        """Stop at once, for a start that failed half-way: every task spawned so far is cancelled
+        and awaited, so none is left using a store or queue that is about to be closed."""
+        self.stop.set()
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def wait(self) -> bool:
         """Run until stopped, then drain. Returns True when every task ended cleanly."""
         await self.stop.wait()
