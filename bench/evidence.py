@@ -28,12 +28,11 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.intake import AMQP_URL, PG_ADMIN, bodies, delete_queues, run_intake
+from bench.intake import AMQP_URL, PG_ADMIN, bodies, delete_queues, local_to_sqlite, run_intake
 from notifier.domain.evidence import EvidenceKind, EvidenceRecord
 from notifier.domain.models import Priority, TakedownRequest
 from notifier.domain.notices import Attempt, AttemptOutcome, SendResult
 from notifier.intake.amqp import AmqpQueue
-from notifier.intake.local import LocalQueue
 from notifier.logging import configure_logging
 from notifier.ports import Incoming
 from notifier.store import SqlStore, create_store
@@ -57,20 +56,6 @@ async def postgres_database() -> tuple[str, Callable[[], Awaitable[None]]]:
         await admin.close()
 
     return PG_ADMIN.rsplit("/", 1)[0] + f"/{database}", drop
-
-
-async def intake_sqlite(payloads: list[bytes], batch: int, on: bool) -> float:
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "notifier.db"
-        store = await create_store(f"sqlite:///{path}", evidence=options(on))
-        queue = LocalQueue(path)
-        try:
-            await queue.connect()
-            await queue.publish("takedown.requests", payloads)
-            return await run_intake(store, queue, "takedown.requests", len(payloads), batch)
-        finally:
-            await queue.close()
-            await store.close()
 
 
 async def intake_postgres(payloads: list[bytes], batch: int, on: bool) -> float:
@@ -178,7 +163,11 @@ async def main() -> None:
 
         for _ in range(args.rounds):
             for on in (False, True):
-                keep("intake SQLite queue -> SQLite", on, await intake_sqlite(payloads, args.batch, on))
+                keep(
+                    "intake SQLite queue -> SQLite",
+                    on,
+                    await local_to_sqlite(payloads, args.batch, options(on)),
+                )
                 keep(
                     "dispatch store side, SQLite",
                     on,

@@ -47,6 +47,7 @@ from notifier.metrics import Metrics
 from notifier.ports import IntakeQueue, Store
 from notifier.store import create_store
 from notifier.store.console_tables import SEARCH_INDEX
+from notifier.store.evidence_writer import EvidenceOptions
 from tests.acceptance.dataset import valid_request
 
 AMQP_URL = os.environ.get("BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
@@ -186,10 +187,12 @@ async def amqp_to_postgres(
         await admin.close()
 
 
-async def local_to_sqlite(payloads: list[bytes], batch: int) -> float:
+async def local_to_sqlite(
+    payloads: list[bytes], batch: int, evidence: EvidenceOptions | None = None
+) -> float:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "notifier.db"
-        store = await create_store(f"sqlite:///{path}")
+        store = await create_store(f"sqlite:///{path}", evidence=evidence)
         queue = LocalQueue(path)
         try:
             await queue.connect()
