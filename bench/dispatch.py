@@ -632,6 +632,7 @@ async def main() -> None:
         help="run round 1 of (2) under cProfile, stats to FILE (SQLAlchemy's greenlets blur cumulative "
         "times; py-spy, attached to the process, gives the truer picture)",
     )
+    parser.add_argument("--log", type=Path, help="keep the daemon's JSON log in FILE (default: discarded)")
     parser.add_argument(
         "--evidence",
         choices=("on", "off"),
@@ -643,8 +644,9 @@ async def main() -> None:
     os.environ.update(EVIDENCE_ENV)
     print(f"machine: {machine_line()}")
     print(f"evidence record: {args.evidence}")
-    with open(os.devnull, "w") as devnull:  # noqa: ASYNC230 - opened once before anything is timed
-        configure_logging(json=True, level="info", stream=devnull)
+    # The daemon's JSON log: to /dev/null, or kept for reading where a run's time went.
+    with open(args.log or os.devnull, "w") as log_stream:  # noqa: ASYNC230 - opened once, before timing
+        configure_logging(json=True, level="info", stream=log_stream)
         async with SinkProcess() as sink:
             if args.notices and args.rounds:
                 await dispatch_figures(sink, args)

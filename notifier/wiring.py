@@ -19,6 +19,7 @@ from notifier.intake.amqp import AmqpQueue
 from notifier.intake.local import LocalQueue
 from notifier.ports import Channel, IntakeQueue, Store
 from notifier.services.dispatcher import Route
+from notifier.services.verification import verify_schedules
 from notifier.settings import PlatformSettings, Settings, sqlite_path
 from notifier.store import create_store, open_existing_store
 from notifier.store.evidence_writer import EvidenceOptions, parse_key
@@ -147,6 +148,7 @@ class Channels:
     def routes(self) -> dict[str, Route]:
         settings = self.settings
         routes: dict[str, Route] = {}
+        schedules = verify_schedules(settings) if settings.verify.enabled else {}
         for platform_id, platform in settings.platforms.items():
             routes[platform_id] = Route(
                 platform=platform_id,
@@ -163,6 +165,7 @@ class Channels:
                 removal_within=platform.sla.removal_within or settings.sla.removal_within,
                 callback_url=self.callback_url(platform_id) if platform.api is not None else None,
                 profiles=settings.platform_profiles(platform_id),
+                first_check_after=schedules[platform_id].first_after if schedules else None,
             )
         return routes
 

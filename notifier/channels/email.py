@@ -23,25 +23,28 @@ transient or permanent.
 from __future__ import annotations
 
 import asyncio
-import binascii
-import contextlib
-import email.policy
 import functools
 import hashlib
 import re
-import secrets
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from email.headerregistry import Address
+from datetime import UTC
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Final
 
+from notifier.channels.mime import (
+    POLICY,
+    SUBJECT_MAX,
+    build_notice_email,
+    domain_name,
+    header_address,
+    message_id_for,
+)
 from notifier.channels.rendering import Renderer, one_line
 from notifier.channels.smtp import IDLE_CHECK_AFTER, MailTransport, SmtpTransport, flatten, starttls_required
 from notifier.clock import Clock, SystemClock
 from notifier.domain.evidence import EvidenceKind, EvidenceRecord
-from notifier.domain.notices import Authority, MessageKind, NoticeContent, SendResult, message_tag
+from notifier.domain.notices import Authority, MessageKind, NoticeContent, SendResult
 from notifier.domain.replies import alert_token, envelope_token
 from notifier.failures import DeliveryError
 from notifier.logging import get_logger
@@ -59,142 +62,6 @@ __all__ = [
 ]
 
 log = get_logger(__name__)
-
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_DOMAIN: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-_ID_LEFT: Final = re.compile(r"[A-Za-z0-9._-]{1,200}")
-_MSG_ID: Final = re.compile(r"<[A-Za-z0-9._-]{1,200}@[A-Za-z0-9.-]{1,253}>")
-_SUBJECT_MAX: Final = 250
-_POLICY: Final = email.policy.SMTP
-# RFC 5322 allows 998 octets a line; stay well below so that no relay has to rewrap.
-_MAX_7BIT_LINE: Final = 900
-
-
-def _domain(value: str) -> str:
-    domain = value.rpartition("@")[2].strip().rstrip(".").lower()
-    with contextlib.suppress(UnicodeError):
-        domain = domain.encode("idna").decode("ascii")
-    if not _DOMAIN.fullmatch(domain):
-        raise ValueError(f"'{domain[:80]}' is not a domain name")
-    return domain
-
-
-def message_id_for(notice_id: str, kind: MessageKind, domain: str, follow_up: int = 1) -> str:
-    """``<{notice_id}.{kind}@{domain}>`` (``….escalation-2@…`` for a second escalation): the same
-    for every send of the same message."""
-    if not _ID_LEFT.fullmatch(notice_id):
-        raise ValueError("the notice id cannot be used in a Message-ID")
-    return f"<{notice_id}.{message_tag(kind, follow_up)}@{_domain(domain)}>"
-
-
-def _address(value: str, display_name: str = "") -> Address:
-    # Address() parses addr_spec strictly and raises on anything that is not one address.
-    return Address(display_name=one_line(display_name), addr_spec=one_line(value))
-
-
-def _msg_id(value: str) -> str:
-    if not _MSG_ID.fullmatch(value):
-        raise ValueError("not a Message-ID")
-    return value
-
-
-def build_notice_email(
-    content: NoticeContent,
-    *,
-    renderer: Renderer,
-    from_addr: str,
-    reply_to: str | None,
-    to: Sequence[str],
-    cc: Sequence[str],
-    message_id: str,
-    in_reply_to: str | None,
-    date: datetime | None = None,
-) -> EmailMessage:
-    """The email of a notice, reminder or escalation (pure: no I/O, no clock).
-
-    ``date`` defaults to ``content.created_at``. Raises ``ValueError`` when an address or id is not
-    usable in a header.
-    """
-    if not to:
-        raise ValueError("a notice needs at least one recipient")
-    rendered = renderer.render(content)
-    message = EmailMessage(policy=_POLICY)
-    message["From"] = _address(from_addr, content.authority.name)
-    message["To"] = tuple(_address(a) for a in to)
-    if cc:
-        message["Cc"] = tuple(_address(a) for a in cc)
-    if reply_to:
-        message["Reply-To"] = _address(reply_to)
-    message["Subject"] = one_line(rendered.subject)[:_SUBJECT_MAX]
-    message["Date"] = format_datetime((date or content.created_at).astimezone(UTC))
-    message["Message-ID"] = _msg_id(message_id)
-    if in_reply_to:
-        message["In-Reply-To"] = _msg_id(in_reply_to)
-        message["References"] = _msg_id(in_reply_to)
-    message["X-Notifier-Notice-Id"] = one_line(content.notice_id)
-    message["MIME-Version"] = "1.0"
-    message.make_mixed()
-    # Boundaries of our own: random enough never to occur in a body, and set here the email package
-    # skips its scan of the whole message for a safe one (a third of flattening a 50-request notice).
-    message.set_boundary(_boundary())
-    alternative = EmailMessage(policy=_POLICY)
-    alternative.make_alternative()
-    alternative.set_boundary(_boundary())
-    alternative.attach(_text_part(rendered.text, "plain"))
-    alternative.attach(_text_part(rendered.html, "html"))
-    message.attach(alternative)
-    message.attach(_attachment(rendered.csv, "text/csv", f"{content.notice_id}.csv"))
-    message.attach(_attachment(rendered.xarf_json, "application/json", f"{content.notice_id}.json"))
-    return message
-
-
-def _boundary() -> str:
-    return f"=_notifier_{secrets.token_hex(16)}"
-
-
-def _text_part(text: str, subtype: str) -> EmailMessage:
-    """A UTF-8 text body, LF line ends, in the cheapest safe encoding (:func:`_encode`)."""
-    body = text.replace("\r\n", "\n").replace("\r", "\n")
-    part = EmailMessage(policy=_POLICY)
-    part["Content-Type"] = f"text/{subtype}"
-    part.set_param("charset", "utf-8")
-    encoding, payload = _encode(body.encode("utf-8"), text=True)
-    part["Content-Transfer-Encoding"] = encoding
-    part.set_payload(payload)
-    return part
-
-
-def _attachment(data: bytes, content_type: str, filename: str) -> EmailMessage:
-    """An attachment whose decoded bytes are exactly ``data``, line ends included: sent as it is only
-    when every line end is already CRLF (the RFC 4180 CSV of an ASCII notice), else encoded."""
-    part = EmailMessage(policy=_POLICY)
-    part["Content-Type"] = content_type
-    if content_type.startswith("text/"):
-        part.set_param("charset", "utf-8")
-    part["Content-Disposition"] = "attachment"
-    part.set_param("filename", filename, header="Content-Disposition")
-    without_crlf = data.replace(b"\r\n", b"")
-    bare_line_end = b"\r" in without_crlf or b"\n" in without_crlf
-    encoding, payload = _encode(data, text=not bare_line_end)
-    part["Content-Transfer-Encoding"] = encoding
-    part.set_payload(payload)
-    return part
-
-
-def _encode(data: bytes, *, text: bool) -> tuple[str, str]:
-    """``(Content-Transfer-Encoding, payload)`` in the cheapest encoding that keeps ``data`` safe over
-    any relay: as it is when it is ASCII text with short lines (the usual English notice, the CSV),
-    quoted-printable when it is mostly ASCII (the XARF JSON: a quarter smaller than base64), base64
-    when it is mostly not (Korean, where quoted-printable would triple its size). Unless ``text``,
-    line breaks are encoded too (``=0A``), so the bytes come back exactly as they were. The email
-    package's own encoders are pure Python; binascii's are C, which matters for notices with fifty
-    requests."""
-    if text and data.isascii() and b"\0" not in data and max(map(len, data.split(b"\n"))) <= _MAX_7BIT_LINE:
-        return "7bit", data.decode("ascii")
-    if len(data) - len(data.decode("utf-8", "replace")) > len(data) // 8:  # many multi-byte characters
-        encoded = binascii.b2a_base64(data, newline=False).decode("ascii")
-        return "base64", "\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + "\n"
-    return "quoted-printable", binascii.b2a_qp(data, istext=text).decode("ascii")
 
 
 class EmailChannel:
@@ -234,7 +101,7 @@ class EmailChannel:
         self._reply_to = reply_to
         self._escalation_to = tuple(escalation_to)
         self._clock = clock
-        self._domain = _domain(authority.email)
+        self._domain = domain_name(authority.email)
 
     def message_id(self, content: NoticeContent) -> str:
         """The Message-ID the email for ``content`` carries (and carried, if it was sent before)."""
@@ -350,7 +217,7 @@ class OperationsMailer:
         self._transport = transport
         self._from = from_addr
         self._to = tuple(to)
-        self._domain = _domain(domain)
+        self._domain = domain_name(domain)
         self._clock: Clock = clock or SystemClock()
         self._envelope_from = envelope_from
 
@@ -366,10 +233,10 @@ class OperationsMailer:
     async def alert(self, *, subject: str, text: str, key: str) -> str:
         """Send a plain-text alert; returns its Message-ID. Raises DeliveryError when not sent."""
         message_id = self.message_id(key)
-        message = EmailMessage(policy=_POLICY)
-        message["From"] = _address(self._from, "notifier")
-        message["To"] = tuple(_address(a) for a in self._to)
-        message["Subject"] = one_line(subject)[:_SUBJECT_MAX]
+        message = EmailMessage(policy=POLICY)
+        message["From"] = header_address(self._from, "notifier")
+        message["To"] = tuple(header_address(a) for a in self._to)
+        message["Subject"] = one_line(subject)[:SUBJECT_MAX]
         message["Date"] = format_datetime(self._clock.now().astimezone(UTC))
         message["Message-ID"] = message_id
         message["Auto-Submitted"] = "auto-generated"
@@ -399,6 +266,6 @@ def _body_text(text: str) -> str:
 
 def _safe_domain(address: str) -> str:
     try:
-        return _domain(address)
+        return domain_name(address)
     except ValueError:
         return "invalid"

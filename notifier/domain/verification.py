@@ -169,6 +169,12 @@ class VerifySchedule:
     removal_within: timedelta
     recheck_after: tuple[timedelta, ...] = (timedelta(days=1), timedelta(days=7), timedelta(days=30))
 
+    @property
+    def first_after(self) -> timedelta:
+        """From delivery to a request's first check: the first of ``check_points`` of a request
+        just delivered, so the delivery itself can set the timer."""
+        return min(self.remind_after, self.removal_within)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VerifyFacts:

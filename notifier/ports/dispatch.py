@@ -130,9 +130,11 @@ class NoticeStore(Protocol):
         result: SendResult,
         channel: str,
         delivered_at: datetime | None = None,
+        first_check_at: datetime | None = None,
     ) -> bool:
         """``sending`` → ``delivered`` (requests → ``delivered``, ``delivered_at``: the instant the notice
-        stated its deadlines from, else ``attempt.at``) or,
+        stated its deadlines from, else ``attempt.at``; their URL-check timer ``first_check_at``, else
+        the delivery time) or,
         when ``result.awaiting_submission``, → ``awaiting_submission`` (requests stay ``batched``).
         Keeps the Message-ID, the ticket (and ``receipt_at``) and the attempt. False, changing
         nothing, when ``owner`` no longer holds the lease."""

@@ -71,36 +71,66 @@ class Batcher:
         A notice holds requests of one deadline profile (SPEC §14): each profile's pending requests
         batch on their own, waiting at most 5 % of the profile's acknowledgement bound (an urgent
         profile not at all)."""
-        wake_at: datetime | None = None
-        for route in self._routes.values():
-            for group in await self._store.pending_groups(route.platform):
-                wake_at = earliest(wake_at, await self._form(route, group.deadline))
+        wake_at, _ = await self.form_some(None)
         return wake_at
 
-    async def _form(self, route: Route, deadline: str | None) -> datetime | None:
-        """Close the notices of one platform and profile that are due; when the next one will be."""
+    async def form_some(self, budget: int | None) -> tuple[datetime | None, bool]:
+        """Close up to ``budget`` notices that are due now (None: all of them), so that sending
+        can start while a backlog is still being batched. Returns when the next one will be due
+        and whether more are due already (the budget ran out)."""
+        wake_at: datetime | None = None
+        left = budget
+        for route in self._routes.values():
+            for group in await self._store.pending_groups(route.platform):
+                if left is not None and left <= 0:
+                    return None, True
+                next_at, formed, more = await self._form(route, group.deadline, left)
+                if more:
+                    return None, True
+                if left is not None:
+                    left -= formed
+                wake_at = earliest(wake_at, next_at)
+        return wake_at, False
+
+    async def _form(
+        self, route: Route, deadline: str | None, budget: int | None
+    ) -> tuple[datetime | None, int, bool]:
+        """Close up to ``budget`` due notices of one platform and profile: when the next one will
+        be due, how many were closed, and whether more are due already (past the budget)."""
         profile = route.profile(deadline)
         max_wait = batch_wait(route.max_wait, profile)
+        urgent_profile = profile is not None and profile.urgent
+        formed = 0
         while True:
+            if budget is not None and formed >= budget:
+                return None, formed, True
             now = self._clock.now()
             groups = {g.deadline: g.pending for g in await self._store.pending_groups(route.platform)}
             summary = groups.get(deadline)
             if summary is None:
-                return None
+                return None, formed, False
             decision = decide(summary, now=now, max_items=route.max_items, max_wait=max_wait)
             if not decision.close:
-                return decision.wake_at
-            urgent_profile = profile is not None and profile.urgent
-            # Urgent requests of a normal profile leave at once in a notice of their own: taking
-            # the others along would make the urgent notice wait for a bigger send.
-            notice = await self._close(
-                route,
-                deadline,
-                urgent=urgent_profile,
-                urgent_only=decision.reason == "urgent" and not urgent_profile,
-            )
-            if notice is None:
-                return None  # another process took them
+                return decision.wake_at, formed, False
+            # Full notices close whatever the time: as many as the count holds close one after
+            # the other, without counting the pending requests again before each.
+            full = summary.count // route.max_items if decision.reason == "full" else 1
+            for _ in range(max(full, 1)):
+                if budget is not None and formed >= budget:
+                    return None, formed, True
+                # Urgent requests of a normal profile leave at once in a notice of their own:
+                # taking the others along would make the urgent notice wait for a bigger send.
+                notice = await self._close(
+                    route,
+                    deadline,
+                    urgent=urgent_profile,
+                    urgent_only=decision.reason == "urgent" and not urgent_profile,
+                )
+                if notice is None:
+                    return None, formed, False  # another process took them
+                formed += 1
+                if len(notice.request_ids) < route.max_items:
+                    break  # another process took some: count again
 
     async def form_urgent(
         self, groups: Iterable[tuple[str, str | None]] | None = None, sends: UrgentSlots | None = None

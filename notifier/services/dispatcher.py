@@ -167,7 +167,11 @@ class Dispatcher:
                     ):
                         self._housekeeping_due = False
                         self._next_housekeeping = loop.time() + self._poll
-                        self._form_wake_at = await self.form_notices()
+                        # A backlog is batched a few notices at a time between claims, so its
+                        # first notices are on their way while the rest are still being formed.
+                        self._form_wake_at, more = await self._batcher.form_some(self._concurrency)
+                        if more:
+                            self.kick()
                         await self.send_alerts()
                     claimed = await self.send_due(stop)
                     if claimed >= self._concurrency:

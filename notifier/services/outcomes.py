@@ -98,6 +98,7 @@ class Outcomes:
                 result=result,
                 channel=attempt.channel,
                 delivered_at=sent_at,
+                first_check_at=None if route.first_check_after is None else sent_at + route.first_check_after,
             ),
             lease=self._lease,
         ):

@@ -32,6 +32,9 @@ class Route:
     ack_within: timedelta
     removal_within: timedelta
     callback_url: str | None = None
+    # From delivery to its requests' first URL check (None: verification is off, and the timer
+    # starts at delivery for whenever it is turned on).
+    first_check_after: timedelta | None = None
     # The deadline profiles as they apply on this platform (its overrides applied), by name.
     profiles: Mapping[str, DeadlineProfile] = field(default_factory=dict)
 

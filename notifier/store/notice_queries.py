@@ -185,13 +185,19 @@ async def add_attempt(conn: AsyncConnection, notice_id: str, attempt: Attempt) -
     )
 
 
-async def requests_delivered(conn: AsyncConnection, notice_id: str, at: datetime) -> None:
+async def requests_delivered(
+    conn: AsyncConnection, notice_id: str, at: datetime, first_check_at: datetime | None = None
+) -> None:
+    """The notice's requests are delivered at ``at``; their URL-check timer is set to
+    ``first_check_at`` (SPEC §13), else to ``at`` (the verification service moves it on)."""
     await conn.execute(
         update(requests)
         .where(requests.c.notice_id == notice_id, requests.c.state.in_(DELIVERABLE))
-        # The check timer starts at delivery: the verification service moves it on to the
-        # reminder point (SPEC §13).
-        .values(state=RequestState.DELIVERED.value, delivered_at=at, verify_due_at=at)
+        .values(
+            state=RequestState.DELIVERED.value,
+            delivered_at=at,
+            verify_due_at=as_utc(first_check_at) if first_check_at is not None else at,
+        )
     )
 
 

@@ -248,6 +248,7 @@ class NoticeSqlMixin:
         result: SendResult,
         channel: str,
         delivered_at: datetime | None = None,
+        first_check_at: datetime | None = None,
     ) -> bool:
         at = as_utc(delivered_at or attempt.at)
         values: dict[str, Any] = {"channel": channel, "next_attempt_at": None, "updated_at": at}
@@ -267,7 +268,7 @@ class NoticeSqlMixin:
                 return False
             await add_attempt(conn, notice_id, attempt)
             if not result.awaiting_submission:
-                await requests_delivered(conn, notice_id, at)
+                await requests_delivered(conn, notice_id, at, first_check_at)
             await self._evidence.record(conn, at, attempt.records(notice_id), notices_moved=[notice_id])
         return True
 

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 from notifier.clock import SimulatedClock
 from notifier.domain.models import RequestState
+from notifier.domain.notices import Attempt, AttemptOutcome, SendResult
 from notifier.domain.verification import CheckOutcome, UrlCheck
 from notifier.ports import Followup, Store, VerifyUpdate
-from tests.unit.test_verification_service import Platform, claim_removed, delivered_notice
+from tests.unit.test_verification_service import Platform, claim_removed, delivered_notice, incoming
 
 LEASE = timedelta(minutes=5)
 
@@ -61,6 +62,30 @@ async def test_a_delivery_starts_the_timer_and_a_claim_of_removal_brings_it_forw
     assert await store.next_verify_due() == clock.now()
     [again, _] = await store.claim_verify_due(now=clock.now(), lease=LEASE, limit=10)
     assert (again.facts.state, again.facts.resolved_at) == (RequestState.REMOVED, clock.now())
+
+
+async def test_a_delivery_given_its_first_check_time_sets_the_timer_there(store: Store) -> None:
+    """The dispatcher knows the platform's schedule: its delivery sets each request's first check,
+    so no round has to claim every request just delivered only to move its timer."""
+    clock, site = SimulatedClock(), Platform(port=9)
+    now = clock.now()
+    await store.ingest([incoming(site, "a"), incoming(site, "b")], [], now=now)
+    await store.form_notice("telegram", max_items=50, channel="email", now=now, deliver_by=now + LEASE)
+    [claimed] = await store.claim_due(owner="w", now=now, lease=LEASE, limit=1)
+    first_check = now + timedelta(hours=18)
+    attempt = Attempt(at=now, channel="email", outcome=AttemptOutcome.DELIVERED, code=250)
+    assert await store.record_delivery(
+        claimed.notice_id,
+        owner="w",
+        attempt=attempt,
+        result=SendResult(code=250),
+        channel="email",
+        first_check_at=first_check,
+    )
+    assert await store.next_verify_due() == first_check
+    assert await store.claim_verify_due(now=first_check - timedelta(seconds=1), lease=LEASE, limit=10) == []
+    due = await store.claim_verify_due(now=first_check, lease=LEASE, limit=10)
+    assert [(c.request_id, c.facts.delivered_at) for c in due] == [("r-a", now), ("r-b", now)]
 
 
 async def test_a_round_keeps_its_checks_newest_first_and_verifies_once(store: Store) -> None:

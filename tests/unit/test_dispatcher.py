@@ -18,6 +18,7 @@ from notifier.domain.validation import Vocabulary, parse_request
 from notifier.failures import DeliveryError
 from notifier.metrics import Metrics
 from notifier.ports import Incoming
+from notifier.services.batcher import Batcher
 from notifier.services.dispatcher import Dispatcher, Route
 from notifier.services.operator import record_submitted
 from notifier.store import SqlStore
@@ -80,6 +81,7 @@ class Harness:
         lease: timedelta = timedelta(seconds=45),
         concurrency: int = 8,
         poll_interval: float = 0.5,
+        first_check_after: timedelta | None = None,
     ) -> None:
         self.store = store
         self.clock = clock or SimulatedClock()
@@ -95,6 +97,7 @@ class Harness:
             rate_per_minute=0,
             ack_within=timedelta(hours=36),
             removal_within=timedelta(hours=36),
+            first_check_after=first_check_after,
         )
         self.dispatcher = Dispatcher(
             store=self.store,
@@ -156,7 +159,7 @@ async def _state(h: Harness, request_id: str) -> RequestState:
 
 async def test_a_full_batch_closes_at_once_and_is_delivered(store: SqlStore) -> None:
     channel = ScriptedChannel("email")
-    h = Harness(store, channel, max_items=3)
+    h = Harness(store, channel, max_items=3, first_check_after=timedelta(hours=27))
     await h.add("r-1", "r-2", "r-3", "r-4")
     with capture_logs() as logs:
         await h.round()
@@ -175,6 +178,39 @@ async def test_a_full_batch_closes_at_once_and_is_delivered(store: SqlStore) -> 
     assert sent.notice_id == notice_id
     assert sent.ack_by == notice.created_at + timedelta(hours=36)
     assert {e["event"] for e in logs} >= {"notice.created", "notice.delivered"}
+    # The delivery set its requests' first URL check from the platform's schedule.
+    assert notice.delivered_at is not None
+    assert await h.store.next_verify_due() == notice.delivered_at + timedelta(hours=27)
+
+
+async def test_a_backlog_is_batched_a_budget_at_a_time(store: SqlStore) -> None:
+    """The daemon's loop forms a few notices between claims, so sending starts before a large
+    backlog is all batched; what is left over is formed in the next rounds, nothing twice."""
+    h = Harness(store, ScriptedChannel("email"), max_items=3)
+    batcher = Batcher(
+        store=store,
+        routes={"telegram": h.route},
+        clock=h.clock,
+        metrics=Metrics(),
+        deliver_within=DELIVER_WITHIN,
+    )
+    await h.add(*(f"r-{n}" for n in range(1, 12)))  # three full notices and two waiting
+    assert await batcher.form_some(2) == (None, True)
+    assert await batcher.form_some(2) == (h.clock.now() + timedelta(minutes=10), False)
+    assert await _notice_sizes(h, 11) == [3, 3, 3]  # r-1 … r-9, each in one notice
+    await h.clock.advance(timedelta(minutes=10))
+    assert await batcher.form_some(2) == (None, False)
+    assert await _notice_sizes(h, 11) == [2, 3, 3, 3]
+
+
+async def _notice_sizes(h: Harness, count: int) -> list[int]:
+    """The sizes of the notices the requests r-1 … r-<count> are in."""
+    stored = await h.store.get_requests([f"r-{n}" for n in range(1, count + 1)])
+    members: dict[str, int] = {}
+    for request in stored:
+        if request.notice_id is not None:
+            members[request.notice_id] = members.get(request.notice_id, 0) + 1
+    return sorted(members.values())
 
 
 async def test_a_partial_batch_waits_for_max_wait_unless_urgent(store: SqlStore) -> None:

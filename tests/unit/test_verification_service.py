@@ -103,24 +103,25 @@ def service(
     )
 
 
+def incoming(site: Platform, name: str) -> Incoming:
+    """The request ``r-<name>`` on telegram, of the one post ``name`` of ``site``."""
+    return Incoming(
+        request=TakedownRequest(
+            request_id=f"r-{name}",
+            platform="telegram",
+            urls=(site.url(name),),
+            category="deepfake_sexual_abuse",
+            priority=Priority.NORMAL,
+        ),
+        source="test",
+    )
+
+
 async def delivered_notice(store: Store, clock: SimulatedClock, site: Platform, names: list[str]) -> str:
     """One notice of a request per name, delivered now, every post up."""
     now = clock.now()
     site.up.update(names)
-    incoming = [
-        Incoming(
-            request=TakedownRequest(
-                request_id=f"r-{name}",
-                platform="telegram",
-                urls=(site.url(name),),
-                category="deepfake_sexual_abuse",
-                priority=Priority.NORMAL,
-            ),
-            source="test",
-        )
-        for name in names
-    ]
-    await store.ingest(incoming, [], now=now)
+    await store.ingest([incoming(site, name) for name in names], [], now=now)
     notice = await store.form_notice(
         "telegram", max_items=50, channel="email", now=now, deliver_by=now + BOUND
     )

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from notifier.domain.models import RequestState
 from notifier.domain.verification import (
     CheckOutcome,
     InconclusiveReason,
     Observation,
+    VerifyFacts,
     VerifyRules,
+    VerifySchedule,
     decide,
+    next_check,
 )
 from notifier.settings import load_settings
 from tests.unit.test_settings import MINIMAL, error_of, write
@@ -86,3 +92,23 @@ def test_a_proxy_named_by_an_unset_variable_is_a_config_error(tmp_path: Path) ->
     assert "CHECK_PROXY" in error_of(write(tmp_path, text))
     proxied = load_settings(write(tmp_path, text), {"CHECK_PROXY": "http://proxy.internal:3128"})
     assert proxied.verify.proxy == "http://proxy.internal:3128"
+
+
+@given(
+    remind=st.integers(min_value=1, max_value=10_000_000),
+    removal=st.integers(min_value=1, max_value=10_000_000),
+)
+def test_a_delivery_sets_the_first_check_of_the_schedule(remind: int, removal: int) -> None:
+    schedule = VerifySchedule(
+        remind_after=timedelta(seconds=remind), removal_within=timedelta(seconds=removal)
+    )
+    delivered = datetime(2024, 9, 2, 9, 0, tzinfo=UTC)
+    facts = VerifyFacts(
+        state=RequestState.DELIVERED,
+        delivered_at=delivered,
+        resolved_at=None,
+        verified_removed_at=None,
+        verify_base=None,
+        checked_at=None,
+    )
+    assert next_check(facts, schedule) == delivered + schedule.first_after
