@@ -1,3 +1,5 @@
 from notifier.cli import main
 
-main()
+# Guarded: worker processes (``runtime.compose_processes``) import the main module as they start.
+if __name__ == "__main__":
+    main()

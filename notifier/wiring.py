@@ -3,9 +3,12 @@ their shared transports, and what the services are given of the settings (bounds
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 
 from notifier.channels.api import ApiChannel
+from notifier.channels.composer import Composer
 from notifier.channels.dkim import signer_from
 from notifier.channels.email import EmailChannel, OperationsMailer, SmtpTransport
 from notifier.channels.manual import ManualChannel
@@ -98,6 +101,9 @@ class Channels:
         self.settings = settings
         self.clock = clock
         self.renderer = Renderer(settings.templates.folder)
+        # Notices' emails composed in processes of their own beside the event loop, started at
+        # the first notice to compose (a daemon or a command that sends none starts none).
+        self.composer = Composer(self.renderer, processes=settings.runtime.compose_processes)
         # Every email leaves DKIM-signed when [dkim] is set: notices, reminders, escalations,
         # clarifications, withdrawals and the operations alerts alike.
         dkim = signer_from(settings.dkim)
@@ -127,6 +133,7 @@ class Channels:
                 reply_to=settings.authority.reply_to,
                 escalation_to=platform.escalation.email,
                 clock=self.clock,
+                composer=self.composer,
             )
         if kind == "api":
             assert platform.api is not None
@@ -207,6 +214,7 @@ class Channels:
         )
 
     async def close(self) -> None:
+        await asyncio.to_thread(self.composer.close)
         await self.smtp.close()
         if self.alerts_smtp is not None:
             await self.alerts_smtp.close()

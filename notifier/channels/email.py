@@ -22,8 +22,6 @@ transient or permanent.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -32,6 +30,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Final
 
+from notifier.channels.composer import Composer, EmailJob
 from notifier.channels.mime import (
     POLICY,
     SUBJECT_MAX,
@@ -87,13 +86,14 @@ class EmailChannel:
         reply_to: str | None,
         escalation_to: Sequence[str] = (),
         clock: Clock | None = None,
+        composer: Composer | None = None,
     ) -> None:
         if not to:
             raise ValueError("an email channel needs at least one recipient")
         if "{notice_id}" not in envelope_from:
             raise ValueError("envelope_from must contain {notice_id} so bounces name their notice")
         self._transport = transport
-        self._renderer = renderer
+        self._composer = composer or Composer(renderer)
         self._from = from_addr
         self._to = tuple(to)
         self._cc = tuple(cc)
@@ -113,10 +113,11 @@ class EmailChannel:
         if content.kind is not MessageKind.NOTICE:
             thread = message_id_for(content.notice_id, MessageKind.NOTICE, self._domain)
         to, cc = self._recipients(content.kind)
-        build = functools.partial(
-            build_notice_email,
-            content,
-            renderer=self._renderer,
+        token = envelope_token(content.notice_id, content.message_tag)
+        sender = self._envelope_from.replace("{notice_id}", token)
+        recipients = [*to, *cc]
+        job = EmailJob(
+            content=content,
             from_addr=self._from,
             reply_to=self._reply_to,
             to=to,
@@ -124,21 +125,20 @@ class EmailChannel:
             message_id=message_id,
             in_reply_to=thread,
             date=self._clock.now() if self._clock else None,
+            sender=sender,
+            recipients=tuple(recipients),
         )
         try:
-            # A notice of many requests takes milliseconds of CPU to build: it is built in a worker
-            # thread, so the event loop keeps serving the rest of the daemon (an urgent notice's
-            # steps) meanwhile. An urgent notice, small, is built at once.
-            message = build() if content.urgent else await asyncio.to_thread(build)
+            # A notice of many requests takes milliseconds of CPU to build: it is composed beside
+            # the event loop (a worker process, else a thread), so the loop keeps serving the rest
+            # of the daemon meanwhile. An urgent notice, small, is built at once.
+            message = await self._composer.compose(job, inline=content.urgent)
         except (ValueError, TypeError) as error:
             # The reason names what failed, never the value: it may carry text from the request.
             raise DeliveryError(
                 f"notice {content.notice_id} cannot be built as an email ({type(error).__name__})",
                 transient=False,
             ) from None
-        token = envelope_token(content.notice_id, content.message_tag)
-        sender = self._envelope_from.replace("{notice_id}", token)
-        recipients = [*to, *cc]
         facts = {
             "sender": sender,
             "recipients": recipients,

@@ -87,6 +87,11 @@ class Renderer:
 
     # -- public API -----------------------------------------------------------------------------
 
+    @property
+    def folder(self) -> Path:
+        """The templates folder (one folder per language in it)."""
+        return self._dir
+
     def subject(self, content: NoticeContent) -> str:
         """The subject line: one line, always containing ``[<notice_id>]``."""
         return self._subject(content, template_context(content))

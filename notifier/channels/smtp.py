@@ -34,7 +34,7 @@ from aiosmtplib.email import flatten_message
 from notifier.failures import DeliveryError, from_smtp
 from notifier.settings import RelaySettings, is_loopback
 
-__all__ = ["IDLE_CHECK_AFTER", "MailTransport", "SmtpTransport", "flatten", "starttls_required"]
+__all__ = ["IDLE_CHECK_AFTER", "MailTransport", "SmtpTransport", "flatten", "plain", "starttls_required"]
 
 # Idle connections older than this are checked with NOOP before reuse: servers drop idle clients
 # after a few minutes, and a NOOP is cheaper than a failed MAIL FROM.
@@ -62,10 +62,11 @@ class MailTransport(Protocol):
     """Hands a finished message to a mail server."""
 
     async def send(
-        self, message: EmailMessage, *, sender: str, recipients: Sequence[str], urgent: bool = False
+        self, message: EmailMessage | bytes, *, sender: str, recipients: Sequence[str], urgent: bool = False
     ) -> Relayed:
-        """What the server took and answered; raise DeliveryError otherwise. ``urgent``: an urgent
-        notice, which may use capacity kept for urgent notices."""
+        """What the server took and answered; raise DeliveryError otherwise. ``message``: the
+        message, or its bytes already flattened (sent as they are). ``urgent``: an urgent notice,
+        which may use capacity kept for urgent notices."""
         ...
 
 
@@ -113,15 +114,20 @@ class SmtpTransport:
         self._closed = False
 
     async def send(
-        self, message: EmailMessage, *, sender: str, recipients: Sequence[str], urgent: bool = False
+        self, message: EmailMessage | bytes, *, sender: str, recipients: Sequence[str], urgent: bool = False
     ) -> Relayed:
-        """Send ``message`` with envelope ``sender`` to ``recipients``: ``Relayed(250, reply, bytes)``."""
+        """Send ``message`` with envelope ``sender`` to ``recipients``: ``Relayed(250, reply, bytes)``.
+        Bytes are a message flattened already (see :mod:`notifier.channels.composer`): sent as
+        they are, signed first with ``[dkim]``."""
         if self._closed:
             raise DeliveryError("the SMTP transport is shutting down", transient=True)
-        # Flattening a big message takes milliseconds of CPU: done in a worker thread, so the
-        # event loop keeps serving the rest of the daemon meanwhile (an urgent one's, small, inline).
-        data = flatten(message) if urgent else await asyncio.to_thread(flatten, message)
-        if self._sign is not None and _plain(data, sender, recipients):
+        if isinstance(message, bytes):
+            data = message
+        else:
+            # Flattening a big message takes milliseconds of CPU: done in a worker thread, so the
+            # event loop keeps serving the rest of the daemon (an urgent one's, small, inline).
+            data = flatten(message) if urgent else await asyncio.to_thread(flatten, message)
+        if self._sign is not None and plain(data, sender, recipients):
             data = self._sign(data)  # else signed in _transmit, over the flattening the server gets
         async with self._slot(urgent):
             connection = await self._checkout()
@@ -259,14 +265,14 @@ class SmtpTransport:
     async def _transmit(
         self,
         connection: _Connection,
-        message: EmailMessage,
+        message: EmailMessage | bytes,
         data: bytes,
         sender: str,
         recipients: Sequence[str],
     ) -> Relayed:
         smtp = connection.smtp
         options: list[str] = []
-        if not _plain(data, sender, recipients):
+        if isinstance(message, EmailMessage) and not plain(data, sender, recipients):
             # 8-bit content or internationalised addresses: the options and the flattening
             # aiosmtplib's send_message would choose, done here so the bytes sent are known (and
             # signed, with [dkim]).
@@ -304,7 +310,7 @@ def flatten(message: EmailMessage) -> bytes:
     return buffer.getvalue()
 
 
-def _plain(data: bytes, sender: str, recipients: Sequence[str]) -> bool:
+def plain(data: bytes, sender: str, recipients: Sequence[str]) -> bool:
     """7-bit content between ASCII addresses: sent as flattened, with no SMTP extension needed."""
     return data.isascii() and sender.isascii() and all(r.isascii() for r in recipients)
 

@@ -3,6 +3,7 @@ HTTP, where manual notices and templates live, and its runtime and SLA defaults.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -165,6 +166,11 @@ class TemplatesSettings(Section):
         return self.dir or PACKAGED_TEMPLATES
 
 
+def default_compose_processes() -> int:
+    """One composing process beside the daemon's, when the machine has a core for it."""
+    return 1 if (os.cpu_count() or 1) > 1 else 0
+
+
 class RuntimeSettings(Section):
     grace: Duration = timedelta(seconds=20)
     # How long a claim on a notice lasts without renewal. A send renews it every third of it while
@@ -177,6 +183,9 @@ class RuntimeSettings(Section):
     urgent_send_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     # First wait of the short, in-call retries (doubling, 3 tries) before a failure becomes durable.
     in_call_retry_wait: Duration = timedelta(seconds=1)
+    # Processes that compose notices' emails beside the event loop (0: a worker thread of the
+    # daemon's own process). By default one when the machine has a second core.
+    compose_processes: Annotated[int, Field(ge=0, le=16)] = Field(default_factory=default_compose_processes)
 
 
 class SlaSettings(Section):

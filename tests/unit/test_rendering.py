@@ -8,12 +8,15 @@ import io
 import json
 import re
 import shutil
+import unicodedata
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from notifier.channels.rendering import (
     CSV_HEADER,
@@ -360,6 +363,14 @@ def test_one_line_and_paragraph_clean_without_losing_text() -> None:
     assert one_line("a\r\nb\tc\u2028d\x85e\u200bf  g ") == "a b c d e f g"
     assert one_line("삭제 요청") == "삭제 요청"
     assert paragraph("one\r\n\r\n\r\ntwo\rthree\x07") == "one\n\ntwo\nthree"
+
+
+@given(st.text(max_size=80))
+def test_one_line_cleans_every_text_as_a_look_at_each_character_would(text: str) -> None:
+    """The quick paths (printable text: only its spacing tidied) change no result."""
+    unsafe = {"Cc", "Cf", "Zl", "Zp", "Cs"}
+    expected = " ".join("".join(" " if unicodedata.category(c) in unsafe else c for c in text).split())
+    assert one_line(text) == expected
 
 
 # -- configuration faults ------------------------------------------------------------------------
