@@ -192,6 +192,7 @@ class Daemon:
         intake, urgent_intake = intake_services(settings, store, queue, self.clock, self.metrics)
         channels = Channels(settings, self.clock)
         self._resources.push_async_callback(channels.close)
+        channels.composer.warm()
         routes = channels.routes()
         self.dispatcher = Dispatcher(
             store=store,

@@ -3,8 +3,6 @@ their shared transports, and what the services are given of the settings (bounds
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 
 from notifier.channels.api import ApiChannel
@@ -101,8 +99,8 @@ class Channels:
         self.settings = settings
         self.clock = clock
         self.renderer = Renderer(settings.templates.folder)
-        # Notices' emails composed in processes of their own beside the event loop, started at
-        # the first notice to compose (a daemon or a command that sends none starts none).
+        # Notices' emails composed in processes of their own beside the event loop: started by
+        # the daemon as it starts, else at the first notice to compose.
         self.composer = Composer(self.renderer, processes=settings.runtime.compose_processes)
         # Every email leaves DKIM-signed when [dkim] is set: notices, reminders, escalations,
         # clarifications, withdrawals and the operations alerts alike.
@@ -214,7 +212,7 @@ class Channels:
         )
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.composer.close)
+        self.composer.close()
         await self.smtp.close()
         if self.alerts_smtp is not None:
             await self.alerts_smtp.close()

@@ -21,7 +21,7 @@ import multiprocessing.connection
 import os
 import signal
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
@@ -117,6 +117,7 @@ class Composer:
         self._renderer = renderer
         self._processes = processes
         self._pool: ProcessPoolExecutor | None = None
+        self._started: list[Future[bool]] = []
         self._closed = False
 
     @property
@@ -126,10 +127,12 @@ class Composer:
     async def start(self) -> None:
         """Start the worker processes and wait until they have compiled the templates, so the
         first notice does not wait for them."""
-        pool = self._ensure_pool()
-        if pool is not None:
-            loop = asyncio.get_running_loop()
-            await asyncio.gather(*(loop.run_in_executor(pool, _ready) for _ in range(self._processes)))
+        if self._ensure_pool() is not None:
+            await asyncio.gather(*(asyncio.wrap_future(started) for started in self._started))
+
+    def warm(self) -> None:
+        """Start the worker processes in the background (the daemon's start does not wait)."""
+        self._ensure_pool()
 
     async def compose(self, job: EmailJob, *, inline: bool = False) -> bytes | EmailMessage:
         """Compose ``job``: in a worker process, or a thread; ``inline`` (a small, urgent notice) at
@@ -137,7 +140,9 @@ class Composer:
         if inline:
             return compose(job, self._renderer)
         pool = self._ensure_pool()
-        if pool is not None:
+        # Until the workers have started (a second or two: a fresh interpreter each), notices are
+        # composed in a thread rather than wait for them.
+        if pool is not None and all(started.done() for started in self._started):
             try:
                 return await asyncio.get_running_loop().run_in_executor(pool, _compose_in_worker, job)
             except BrokenProcessPool:
@@ -154,11 +159,12 @@ class Composer:
         return sorted(getattr(pool, "_processes", None) or {}) if pool is not None else []
 
     def close(self) -> None:
-        """Stop the worker processes (a composition still running in one is abandoned)."""
+        """Stop the worker processes: each ends once it has finished what it is doing (starting,
+        at most); nothing waits for that."""
         self._closed = True
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _ensure_pool(self) -> ProcessPoolExecutor | None:
         if self._processes == 0 or self._closed:
@@ -171,4 +177,5 @@ class Composer:
                 initializer=_start_worker,
                 initargs=(str(self._renderer.folder),),
             )
+            self._started = [self._pool.submit(_ready) for _ in range(self._processes)]
         return self._pool

@@ -76,7 +76,7 @@ async def composer(renderer: Renderer) -> AsyncIterator[Composer]:
     try:
         yield composer
     finally:
-        await asyncio.to_thread(composer.close)
+        composer.close()
 
 
 async def test_a_worker_composes_the_email_the_daemon_would(composer: Composer, renderer: Renderer) -> None:
@@ -125,7 +125,7 @@ async def test_closing_stops_the_workers(renderer: Renderer) -> None:
     await composer.start()
     workers = list(composer.worker_pids())
     assert len(workers) == 2
-    await asyncio.to_thread(composer.close)
+    composer.close()
     await wait_for(lambda: _gone(workers), within=10, what="the workers to stop")
     assert composer.worker_pids() == []
 
