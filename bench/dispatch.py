@@ -231,6 +231,14 @@ class CountingStore:
             self._formed_at = time.perf_counter()
         return notice
 
+    async def form_claimed(self, platform: str, **kwargs: Any) -> tuple[Notice, list[Any]] | None:
+        # Urgent requests' notices, formed already claimed by the urgent path.
+        formed = await self._store.form_claimed(platform, **kwargs)
+        if formed is not None:
+            self._sizes[formed[0].notice_id] = len(formed[0].request_ids)
+            self._formed_at = time.perf_counter()
+        return formed
+
     async def record_delivery(self, notice_id: str, **kwargs: Any) -> bool:
         recorded = await self._store.record_delivery(notice_id, **kwargs)
         if recorded:
