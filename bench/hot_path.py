@@ -31,12 +31,12 @@ from sqlalchemy.engine import Engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.dispatch import store_pending
 from bench.dkim_sign import notice
 from bench.intake import PG_ADMIN
 from notifier.channels.composer import EmailJob, compose
 from notifier.channels.rendering import Renderer, default_templates_dir
-from notifier.domain.validation import Vocabulary, parse_request
-from notifier.ports import Incoming
+from notifier.domain.validation import Vocabulary
 from notifier.store import create_store
 
 PENDING = 5_000
@@ -105,29 +105,25 @@ async def forming(count: int) -> None:
     await admin.execute(f'CREATE DATABASE "{name}"')
     times = StatementTimes()
     try:
-        store = await create_store(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}")
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+        vocabulary = Vocabulary(
+            platforms=frozenset({"telegram"}), categories=frozenset({"deepfake_sexual_abuse"})
+        )
+        bodies = [
+            json.dumps(
+                {
+                    "request_id": f"bench-{n}",
+                    "platform": "telegram",
+                    "urls": [f"https://t.me/c/{n}/1"],
+                    "category": "deepfake_sexual_abuse",
+                }
+            ).encode()
+            for n in range(PENDING)
+        ]
+        await store_pending(url, bodies, vocabulary)
+        store = await create_store(url)
         try:
-            vocabulary = Vocabulary(
-                platforms=frozenset({"telegram"}), categories=frozenset({"deepfake_sexual_abuse"})
-            )
             now = datetime.now(UTC)
-            bodies = [
-                json.dumps(
-                    {
-                        "request_id": f"bench-{n}",
-                        "platform": "telegram",
-                        "urls": [f"https://t.me/c/{n}/1"],
-                        "category": "deepfake_sexual_abuse",
-                    }
-                ).encode()
-                for n in range(PENDING)
-            ]
-            for start in range(0, PENDING, 500):
-                batch = [
-                    Incoming(request=parse_request(b, vocabulary), source="bench")
-                    for b in bodies[start : start + 500]
-                ]
-                await store.ingest(batch, [], now=now)
             times.clear()
             started = time.perf_counter()
             for _ in range(count):

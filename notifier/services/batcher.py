@@ -115,7 +115,7 @@ class Batcher:
             # Full notices close whatever the time: as many as the count holds close one after
             # the other, without counting the pending requests again before each.
             full = summary.count // route.max_items if decision.reason == "full" else 1
-            for _ in range(max(full, 1)):
+            for _ in range(full):  # at least one: a full count holds max_items or more
                 if budget is not None and formed >= budget:
                     return None, formed, True
                 # Urgent requests of a normal profile leave at once in a notice of their own:
