@@ -457,6 +457,9 @@ async def other_daemons(
     ``<profiles>/daemon-<n>.prof``); stopped with SIGTERM afterwards."""
     if not EVIDENCE_ENV:  # one key for every daemon of the run: `notifier run` refuses to start without
         EVIDENCE_ENV.update(evidence_environment("on"))
+    for folder in (logs, profiles):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as files:
         outputs = [
             files.enter_context(open(logs / f"daemon-{n}.log", "wb")) if logs is not None else None  # noqa: ASYNC230

@@ -18,16 +18,17 @@ from notifier.channels.prober import Prober, prober_options
 from notifier.clock import Clock, SystemClock
 from notifier.errors import ConfigError
 from notifier.intake.service import IntakeService
+from notifier.lane import run_urgent_lane
 from notifier.metrics import Metrics
 from notifier.ports import IntakeQueue, Store
 from notifier.runtime.ack_queue import AckQueueConsumer
 from notifier.runtime.console.app import ConsoleBackend
 from notifier.runtime.console.setup import console_app, console_deps
 from notifier.runtime.http import HttpServer, build_http_app
+from notifier.runtime.lane import HelperProcess, chaining, lower_priority
 from notifier.runtime.supervisor import Supervisor
 from notifier.services.acks import AckService, FallbackRule
 from notifier.services.alerts import OperationsAlerts
-from notifier.services.dispatcher import Dispatcher
 from notifier.services.monitoring import OpenItemsMonitor
 from notifier.services.sla import SlaMonitor
 from notifier.services.verification import VerificationService, verify_rules, verify_schedules
@@ -39,6 +40,8 @@ from notifier.wiring import (
     authority,
     callback_secrets,
     create_queue,
+    dispatcher,
+    intake_services,
     open_store,
     profile_bounds,
     sla_bounds,
@@ -47,34 +50,8 @@ from notifier.wiring import (
 
 log = structlog.get_logger("notifier.app")
 
-# Messages of the urgent queue stored per transaction: few, so that none waits for a long commit.
-URGENT_BATCH = 20
-
-
-def intake_services(
-    settings: Settings, store: Store, queue: IntakeQueue, clock: Clock, metrics: Metrics
-) -> tuple[IntakeService, IntakeService]:
-    """Intake of the requests queue, and of the urgent requests' own queue: consumed by a loop of
-    its own in small batches, so that an urgent request waits neither behind a backlog on the main
-    queue nor for a big batch's commit."""
-    urgent_deadlines = [name for name, profile in settings.deadlines.items() if profile.urgent]
-
-    def consuming(name: str, batch_size: int) -> IntakeService:
-        return IntakeService(
-            store=store,
-            queue=queue,
-            queue_name=name,
-            vocabulary=vocabulary(settings),
-            clock=clock,
-            metrics=metrics,
-            batch_size=batch_size,
-            urgent_deadlines=urgent_deadlines,
-        )
-
-    return (
-        consuming(settings.queue.requests, settings.queue.batch_size),
-        consuming(settings.queue.urgent_requests, URGENT_BATCH),
-    )
+# How often the entries written by this daemon and its urgent lane are chained into the ledger.
+CHAIN_EVERY = 0.25
 
 
 def ack_service(
@@ -114,12 +91,16 @@ class Daemon:
         clock: Clock | None = None,
         resolver: AbstractResolver | None = None,
         rng: random.Random | None = None,
+        bulk_nice: int = 0,
     ) -> None:
         """``resolver`` answers the prober's name look-ups (the system's by default): the demo's
         sandbox platforms are names only it knows. ``rng`` draws the retry jitter (unseeded by
         default; the demo seeds it, so a run is the same every time)."""
         self.settings = settings
         self._rng = rng
+        # How much to lower this thread's CPU priority when the urgent lane runs (``notifier run``
+        # passes runtime.bulk_nice; a daemon inside another program leaves its priority alone).
+        self._bulk_nice = bulk_nice
         self.clock: Clock = clock or SystemClock()
         self._resolver = resolver
         self.metrics = Metrics()
@@ -131,6 +112,7 @@ class Daemon:
         self.queue: IntakeQueue | None = None
         self.inbound_smtp: InboundSmtp | None = None
         self.verification: VerificationService | None = None
+        self.urgent_lane: HelperProcess | None = None
 
     async def start(self) -> None:
         """Open the store and the queue, start the HTTP server and the background services.
@@ -184,29 +166,28 @@ class Daemon:
         for path in sorted(settings.sqlite_files()):
             path.parent.mkdir(parents=True, exist_ok=True)
             self._resources.callback(acquire_run_lock(path).close)
-        store = self.store = await open_store(settings)
+        # On a store several processes share, evidence entries wait in the store for the chainer
+        # below (a quarter of a second) instead of queueing, in every transaction, for the one
+        # lock on the ledger's head.
+        shared = not settings.sqlite_files()
+        store = self.store = await open_store(settings, deferred_evidence=shared)
         self._resources.push_async_callback(store.close)
         queue = self.queue = create_queue(settings)
         self._resources.push_async_callback(queue.close)
         await queue.connect()
         intake, urgent_intake = intake_services(settings, store, queue, self.clock, self.metrics)
+        self._prepare_lane()
         channels = Channels(settings, self.clock)
         self._resources.push_async_callback(channels.close)
         channels.composer.warm()
         routes = channels.routes()
-        self.dispatcher = Dispatcher(
+        self.dispatcher = dispatcher(
+            settings,
             store=store,
+            channels=channels,
             routes=routes,
-            authority=authority(settings),
-            category_labels=settings.category_labels,
             clock=self.clock,
             metrics=self.metrics,
-            deliver_within=settings.sla.deliver_within,
-            alerts=channels.operations(),
-            lease=settings.runtime.lease,
-            concurrency=settings.runtime.send_concurrency,
-            urgent_slots=settings.runtime.urgent_send_concurrency,
-            in_call_wait=settings.runtime.in_call_retry_wait.total_seconds(),
             rng=self._rng,
         )
         for service in (intake, urgent_intake):
@@ -231,7 +212,12 @@ class Daemon:
             metrics=self.metrics,
         )
         self.supervisor.spawn("intake", intake.run)
-        self.supervisor.spawn("intake-urgent", urgent_intake.run)
+        if self.urgent_lane is not None:
+            self.supervisor.spawn("urgent-lane", self.urgent_lane.run)
+        if shared:
+            self.supervisor.spawn("evidence-chain", chaining(store, every=CHAIN_EVERY))
+        else:
+            self.supervisor.spawn("intake-urgent", urgent_intake.run)
         self.supervisor.spawn("dispatch", self.dispatcher.run)
         self.sla = SlaMonitor(
             store=store,
@@ -287,6 +273,29 @@ class Daemon:
             platforms=sorted(settings.platforms),
         )
 
+    def _prepare_lane(self) -> None:
+        """The urgent lane, when wanted (started with the other tasks); and the bulk work (this
+        thread, and the composing processes started after this) yielding the CPU to it."""
+        settings = self.settings
+        if not self._urgent_lane_wanted():
+            return
+        self.urgent_lane = HelperProcess(
+            "urgent lane",
+            run_urgent_lane,
+            (settings,),
+            grace=settings.runtime.grace.total_seconds(),
+            samples=self.metrics.lanes,
+        )
+        if lower_priority(self._bulk_nice):
+            log.info("daemon.priority_lowered", nice=self._bulk_nice)
+
+    def _urgent_lane_wanted(self) -> bool:
+        """The urgent lane runs where a second process can share the store and the queue
+        (PostgreSQL and RabbitMQ), on the real clock (a simulated one cannot be shared)."""
+        settings = self.settings
+        shared = not settings.sqlite_files()
+        return settings.runtime.urgent_process and shared and isinstance(self.clock, SystemClock)
+
     async def wait(self) -> int:
         """Run until stopped (signal, :meth:`stop` or a crashed task); 0 on a clean stop."""
         try:
@@ -313,7 +322,7 @@ async def _listening(key: str, address: str) -> AsyncIterator[None]:
 
 
 async def run_daemon(settings: Settings, *, clock: Clock | None = None) -> int:
-    daemon = Daemon(settings, clock=clock)
+    daemon = Daemon(settings, clock=clock, bulk_nice=settings.runtime.bulk_nice)
     await daemon.start()
     daemon.supervisor.install_signal_handlers()
     try:

@@ -38,6 +38,7 @@ def _document(verdict: LedgerVerdict) -> dict[str, object]:
     return {
         "head": {"seq": verdict.head.seq, "hash": verdict.head.hash},
         "entries": verdict.entries,
+        "pending": verdict.pending,
         "payloads_checked": verdict.payloads_checked,
         "payloads_unchecked": verdict.payloads_unchecked,
         "payloads_not_kept": verdict.payloads_not_kept,
@@ -80,6 +81,13 @@ def _print(verdict: LedgerVerdict) -> None:
     out.print(
         f"entries: {verdict.entries}; payloads checked: {verdict.payloads_checked}{unchecked}", markup=False
     )
+    if verdict.pending:
+        out.print(
+            f"waiting for their place in the chain: {verdict.pending} entries written by an urgent "
+            "lane in the last moments (replayed after the head; a running daemon chains them "
+            "within a second)",
+            markup=False,
+        )
     if verdict.chain_failure:
         out.print(f"chain: {verdict.chain_failure}", markup=False)
     if verdict.payload_failure:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
+
+# One sample of a helper process's counters and histograms: (family, sample name, labels, value).
+LaneSample = tuple[str, str, tuple[tuple[str, str], ...], float]
+_SampleKey = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,11 +83,80 @@ class OpenItemsCollector:
         )
 
 
+class LaneSamples:
+    """The counters and histograms of the daemon's helper processes (the urgent lane), as they last
+    reported them; what a helper counted before it exited (or was killed and restarted) is kept,
+    so the daemon's figures never go back."""
+
+    def __init__(self) -> None:
+        self._current: dict[_SampleKey, float] = {}
+        self._retired: defaultdict[_SampleKey, float] = defaultdict(float)
+
+    def report(self, samples: Iterable[LaneSample]) -> None:
+        """A running helper's latest figures (each a running total since it started)."""
+        self._current = {(family, name, labels): value for family, name, labels, value in samples}
+
+    def retire(self) -> None:
+        """The helper has exited: its last figures stay counted, and a new one starts from zero."""
+        for key, value in self._current.items():
+            self._retired[key] += value
+        self._current = {}
+
+    def totals(self) -> dict[_SampleKey, float]:
+        totals = dict(self._retired)
+        for key, value in self._current.items():
+            totals[key] = totals.get(key, 0.0) + value
+        return totals
+
+
+def lane_samples(registry: CollectorRegistry) -> list[LaneSample]:
+    """What a helper process reports of its registry: its counters' and histograms' samples."""
+    return [
+        (family.name, sample.name, tuple(sorted(sample.labels.items())), sample.value)
+        for family in registry.collect()
+        if family.type in ("counter", "histogram")
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    ]
+
+
+class MergedCollector:
+    """The daemon's own metrics with its helper processes' added: one figure per series, as if
+    one process had counted it all."""
+
+    def __init__(self, registry: CollectorRegistry, lanes: LaneSamples) -> None:
+        self._registry = registry
+        self._lanes = lanes
+
+    def collect(self) -> Iterator[Metric]:
+        extra = self._lanes.totals()
+        for family in self._registry.collect():
+            if family.type not in ("counter", "histogram") or not extra:
+                yield family
+                continue
+            merged: list[Sample] = []
+            for sample in family.samples:
+                key = (family.name, sample.name, tuple(sorted(sample.labels.items())))
+                added = extra.pop(key, 0.0)
+                merged.append(sample._replace(value=sample.value + added) if added else sample)
+            # Series only a helper has counted yet, in the order it reported them (a histogram's
+            # buckets stay together).
+            for key in [key for key in extra if key[0] == family.name]:
+                _, name, labels = key
+                merged.append(Sample(name, dict(labels), extra.pop(key)))
+            family.samples = merged
+            yield family
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.open_items = OpenItemsCollector()
         self.registry.register(self.open_items)
+        # What /metrics serves: this process's registry with its helper processes' figures added.
+        self.lanes = LaneSamples()
+        self.exposition = CollectorRegistry(auto_describe=False)
+        self.exposition.register(MergedCollector(self.registry, self.lanes))
         self.requests = Counter(
             "notifier_requests",
             "Takedown requests taken in, by platform and outcome (accepted, duplicate, conflict).",

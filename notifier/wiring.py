@@ -3,6 +3,10 @@ their shared transports, and what the services are given of the settings (bounds
 
 from __future__ import annotations
 
+import dataclasses
+import random
+from collections.abc import Mapping
+
 import aiohttp
 
 from notifier.channels.api import ApiChannel
@@ -18,8 +22,10 @@ from notifier.domain.validation import Vocabulary
 from notifier.errors import ConfigError
 from notifier.intake.amqp import AmqpQueue
 from notifier.intake.local import LocalQueue
+from notifier.intake.service import IntakeService
+from notifier.metrics import Metrics
 from notifier.ports import Channel, IntakeQueue, Store
-from notifier.services.dispatcher import Route
+from notifier.services.dispatcher import Dispatcher, Route
 from notifier.services.verification import verify_schedules
 from notifier.settings import PlatformSettings, Settings, sqlite_path
 from notifier.store import create_store, open_existing_store
@@ -49,22 +55,26 @@ def create_queue(settings: Settings) -> IntakeQueue:
     )
 
 
-async def open_store(settings: Settings, *, existing: bool = False) -> Store:
+async def open_store(settings: Settings, *, existing: bool = False, deferred_evidence: bool = False) -> Store:
     """The store, migrated to this version (the daemon); with ``existing``, only a store notifier
     made and migrated before (the commands that read or edit it): a mistyped path or URL is refused
-    naming ``store.url``, never created empty."""
+    naming ``store.url``, never created empty. ``deferred_evidence``: the urgent lane's, whose
+    evidence entries wait for the next process that takes the ledger head."""
     url = settings.store.resolved_url
     path = sqlite_path(url)
+    evidence = evidence_options(settings)
+    if deferred_evidence:
+        evidence = dataclasses.replace(evidence, deferred=True)
     if existing:
         if path is not None and not path.is_file():
             raise ConfigError(
                 f"store.url: {path} does not exist (nothing has run with this configuration yet: "
                 "check the path, or start `notifier run` once)"
             )
-        return await open_existing_store(url, evidence=evidence_options(settings))
+        return await open_existing_store(url, evidence=evidence)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    return await create_store(url, evidence=evidence_options(settings))
+    return await create_store(url, evidence=evidence)
 
 
 def evidence_options(settings: Settings) -> EvidenceOptions:
@@ -95,13 +105,16 @@ class Channels:
     """The shared transports (one SMTP connection pool, one HTTP session, and the alerts' own SMTP
     pool when configured) and the channels built on them."""
 
-    def __init__(self, settings: Settings, clock: Clock) -> None:
+    def __init__(self, settings: Settings, clock: Clock, *, compose_processes: int | None = None) -> None:
+        """``compose_processes``: instead of ``runtime.compose_processes`` (the urgent lane, whose
+        small notices are composed at once in its own thread, needs none)."""
         self.settings = settings
         self.clock = clock
         self.renderer = Renderer(settings.templates.folder)
         # Notices' emails composed in processes of their own beside the event loop: started by
         # the daemon as it starts, else at the first notice to compose.
-        self.composer = Composer(self.renderer, processes=settings.runtime.compose_processes)
+        processes = settings.runtime.compose_processes if compose_processes is None else compose_processes
+        self.composer = Composer(self.renderer, processes=processes)
         # Every email leaves DKIM-signed when [dkim] is set: notices, reminders, escalations,
         # clarifications, withdrawals and the operations alerts alike.
         dkim = signer_from(settings.dkim)
@@ -217,6 +230,63 @@ class Channels:
         if self.alerts_smtp is not None:
             await self.alerts_smtp.close()
         await self.session.close()
+
+
+# Messages of the urgent queue stored per transaction: few, so that none waits for a long commit.
+URGENT_BATCH = 20
+
+
+def intake_services(
+    settings: Settings, store: Store, queue: IntakeQueue, clock: Clock, metrics: Metrics
+) -> tuple[IntakeService, IntakeService]:
+    """Intake of the requests queue, and of the urgent requests' own queue: consumed by a loop of
+    its own in small batches, so that an urgent request waits neither behind a backlog on the main
+    queue nor for a big batch's commit."""
+    urgent_deadlines = [name for name, profile in settings.deadlines.items() if profile.urgent]
+
+    def consuming(name: str, batch_size: int) -> IntakeService:
+        return IntakeService(
+            store=store,
+            queue=queue,
+            queue_name=name,
+            vocabulary=vocabulary(settings),
+            clock=clock,
+            metrics=metrics,
+            batch_size=batch_size,
+            urgent_deadlines=urgent_deadlines,
+        )
+
+    return (
+        consuming(settings.queue.requests, settings.queue.batch_size),
+        consuming(settings.queue.urgent_requests, URGENT_BATCH),
+    )
+
+
+def dispatcher(
+    settings: Settings,
+    *,
+    store: Store,
+    channels: Channels,
+    routes: Mapping[str, Route],
+    clock: Clock,
+    metrics: Metrics,
+    rng: random.Random | None = None,
+) -> Dispatcher:
+    return Dispatcher(
+        store=store,
+        routes=routes,
+        authority=authority(settings),
+        category_labels=settings.category_labels,
+        clock=clock,
+        metrics=metrics,
+        deliver_within=settings.sla.deliver_within,
+        alerts=channels.operations(),
+        lease=settings.runtime.lease,
+        concurrency=settings.runtime.send_concurrency,
+        urgent_slots=settings.runtime.urgent_send_concurrency,
+        in_call_wait=settings.runtime.in_call_retry_wait.total_seconds(),
+        rng=rng,
+    )
 
 
 def sla_bounds(settings: Settings) -> dict[str, SlaBounds]:

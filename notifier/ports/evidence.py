@@ -5,7 +5,7 @@ transactions)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -45,6 +45,9 @@ class StoredStates:
     head: Head
     notices: dict[str, Snapshot]
     requests: dict[str, Snapshot]
+    # Entries an urgent lane wrote that wait for their place in the chain, oldest first: the changes
+    # they record are in the states above, and they follow the head.
+    pending: list[LedgerEntry] = field(default_factory=list)
 
 
 class EvidenceStore(Protocol):
@@ -53,6 +56,10 @@ class EvidenceStore(Protocol):
 
     @property
     def evidence_key_set(self) -> bool: ...
+
+    async def chain_pending_evidence(self) -> int:
+        """Chain the entries an urgent lane left waiting for their place; how many there were."""
+        ...
 
     async def record_evidence(self, records: Sequence[EvidenceRecord], *, at: datetime) -> None:
         """Append ``records`` in a transaction of their own (a message as received, before it is

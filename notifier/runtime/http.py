@@ -183,8 +183,7 @@ async def metrics(request: web.Request) -> web.Response:
     services = request.app[_SERVICES]
     open_items: OpenItemsMonitor = services["open_items"]
     await open_items.refresh()  # never raises for an unavailable store: the rest is served anyway
-    registry = services["metrics"].registry
-    response = web.Response(body=generate_latest(registry))
+    response = web.Response(body=generate_latest(services["metrics"].exposition))
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return response
 

@@ -29,6 +29,7 @@ class LedgerVerdict:
     payloads_checked: int = 0
     payloads_unchecked: int = 0  # kept, but no key to read them
     payloads_not_kept: int = 0  # purged past retention (or recorded without a key): hashes only
+    pending: int = 0  # entries an urgent lane wrote that wait for their place in the chain
     findings: list[StateFinding] = field(default_factory=list)
 
     @property
@@ -49,6 +50,11 @@ async def verify_ledger(store: EvidenceStore) -> LedgerVerdict:
         if entry.payload_sha256 is not None:
             first_use.setdefault(entry.payload_sha256, (entry.seq, entry.kind))
     walk.finish(stored.head)
+    for entry in stored.pending:  # written by an urgent lane after the head, not chained yet
+        replay.apply(entry)
+        if entry.payload_sha256 is not None:
+            first_use.setdefault(entry.payload_sha256, (entry.seq, entry.kind))
+    verdict.pending = len(stored.pending)
     verdict.entries = walk.count
     verdict.chain_failure = walk.failure
     bad: list[tuple[int, str]] = []

@@ -186,6 +186,14 @@ class RuntimeSettings(Section):
     # Processes that compose notices' emails beside the event loop (0: a worker thread of the
     # daemon's own process). By default one when the machine has a second core.
     compose_processes: Annotated[int, Field(ge=0, le=16)] = Field(default_factory=default_compose_processes)
+    # Urgent requests taken in, batched and sent by a process of their own (the urgent lane), so
+    # that none waits for a turn of the busy daemon's event loop. On PostgreSQL with RabbitMQ
+    # only: on SQLite the daemon's own process does it.
+    urgent_process: bool = True
+    # With the urgent lane, how much lower the CPU priority (nice) of the daemon's bulk work (its
+    # own event loop and its composing processes) is than the lane's: on a busy machine the lane's
+    # few steps run first. 0: the same priority. Linux only.
+    bulk_nice: Annotated[int, Field(ge=0, le=19)] = 10
 
 
 class SlaSettings(Section):

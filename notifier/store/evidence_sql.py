@@ -22,8 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from notifier.domain.evidence import EvidenceRecord, Head, LedgerEntry, Snapshot, staff_record
 from notifier.ports.evidence import PayloadCheck, PurgeCounts, StoredStates
 from notifier.store.evidence_purge import purge
-from notifier.store.evidence_tables import evidence_payloads, ledger, ledger_head
-from notifier.store.evidence_writer import EvidenceWriter, PayloadCorrupt, entry_from_row, unseal
+from notifier.store.evidence_tables import evidence_payloads, ledger, ledger_head, ledger_pending
+from notifier.store.evidence_writer import (
+    EvidenceWriter,
+    PayloadCorrupt,
+    entry_from_row,
+    pending_entry,
+    unseal,
+)
 from notifier.store.ingest import as_utc
 from notifier.store.tables import notices, requests
 
@@ -59,6 +65,17 @@ class EvidenceSqlMixin:
             return
         async with self._write("record_evidence") as conn:
             await self._evidence.append(conn, as_utc(at), records)
+
+    async def chain_pending_evidence(self) -> int:
+        """Chain the entries an urgent lane left waiting (none on SQLite); how many there were."""
+        if self.dialect != "postgresql" or not self._evidence.enabled:
+            return 0
+        async with self._read("pending_evidence") as conn:
+            waiting = (await conn.execute(select(ledger_pending.c.id).limit(1))).first()
+        if waiting is None:
+            return 0
+        async with self._write("chain_pending_evidence") as conn:
+            return await self._evidence.chain_pending(conn)
 
     async def ledger_head(self) -> Head:
         async with self._read("ledger_head") as conn:
@@ -193,7 +210,15 @@ class EvidenceSqlMixin:
                     )
                 )
             }
-        return StoredStates(head=head, notices=found_notices, requests=found_requests)
+            pending = (
+                [
+                    pending_entry(row)
+                    for row in await conn.execute(select(ledger_pending).order_by(ledger_pending.c.id))
+                ]
+                if self.dialect == "postgresql"
+                else []
+            )
+        return StoredStates(head=head, notices=found_notices, requests=found_requests, pending=pending)
 
 
 async def _head(conn: AsyncConnection) -> Head:

@@ -38,6 +38,21 @@ ledger_head = Table(
     Column("hash", String(64), nullable=False),
 )
 
+# Entries written by the urgent lane (EvidenceOptions.deferred) in the transaction of their change,
+# not yet chained: the next process to take the head chains them first, in ``id`` order, before its
+# own (migration 0050). An urgent request's path never waits for the head's lock.
+ledger_pending = Table(
+    "ledger_pending",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("notice_id", String(64), nullable=True),
+    Column("request_ids", Text, nullable=False),  # JSON list
+    Column("payload_sha256", String(64), nullable=True),
+    Column("meta", Text, nullable=False),  # canonical JSON, as it will be hashed
+)
+
 evidence_payloads = Table(
     "evidence_payloads",
     metadata,

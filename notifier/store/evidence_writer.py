@@ -22,7 +22,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import literal, select, union_all
+from sqlalchemy import delete, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.evidence import (
@@ -30,12 +30,13 @@ from notifier.domain.evidence import (
     Head,
     LedgerEntry,
     Snapshot,
+    canonical_meta,
     chain,
     payload_hash,
     state_record,
 )
 from notifier.errors import ConfigError
-from notifier.store.evidence_tables import evidence_payloads, ledger, ledger_head
+from notifier.store.evidence_tables import evidence_payloads, ledger, ledger_head, ledger_pending
 from notifier.store.ingest import as_utc
 from notifier.store.tables import notices, requests
 
@@ -74,6 +75,9 @@ class EvidenceOptions:
     enabled: bool = True
     key: bytes | None = None
     retention: timedelta = DEFAULT_RETENTION
+    # The urgent lane's: entries wait in ``ledger_pending`` for the next process that takes the
+    # head, instead of taking its lock in the transaction of their change.
+    deferred: bool = False
 
 
 def seal(key: bytes, sha256: str, plaintext: bytes) -> bytes:
@@ -89,9 +93,12 @@ def unseal(key: bytes, sha256: str, ciphertext: bytes) -> bytes:
 
 
 class EvidenceWriter:
-    def __init__(self, options: EvidenceOptions, insert: Any) -> None:
+    def __init__(self, options: EvidenceOptions, insert: Any, *, shared: bool = False) -> None:
+        """``shared``: a store other processes write too (PostgreSQL), where an urgent lane's
+        entries may be waiting in ``ledger_pending``."""
         self.options = options
         self._insert = insert
+        self._shared = shared
 
     @property
     def enabled(self) -> bool:
@@ -143,15 +150,54 @@ class EvidenceWriter:
             rows = sorted(payloads.values(), key=lambda row: row["sha256"])
             for start in range(0, len(rows), _CHUNK):
                 await conn.execute(stmt, rows[start : start + _CHUNK])
-        # The head last: held from here to the commit, one statement later.
+        if self.options.deferred and self._shared:
+            await conn.execute(
+                ledger_pending.insert(),
+                [_pending_row(at, r, sha) for r, sha in zip(records, hashes, strict=True)],
+            )
+            return
+        await self._chain(conn, at, records, hashes)
+
+    async def chain_pending(self, conn: AsyncConnection) -> int:
+        """Chain the entries waiting in ``ledger_pending``; how many there were."""
+        return await self._chain(conn, None, (), [])
+
+    async def _chain(
+        self,
+        conn: AsyncConnection,
+        at: datetime | None,
+        records: Sequence[EvidenceRecord],
+        hashes: Sequence[str | None],
+    ) -> int:
+        # The head last: held from here to the commit, two statements later.
         row = (
             await conn.execute(
                 select(ledger_head.c.seq, ledger_head.c.hash).where(ledger_head.c.id == 1).with_for_update()
             )
         ).one()
-        entries = chain(Head(row.seq, row.hash), at, records, hashes)
-        # The head follows by a trigger on the insert (migration 0040).
-        await conn.execute(ledger.insert(), [_row(entry) for entry in entries])
+        head = Head(row.seq, row.hash)
+        entries: list[LedgerEntry] = []
+        waiting = 0
+        if self._shared:
+            # What the urgent lane committed before this took the head goes first: a change it
+            # recorded there came before any change of the same notice recorded here.
+            taken = await conn.execute(delete(ledger_pending).returning(*ledger_pending.c))
+            for pending in sorted(taken, key=lambda p: p.id):
+                record = EvidenceRecord(
+                    kind=pending.kind,
+                    notice_id=pending.notice_id,
+                    request_ids=tuple(json.loads(pending.request_ids)),
+                    meta=json.loads(pending.meta),
+                )
+                entries += chain(head, as_utc(pending.at), [record], [pending.payload_sha256])
+                head = Head(entries[-1].seq, entries[-1].entry_hash)
+                waiting += 1
+        if records and at is not None:
+            entries += chain(head, at, records, hashes)
+        if entries:
+            # The head follows by a trigger on the insert (migration 0040).
+            await conn.execute(ledger.insert(), [_row(entry) for entry in entries])
+        return waiting
 
     async def _states(
         self,
@@ -235,6 +281,32 @@ def _request_columns() -> Any:
 
 def _request_snapshot(row: Any) -> Snapshot:
     return Snapshot.of(row.state, row.delivered_at, row.acknowledged_at, row.resolved_at)
+
+
+def _pending_row(at: datetime, record: EvidenceRecord, sha: str | None) -> dict[str, Any]:
+    return {
+        "at": at,
+        "kind": record.kind,
+        "notice_id": record.notice_id,
+        "request_ids": json.dumps(list(record.request_ids), separators=(",", ":")),
+        "payload_sha256": sha,
+        "meta": canonical_meta(record.meta),
+    }
+
+
+def pending_entry(row: Any) -> LedgerEntry:
+    """An entry still waiting in ``ledger_pending``, as the chain will hold it (no place yet)."""
+    return LedgerEntry(
+        seq=0,
+        at=as_utc(row.at),
+        kind=row.kind,
+        notice_id=row.notice_id,
+        request_ids=tuple(json.loads(row.request_ids)),
+        payload_sha256=row.payload_sha256,
+        meta=row.meta,
+        prev_hash="",
+        entry_hash="",
+    )
 
 
 def _row(entry: LedgerEntry) -> dict[str, Any]:

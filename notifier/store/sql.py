@@ -93,7 +93,9 @@ class SqlStore(
         self._engine: AsyncEngine = build_engine(self._url)
         self._reader: AsyncEngine = self._engine.execution_options(**{READ_ONLY: True})
         self._insert = postgresql.insert if self._url.dialect == "postgresql" else sqlite.insert
-        self._evidence = EvidenceWriter(evidence or EvidenceOptions(), self._insert)
+        self._evidence = EvidenceWriter(
+            evidence or EvidenceOptions(), self._insert, shared=self._url.dialect == "postgresql"
+        )
 
     @property
     def name(self) -> str:

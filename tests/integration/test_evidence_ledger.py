@@ -262,7 +262,7 @@ async def test_a_store_with_history_starts_its_chain_with_a_baseline_of_its_stat
     def downgrade(sync_connection: Connection) -> None:
         config = migrate.alembic_config()
         config.attributes["connection"] = sync_connection
-        command.downgrade(config, "-1")  # back to before the evidence ledger
+        command.downgrade(config, "0038")  # back to before the evidence ledger (0040)
 
     async with store.engine.begin() as conn:
         await conn.run_sync(downgrade)
