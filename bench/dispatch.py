@@ -268,8 +268,12 @@ async def running_daemon(settings: Settings) -> AsyncIterator[CountingStore]:
     opened: list[CountingStore] = []
     original = app.open_store
 
-    async def open_counting(settings: Settings, *, existing: bool = False) -> Store:
-        counting = CountingStore(await original(settings, existing=existing))
+    async def open_counting(
+        settings: Settings, *, existing: bool = False, deferred_evidence: bool = False
+    ) -> Store:
+        counting = CountingStore(
+            await original(settings, existing=existing, deferred_evidence=deferred_evidence)
+        )
         opened.append(counting)
         return cast(Store, counting)
 
