@@ -173,16 +173,20 @@ def chaining(store: EvidenceStore, *, every: float) -> Callable[[asyncio.Event],
     """A supervisor task that chains the evidence entries urgent lanes left waiting, every
     ``every`` seconds (any process that takes the ledger head chains them too, first)."""
 
+    async def chain() -> None:
+        try:
+            chained = await store.chain_pending_evidence()
+        except StoreUnavailable as error:
+            log.warning("store.unavailable", operation="chain_pending_evidence", error=str(error))
+        else:
+            if chained:
+                log.debug("evidence.chained", entries=chained)
+
     async def run(stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
-                chained = await store.chain_pending_evidence()
-            except StoreUnavailable as error:
-                log.warning("store.unavailable", operation="chain_pending_evidence", error=str(error))
-            else:
-                if chained:
-                    log.debug("evidence.chained", entries=chained)
+            await chain()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=every)
+        await chain()  # what the last moments wrote, before the store closes
 
     return run

@@ -52,7 +52,7 @@ def _config(tmp_path: Path, postgres_url: str, amqp_server: str, queue: str, smt
         requests_queue=queue,
         acks_queue=f"{queue}.acks",
         runtime='grace = "5s"\nurgent_process = true',
-        extra=f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nstarttls = \"off\"',
+        extra=f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nstarttls = "off"',
         platforms=PLATFORMS,
     )
 
