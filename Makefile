@@ -44,6 +44,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/console.py
+	$(BIN)/python bench/verify.py
+	$(BIN)/python bench/evidence.py
 
 # Coverage-guided fuzzing of the parsers, the callback verifier and the reply classifier (atheris),
 # FUZZ_SECONDS per target; new inputs and crashes go to var/fuzz/<target>/ (README.md, Development).

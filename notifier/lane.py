@@ -106,7 +106,8 @@ async def _report(metrics: Metrics, reports: Connection, stop: asyncio.Event) ->
         try:
             reports.send(lane_samples(metrics.registry))
         except (BrokenPipeError, OSError):
-            return  # the daemon's end is closed: it is stopping, and so is this process
+            stop.set()  # the daemon's end is closed (it is gone, kill -9 included): drain and end
+            return
         if stop.is_set():
             return  # the last report went out above
         try:

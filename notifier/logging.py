@@ -97,8 +97,24 @@ _MIGHT_HOLD_SECRET: Final = re.compile(
 )
 
 
+# Short values come back again and again (platforms, sources, states, queue names): their masked
+# form is kept rather than searched for again in every line.
+_SHORT: Final = 64
+
+
 def mask_secrets(text: str) -> str:
     """``text`` with credentials masked: auth headers, URL passwords, webhook secrets, assignments."""
+    if len(text) <= _SHORT:
+        return _mask_short(text)
+    return _mask(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _mask_short(text: str) -> str:
+    return _mask(text)
+
+
+def _mask(text: str) -> str:
     if _MIGHT_HOLD_SECRET.search(text) is None:
         return text
     text = _HEADER_VALUE.sub(rf"\1\2{_MASK}", text)
@@ -153,9 +169,19 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
+# Fields the logging itself fills in, never from input: the logger's name, the level and the time
+# (the event is not among them: a library's line is free text).
+_OWN_FIELDS: Final = frozenset({"logger", "level", "timestamp"})
+
+
 def redact(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
     """structlog processor: mask secrets and free text in every field, at any depth."""
-    return {str(key): _redact_field(str(key), value, 0) for key, value in event_dict.items()}
+    return {
+        str(key): value
+        if key in _OWN_FIELDS and isinstance(value, str)
+        else _redact_field(str(key), value, 0)
+        for key, value in event_dict.items()
+    }
 
 
 class _CurrentStderr(io.TextIOBase):
