@@ -12,6 +12,7 @@ so that every daemon process over one store refuses a locked name or address.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -31,8 +32,15 @@ log = structlog.get_logger("notifier.users")
 USERNAME = re.compile(r"[a-z][a-z0-9._-]{0,63}")
 MIN_PASSWORD = 10
 _hasher = PasswordHasher()
-# Verified against when the user does not exist, so that a wrong name costs what a wrong password does.
-_DUMMY_HASH = _hasher.hash("not a password of anyone's")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so that a wrong name costs what a wrong
+    password does. Made at the first login, not at import: hashing takes Argon2's 64 MiB, which
+    every process importing this (the daemon, its helpers, each CLI command) would otherwise hold
+    at its peak."""
+    return _hasher.hash("not a password of anyone's")
 
 
 def _check_password(password: str) -> None:
@@ -137,7 +145,7 @@ async def authenticate(store: UserStore, username: str, password: str) -> User |
     """The user, when the password is theirs and the account is enabled; None otherwise."""
     user = await store.get_user(username) if USERNAME.fullmatch(username) else None
     try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        _hasher.verify(user.password_hash if user else _dummy_hash(), password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return None
     if user is None or user.disabled:
