@@ -83,8 +83,8 @@ def _print(verdict: LedgerVerdict) -> None:
     )
     if verdict.pending:
         out.print(
-            f"waiting for their place in the chain: {verdict.pending} entries written by an urgent "
-            "lane in the last moments (replayed after the head; a running daemon chains them "
+            f"waiting for their place in the chain: {verdict.pending} entries written by a daemon "
+            "in the last moments (replayed after the head; a running daemon chains them "
             "within a second)",
             markup=False,
         )

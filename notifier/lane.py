@@ -58,9 +58,8 @@ async def _serve(settings: Settings, reports: Connection) -> int:
         loop.add_reader(parent.sentinel, supervisor.stop.set)
     async with AsyncExitStack() as resources:
         try:
-            # Its evidence entries wait for the next process that takes the ledger's head (this
-            # one's chainer, a quarter of a second later at most, or a daemon's transaction):
-            # an urgent request never waits for a lock that the bulk work holds.
+            # Its evidence entries wait for a chainer (its own, a quarter of a second later at
+            # most, or a daemon's): an urgent request never waits for the ledger head's lock.
             store = await open_store(settings, existing=True, deferred_evidence=True)
             resources.push_async_callback(store.close)
             queue = create_queue(settings)

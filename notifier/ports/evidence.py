@@ -45,7 +45,7 @@ class StoredStates:
     head: Head
     notices: dict[str, Snapshot]
     requests: dict[str, Snapshot]
-    # Entries an urgent lane wrote that wait for their place in the chain, oldest first: the changes
+    # Entries a daemon wrote that wait for their place in the chain, oldest first: the changes
     # they record are in the states above, and they follow the head.
     pending: list[LedgerEntry] = field(default_factory=list)
 
@@ -58,7 +58,7 @@ class EvidenceStore(Protocol):
     def evidence_key_set(self) -> bool: ...
 
     async def chain_pending_evidence(self) -> int:
-        """Chain the entries an urgent lane left waiting for their place; how many there were."""
+        """Chain the entries daemons left waiting for their place; how many there were."""
         ...
 
     async def record_evidence(self, records: Sequence[EvidenceRecord], *, at: datetime) -> None:

@@ -170,8 +170,9 @@ def lower_priority(nice: int) -> bool:
 
 
 def chaining(store: EvidenceStore, *, every: float) -> Callable[[asyncio.Event], Awaitable[None]]:
-    """A supervisor task that chains the evidence entries urgent lanes left waiting, every
-    ``every`` seconds (any process that takes the ledger head chains them too, first)."""
+    """A supervisor task that chains the evidence entries waiting in the store (the daemon's and
+    its urgent lane's) every ``every`` seconds; any process that takes the ledger head chains them
+    too, before its own."""
 
     async def chain() -> None:
         try:

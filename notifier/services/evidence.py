@@ -29,7 +29,7 @@ class LedgerVerdict:
     payloads_checked: int = 0
     payloads_unchecked: int = 0  # kept, but no key to read them
     payloads_not_kept: int = 0  # purged past retention (or recorded without a key): hashes only
-    pending: int = 0  # entries an urgent lane wrote that wait for their place in the chain
+    pending: int = 0  # entries a daemon wrote that wait for their place in the chain
     findings: list[StateFinding] = field(default_factory=list)
 
     @property

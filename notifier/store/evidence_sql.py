@@ -67,7 +67,7 @@ class EvidenceSqlMixin:
             await self._evidence.append(conn, as_utc(at), records)
 
     async def chain_pending_evidence(self) -> int:
-        """Chain the entries an urgent lane left waiting (none on SQLite); how many there were."""
+        """Chain the entries daemons left waiting (none on SQLite); how many there were."""
         if self.dialect != "postgresql" or not self._evidence.enabled:
             return 0
         async with self._read("pending_evidence") as conn:

@@ -38,9 +38,9 @@ ledger_head = Table(
     Column("hash", String(64), nullable=False),
 )
 
-# Entries written by the urgent lane (EvidenceOptions.deferred) in the transaction of their change,
+# Entries written by daemons and urgent lanes (EvidenceOptions.deferred) with their change,
 # not yet chained: the next process to take the head chains them first, in ``id`` order, before its
-# own (migration 0050). An urgent request's path never waits for the head's lock.
+# own (migration 0050). No transaction of a daemon waits for the head's lock.
 ledger_pending = Table(
     "ledger_pending",
     metadata,

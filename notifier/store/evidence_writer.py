@@ -75,8 +75,8 @@ class EvidenceOptions:
     enabled: bool = True
     key: bytes | None = None
     retention: timedelta = DEFAULT_RETENTION
-    # The urgent lane's: entries wait in ``ledger_pending`` for the next process that takes the
-    # head, instead of taking its lock in the transaction of their change.
+    # A daemon's, on PostgreSQL: entries wait in ``ledger_pending`` for the next process that takes
+    # the head (its chainer), instead of taking its lock in the transaction of their change.
     deferred: bool = False
 
 

@@ -1,8 +1,8 @@
-"""Evidence entries written by the urgent lane, waiting for their place in the chain.
+"""Evidence entries waiting for their place in the chain.
 
-The urgent lane writes its entries here, in the transaction of the change they record, instead of
-taking the ledger head's lock; the next process to take the head chains them first, in ``id``
-order, before its own.
+On PostgreSQL the daemon and its urgent lane write their entries here, in the transaction of the
+change they record, instead of every transaction queueing for the ledger head's lock; a chainer,
+or the next process to take the head, chains them first, in ``id`` order, before its own.
 
 Revision ID: 0050
 Revises: 0040
