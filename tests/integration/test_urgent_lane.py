@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aio_pika
@@ -20,7 +21,7 @@ from notifier.app import Daemon
 from notifier.settings import load_settings
 from tests.acceptance.harness import write_config
 from tests.evidence_key import EVIDENCE_ENV
-from tests.integration.test_email_channel import LoopbackController, Sink, running
+from tests.integration.test_email_channel import Sink, running
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.timeout(120)]
@@ -37,11 +38,24 @@ max_wait = "1h"
 """
 
 
+@dataclass(frozen=True)
+class World:
+    config: Path  # PostgreSQL, RabbitMQ, the sink, the lane on
+    urgent_queue: str
+    sink: Sink
+
+
 @pytest.fixture
-def sink() -> Iterator[tuple[Sink, LoopbackController]]:
+def world(
+    tmp_path: Path, postgres_url: str, amqp_server: str, queue_name: str, amqp_cleanup: list[str]
+) -> Iterator[World]:
     handler = Sink()
+    urgent_queue = f"{queue_name}.urgent"
+    amqp_cleanup.extend([queue_name, urgent_queue, f"{queue_name}.acks"])
     with running(handler) as controller:
-        yield handler, controller
+        yield World(
+            _config(tmp_path, postgres_url, amqp_server, queue_name, controller.port), urgent_queue, handler
+        )
 
 
 def _config(tmp_path: Path, postgres_url: str, amqp_server: str, queue: str, smtp_port: int) -> Path:
@@ -87,18 +101,10 @@ def _gone(pid: int) -> bool:
 
 
 async def test_the_lane_sends_urgent_requests_and_comes_back_when_killed(
-    tmp_path: Path,
-    postgres_url: str,
-    amqp_server: str,
-    queue_name: str,
-    amqp_cleanup: list[str],
-    sink: tuple[Sink, LoopbackController],
+    world: World, amqp_server: str
 ) -> None:
-    handler, controller = sink
-    urgent_queue = f"{queue_name}.urgent"
-    amqp_cleanup.extend([queue_name, urgent_queue, f"{queue_name}.acks"])
-    config = _config(tmp_path, postgres_url, amqp_server, queue_name, controller.port)
-    daemon = Daemon(load_settings(config))
+    handler, urgent_queue = world.sink, world.urgent_queue
+    daemon = Daemon(load_settings(world.config))
     await daemon.start()
     try:
         lane = daemon.urgent_lane
@@ -155,17 +161,9 @@ async def test_the_lane_sends_urgent_requests_and_comes_back_when_killed(
 
 
 async def test_notifier_run_yields_the_cpu_to_its_lane_which_ends_with_it(
-    tmp_path: Path,
-    postgres_url: str,
-    amqp_server: str,
-    queue_name: str,
-    amqp_cleanup: list[str],
-    sink: tuple[Sink, LoopbackController],
+    world: World, amqp_server: str, tmp_path: Path
 ) -> None:
-    handler, controller = sink
-    urgent_queue = f"{queue_name}.urgent"
-    amqp_cleanup.extend([queue_name, urgent_queue, f"{queue_name}.acks"])
-    config = _config(tmp_path, postgres_url, amqp_server, queue_name, controller.port)
+    handler, urgent_queue, config = world.sink, world.urgent_queue, world.config
     log = tmp_path / "daemon.log"
     with log.open("wb") as output:
         daemon = subprocess.Popen(  # noqa: ASYNC220  # waited for below, killed at the end
