@@ -26,17 +26,6 @@ from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.timeout(120)]
 
-PLATFORMS = """
-[platforms.telegram]
-name = "Telegram"
-channel = "email"
-[platforms.telegram.email]
-to = ["abuse@telegram.example"]
-[platforms.telegram.batch]
-max_items = 50
-max_wait = "1h"
-"""
-
 
 @dataclass(frozen=True)
 class World:
@@ -67,7 +56,6 @@ def _config(tmp_path: Path, postgres_url: str, amqp_server: str, queue: str, smt
         acks_queue=f"{queue}.acks",
         runtime='grace = "5s"\nurgent_process = true',
         extra=f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nstarttls = "off"',
-        platforms=PLATFORMS,
     )
 
 
