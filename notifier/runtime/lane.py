@@ -54,7 +54,6 @@ class HelperProcess:
         self._grace = grace
         self._samples = samples
         self._process: BaseProcess | None = None
-        self.started = asyncio.Event()  # set at each start; tests and the daemon's log wait on it
         # The helper is started from a thread of its own, made now: a process takes the priority
         # of the thread that starts it, and the daemon's own thread may lower its priority after
         # this (lower_priority) without the helper's restarts inheriting that.
@@ -99,7 +98,6 @@ class HelperProcess:
             raise
         writing.close()  # the helper holds the only writing end: its exit ends the reports
         self._process = process
-        self.started.set()
         log.info("helper.started", helper=self.name, pid=process.pid)
         relay = asyncio.create_task(self._relay(reading), name=f"{self.name} reports")
         exited = _exit_of(process)
@@ -122,7 +120,6 @@ class HelperProcess:
             await asyncio.gather(relay, return_exceptions=True)
             reading.close()
             self._samples.retire()
-            self.started.clear()
 
     async def _relay(self, reading: Connection) -> None:
         """Keep the helper's latest counters until it closes its end of the pipe."""
