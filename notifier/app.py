@@ -214,10 +214,10 @@ class Daemon:
         self.supervisor.spawn("intake", intake.run)
         if self.urgent_lane is not None:
             self.supervisor.spawn("urgent-lane", self.urgent_lane.run)
-        if shared:
-            self.supervisor.spawn("evidence-chain", chaining(store, every=CHAIN_EVERY))
         else:
             self.supervisor.spawn("intake-urgent", urgent_intake.run)
+        if shared:
+            self.supervisor.spawn("evidence-chain", chaining(store, every=CHAIN_EVERY))
         self.supervisor.spawn("dispatch", self.dispatcher.run)
         self.sla = SlaMonitor(
             store=store,

@@ -199,3 +199,26 @@ async def test_notifier_run_yields_the_cpu_to_its_lane_which_ends_with_it(
             daemon.wait()
         if lane_pid is not None and not _gone(lane_pid):
             os.kill(lane_pid, signal.SIGKILL)
+
+
+async def test_without_the_lane_the_daemon_takes_the_urgent_queue_itself(
+    world: World, amqp_server: str, tmp_path: Path
+) -> None:
+    text = world.config.read_text().replace("urgent_process = true", "urgent_process = false")
+    config = tmp_path / "no-lane.toml"
+    config.write_text(text)
+    daemon = Daemon(load_settings(config))
+    await daemon.start()
+    try:
+        assert daemon.urgent_lane is None
+        await _publish(amqp_server, world.urgent_queue, _urgent("u-4"))
+
+        async def delivered() -> bool:
+            return _delivered(world.sink, "u-4")
+
+        await wait_for(delivered, within=60, what="the urgent notice, sent by the daemon's own process")
+        accepted = {"platform": "telegram", "outcome": "accepted"}
+        assert daemon.metrics.registry.get_sample_value("notifier_requests_total", accepted) == 1
+    finally:
+        daemon.stop()
+        assert await daemon.wait() == 0
