@@ -31,6 +31,7 @@ from typing import Final, Protocol
 import aiosmtplib
 from aiosmtplib.email import flatten_message
 
+from notifier.channels.smtp_data import relay
 from notifier.failures import DeliveryError, from_smtp
 from notifier.settings import RelaySettings, is_loopback
 
@@ -282,7 +283,10 @@ class SmtpTransport:
             data = flatten_message(message, utf8=utf8, cte_type=cte)
             if self._sign is not None:
                 data = self._sign(data)
-        refused, reply = await smtp.sendmail(sender, list(recipients), data, mail_options=options)
+        if options:
+            refused, reply = await smtp.sendmail(sender, list(recipients), data, mail_options=options)
+        else:
+            refused, reply = await relay(smtp, sender, recipients, data)
         if refused:
             codes = ", ".join(str(response.code) for response in refused.values())
             reply = f"{reply} ({len(refused)} of {len(recipients)} recipients refused: {codes})"
