@@ -211,6 +211,10 @@ class SinkProcess:
             raise
         return self
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
