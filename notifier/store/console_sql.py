@@ -4,8 +4,8 @@ Each statement reads index ranges and stops at a ``LIMIT``: the overview's figur
 the (platform, state, delivered_at) index and the receipt and acknowledgement time indexes (migration
 0030), the work queue reads one state's notices, a notice's history its own rows. A search for
 an id or a ticket is an exact match on a key; one for part of a URL or case reference reads, on
-PostgreSQL, the trigram index of migration 0036 over exactly :data:`SEARCHED` (or, without
-``pg_trgm``, the requests' bodies, stopping at its limit).
+PostgreSQL, the trigram index over ``request_search`` (migration 0055; without ``pg_trgm``, the
+table itself), on SQLite the requests' bodies, stopping at its limit.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from notifier.domain.models import NoticeState
 from notifier.domain.notices import Notice
 from notifier.ports import AckRecord, Cutoffs, PlatformFigures, SearchHit
-from notifier.store.console_tables import SEARCHED
+from notifier.store.console_tables import request_search
 from notifier.store.ingest import as_utc
 from notifier.store.notice_queries import with_details
 from notifier.store.tables import acks, notices, requests
@@ -34,7 +34,7 @@ _FIGURES = ("breached", "due_soon", "delivered_today", "receipts_today", "acks_t
 # A part of a URL shorter than this matches too much to be worth reading the bodies for (and
 # trigrams need three characters).
 MIN_PART = 3
-# SQLite's spelling of SEARCHED (SQLite has no trigram index; it reads the bodies).
+# What SQLite searches (it has no trigram index, and no search table written: it reads the bodies).
 _SEARCHED_SQLITE = "(json_extract(body, '$.urls') || ' ' || coalesce(json_extract(body, '$.case_ref'), ''))"
 
 
@@ -99,14 +99,18 @@ def _part_query(dialect: str, term: str, limit: int) -> Any:
     if dialect != "postgresql":
         searched: Any = literal_column(_SEARCHED_SQLITE)
         return query.where(searched.ilike(_like(term), escape="\\")).limit(limit)
-    searched = literal_column(SEARCHED)
+    searched = request_search.c.text
     fragment = index_fragment(term)
     # The index answers the ILIKE on the fragment; strpos (which no index answers) checks the
     # whole term on the rows found, so the index is never asked for the common trigrams.
-    return query.where(
-        searched.ilike(_like(fragment), escape="\\"),
-        func.strpos(func.lower(searched), func.lower(term)) > 0,
-    ).limit(limit)
+    return (
+        query.join(request_search, request_search.c.request_id == r.request_id)
+        .where(
+            searched.ilike(_like(fragment), escape="\\"),
+            func.strpos(func.lower(searched), func.lower(term)) > 0,
+        )
+        .limit(limit)
+    )
 
 
 def _request_hit(row: Any) -> SearchHit:

@@ -1,17 +1,19 @@
 """The console's search for part of a URL or a case reference on PostgreSQL: answered from the
-trigram index of migration 0036, over the URLs and the case reference only."""
+trigram index over ``request_search`` (migration 0055), the URLs and the case reference only."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import text
+from alembic import command
+from sqlalchemy import Connection, text
 
 from notifier.domain.models import TakedownRequest
 from notifier.ports import Incoming, SearchHit
-from notifier.store import create_store
-from notifier.store.console_sql import index_fragment
+from notifier.store import create_store, migrate
+from notifier.store.console_sql import _part_query, index_fragment
+from notifier.store.console_tables import SEARCH_INDEX
 
 pytestmark = pytest.mark.postgres
 
@@ -51,18 +53,14 @@ async def test_a_part_of_a_url_or_a_case_reference_is_found_from_the_trigram_ind
         # The explanation (which may name a victim) is not searched.
         assert await store.search("victim-12", limit=100) == []
         async with store.engine.connect() as conn:
+            # 300 rows: the planner would rather read them all; off, it must show what it can use.
             await conn.execute(text("SET LOCAL enable_seqscan = off"))
-            plan = "\n".join(
-                row[0]
-                for row in await conn.execute(
-                    text(
-                        "EXPLAIN SELECT request_id FROM requests WHERE "
-                        "(((body::jsonb ->> 'urls'::text) || ' '::text) || "
-                        "COALESCE(body::jsonb ->> 'case_ref'::text, ''::text)) ILIKE '%12345%'"
-                    )
-                )
+            await conn.execute(text("SET LOCAL enable_indexscan = off"))
+            query = _part_query("postgresql", "12345", 100).compile(
+                dialect=conn.dialect, compile_kwargs={"literal_binds": True}
             )
-        assert "ix_requests_search_trgm" in plan
+            plan = "\n".join(row[0] for row in await conn.execute(text(f"EXPLAIN {query}")))
+        assert SEARCH_INDEX in plan, plan
     finally:
         await store.close()
 
@@ -73,3 +71,37 @@ def test_the_index_is_asked_for_the_most_distinctive_piece_of_the_term() -> None
     assert index_fragment("2024-DF-000123") == "000123"
     assert index_fragment("https://telegram.example/") == "telegram.example/"
     assert index_fragment("deepfake") == "deepfake"
+
+
+async def test_requests_stored_before_the_search_table_are_found_after_the_migration(
+    postgres_url: str,
+) -> None:
+    store = await create_store(postgres_url)
+    try:
+        await store.ingest([_request(i) for i in range(1, 4)], [], now=NOW)
+
+        def back_to_0050(sync_connection: Connection) -> None:
+            config = migrate.alembic_config()
+            config.attributes["connection"] = sync_connection
+            command.downgrade(config, "0050")  # the searched text was an index over the bodies
+
+        async with store.engine.begin() as conn:
+            await conn.run_sync(back_to_0050)
+            indexes = (await conn.execute(text("SELECT indexname FROM pg_indexes"))).scalars().all()
+        assert "ix_requests_search_trgm" in indexes
+    finally:
+        await store.close()
+
+    migrated = await create_store(postgres_url)  # upgrades to the head again, filling the table
+    try:
+        found = await migrated.search("t.me/Channel_2/", limit=10)
+        async with migrated.engine.connect() as conn:
+            texts = (
+                await conn.execute(text("SELECT text FROM request_search ORDER BY request_id"))
+            ).scalars()
+            indexes = (await conn.execute(text("SELECT indexname FROM pg_indexes"))).scalars().all()
+        assert [hit.id for hit in found] == ["kcsc-2024-000002"]
+        assert list(texts)[1] == "https://telegram.example/c/2/0 https://t.me/Channel_2/77 2024-DF-000002"
+        assert SEARCH_INDEX in indexes and "ix_requests_search_trgm" not in indexes
+    finally:
+        await migrated.close()
