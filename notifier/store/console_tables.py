@@ -9,8 +9,6 @@ a URL or case reference reads, one row a request, with its trigram index (Postgr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from sqlalchemy import Boolean, Column, Index, String, Table, Text, false
 
 from notifier.store.tables import AutoId, UTCDateTime, metadata
@@ -66,11 +64,12 @@ user_events = Table(
     Column("detail", String(200), nullable=True),
 )
 
-# What a search for part of a URL or a case reference looks in, written with the request on
-# PostgreSQL (SQLite's search reads the bodies, and its table stays empty): the URLs and the case
-# reference, never the explanation. A table of its own, so that the trigram index over it is written
-# once, at intake, not again at every change of a request's state (a GIN entry for every trigram of
-# every URL: 2.7 ms of PostgreSQL's time for each 50 requests moved, twice a notice).
+# What a search for part of a URL or a case reference looks in: the URLs and then the case reference,
+# by spaces, never the explanation; written with the request by a trigger on PostgreSQL (migration
+# 0055). SQLite's search reads the bodies, and its table stays empty. A table of its own, so that
+# the trigram index over it is written once, not again at every change of a request's state (a GIN
+# entry for every trigram of every URL: 2.7 ms of PostgreSQL's time for each 50 requests moved,
+# twice a notice).
 request_search = Table(
     "request_search",
     metadata,
@@ -84,8 +83,3 @@ Index(
     postgresql_using="gin",
     postgresql_ops={"text": "gin_trgm_ops"},
 )
-
-
-def search_text(urls: Sequence[str], case_ref: str | None) -> str:
-    """The searched text of a request: its URLs and its case reference, separated by spaces."""
-    return " ".join([*urls, case_ref or ""])

@@ -40,7 +40,6 @@ from notifier.ports import Incoming, StatusCounts
 from notifier.store import migrate
 from notifier.store.acks_sql import AckSqlMixin
 from notifier.store.console_sql import ConsoleSqlMixin
-from notifier.store.console_tables import request_search, search_text
 from notifier.store.engine import READ_ONLY, build_engine, describe_failure, is_unavailable, parse_store_url
 from notifier.store.evidence_sql import EvidenceSqlMixin
 from notifier.store.evidence_writer import EvidenceOptions, EvidenceWriter, intake_record
@@ -187,18 +186,6 @@ class SqlStore(
         for chunk in _chunks(rows):
             result = await conn.execute(stmt, chunk)
             inserted.update(result.scalars())
-        if self.dialect == "postgresql" and inserted:
-            # The console's search text, indexed once here (SQLite's search reads the bodies).
-            searched = [
-                {
-                    "request_id": item.request_id,
-                    "text": search_text(item.incoming.request.urls, item.incoming.request.case_ref),
-                }
-                for item in sorted(first_copies, key=lambda item: item.request_id)
-                if item.request_id in inserted
-            ]
-            for chunk in _chunks(searched):
-                await conn.execute(request_search.insert(), chunk)
         return inserted
 
     async def _stored_hashes(self, conn: AsyncConnection, request_ids: Sequence[str]) -> dict[str, str]:

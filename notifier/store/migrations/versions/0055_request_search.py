@@ -3,8 +3,9 @@
 Migration 0036 indexed an expression over ``requests.body``; PostgreSQL wrote a new entry for every
 trigram of every URL each time a request's state changed (an update that moves a row's indexed
 state cannot be HOT), which cost more than the update itself. ``request_search`` holds the text,
-written once with the request; the index over it is never touched again. SQLite keeps reading the
-bodies (it has no trigram index); its table exists and stays empty.
+written once with the request by a trigger (whatever inserts the request, and at PostgreSQL's
+cost, not the intake process's); the index over it is never touched again. SQLite keeps reading
+the bodies (it has no trigram index); its table exists and stays empty.
 
 Revision ID: 0055
 Revises: 0050
@@ -32,7 +33,9 @@ INDEX = "ix_request_search_trgm"
 OLD_SEARCHED = (
     "(((body::jsonb ->> 'urls'::text) || ' '::text) || COALESCE(body::jsonb ->> 'case_ref'::text, ''::text))"
 )
-# notifier.store.console_tables.search_text in SQL: the URLs, then the case reference, by spaces.
+
+# The searched text of a request (its URLs, then its case reference, by spaces), from its body: for
+# the requests stored before, and by the trigger for every one inserted after.
 BACKFILL = """
 INSERT INTO request_search (request_id, text)
 SELECT request_id,
@@ -40,6 +43,19 @@ SELECT request_id,
        || ' ' || COALESCE(body::jsonb ->> 'case_ref', '')
 FROM requests
 """
+TRIGGER_FUNCTION = """
+CREATE FUNCTION request_search_text() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+INSERT INTO request_search (request_id, text) VALUES (
+    NEW.request_id,
+    array_to_string(ARRAY(SELECT jsonb_array_elements_text(NEW.body::jsonb -> 'urls')), ' ')
+    || ' ' || COALESCE(NEW.body::jsonb ->> 'case_ref', ''));
+RETURN NULL;
+END $$
+"""
+TRIGGER = (
+    "CREATE TRIGGER request_search_follows AFTER INSERT ON requests "
+    "FOR EACH ROW EXECUTE FUNCTION request_search_text()"
+)
 
 
 def _has_trigrams() -> bool:
@@ -58,6 +74,8 @@ def upgrade() -> None:
         op.create_index(INDEX, "request_search", ["text"])  # never used: the table stays empty
         return
     op.execute(BACKFILL)
+    op.execute(TRIGGER_FUNCTION)
+    op.execute(TRIGGER)
     if _has_trigrams():  # 0036 created the extension where it could
         op.execute(f"DROP INDEX IF EXISTS {OLD_INDEX}")
         op.execute(f"CREATE INDEX {INDEX} ON request_search USING gin (text gin_trgm_ops)")
@@ -66,8 +84,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql" and _has_trigrams():
-        op.execute(
-            f"CREATE INDEX IF NOT EXISTS {OLD_INDEX} ON requests USING gin ({OLD_SEARCHED} gin_trgm_ops)"
-        )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS request_search_follows ON requests")
+        op.execute("DROP FUNCTION IF EXISTS request_search_text()")
+        if _has_trigrams():
+            op.execute(
+                f"CREATE INDEX IF NOT EXISTS {OLD_INDEX} ON requests USING gin ({OLD_SEARCHED} gin_trgm_ops)"
+            )
     op.drop_table("request_search")
