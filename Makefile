@@ -39,6 +39,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/dispatch.py --notices 0 --processes 2
 	$(BIN)/python bench/report.py
 	$(BIN)/python bench/sla.py
 	$(BIN)/python bench/latency.py

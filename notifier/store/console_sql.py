@@ -99,16 +99,21 @@ def _part_query(dialect: str, term: str, limit: int) -> Any:
     if dialect != "postgresql":
         searched: Any = literal_column(_SEARCHED_SQLITE)
         return query.where(searched.ilike(_like(term), escape="\\")).limit(limit)
-    searched = request_search.c.text
     fragment = index_fragment(term)
     # The index answers the ILIKE on the fragment; strpos (which no index answers) checks the
-    # whole term on the rows found, so the index is never asked for the common trigrams.
+    # whole term on the rows found, so the index is never asked for the common trigrams. The
+    # OFFSET 0 keeps the lookup a query of its own, planned without the LIMIT: with it, the
+    # planner expects the few hundred rows the fragment matches to come early in a scan of the
+    # whole (narrow) table, and reads a million rows instead of the index (0.7 s at that size).
+    found = (
+        select(request_search.c.request_id, request_search.c.text)
+        .where(request_search.c.text.ilike(_like(fragment), escape="\\"))
+        .offset(0)
+        .subquery("found")
+    )
     return (
-        query.join(request_search, request_search.c.request_id == r.request_id)
-        .where(
-            searched.ilike(_like(fragment), escape="\\"),
-            func.strpos(func.lower(searched), func.lower(term)) > 0,
-        )
+        query.join(found, found.c.request_id == r.request_id)
+        .where(func.strpos(func.lower(found.c.text), func.lower(term)) > 0)
         .limit(limit)
     )
 
