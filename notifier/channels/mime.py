@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import contextlib
 import email.policy
+import functools
 import re
 import secrets
 from collections.abc import Sequence
@@ -23,7 +24,15 @@ from typing import Final
 from notifier.channels.rendering import Renderer, one_line
 from notifier.domain.notices import MessageKind, NoticeContent, message_tag
 
-__all__ = ["POLICY", "SUBJECT_MAX", "build_notice_email", "domain_name", "header_address", "message_id_for"]
+__all__ = [
+    "POLICY",
+    "SUBJECT_MAX",
+    "build_notice_email",
+    "domain_name",
+    "header_address",
+    "message_id_for",
+    "notice_email_bytes",
+]
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
@@ -80,24 +89,18 @@ def build_notice_email(
     ``date`` defaults to ``content.created_at``. Raises ``ValueError`` when an address or id is not
     usable in a header.
     """
-    if not to:
-        raise ValueError("a notice needs at least one recipient")
     rendered = renderer.render(content)
-    message = EmailMessage(policy=POLICY)
-    message["From"] = header_address(from_addr, content.authority.name)
-    message["To"] = tuple(header_address(a) for a in to)
-    if cc:
-        message["Cc"] = tuple(header_address(a) for a in cc)
-    if reply_to:
-        message["Reply-To"] = header_address(reply_to)
-    message["Subject"] = one_line(rendered.subject)[:SUBJECT_MAX]
-    message["Date"] = format_datetime((date or content.created_at).astimezone(UTC))
-    message["Message-ID"] = _msg_id(message_id)
-    if in_reply_to:
-        message["In-Reply-To"] = _msg_id(in_reply_to)
-        message["References"] = _msg_id(in_reply_to)
-    message["X-Notifier-Notice-Id"] = one_line(content.notice_id)
-    message["MIME-Version"] = "1.0"
+    message = _head(
+        content,
+        rendered.subject,
+        from_addr=from_addr,
+        reply_to=reply_to,
+        to=to,
+        cc=cc,
+        message_id=message_id,
+        in_reply_to=in_reply_to,
+        date=date,
+    )
     message.make_mixed()
     # Boundaries of our own: random enough never to occur in a body, and set here the email package
     # skips its scan of the whole message for a safe one (a third of flattening a 50-request notice).
@@ -113,36 +116,175 @@ def build_notice_email(
     return message
 
 
+def notice_email_bytes(
+    content: NoticeContent,
+    *,
+    renderer: Renderer,
+    from_addr: str,
+    reply_to: str | None,
+    to: Sequence[str],
+    cc: Sequence[str],
+    message_id: str,
+    in_reply_to: str | None,
+    date: datetime | None = None,
+) -> bytes:
+    """``flatten(build_notice_email(...))``, written without building the MIME tree: the same
+    bytes (a test holds them equal), in about two thirds of the time. The message's own headers
+    still go through the email package's structured API; the parts' headers are the package's
+    too (folded by its policy, the constant ones once), and only the assembly of parts and
+    boundaries, which the package's generator does the same way every time, is written here."""
+    rendered = renderer.render(content)
+    message = _head(
+        content,
+        rendered.subject,
+        from_addr=from_addr,
+        reply_to=reply_to,
+        to=to,
+        cc=cc,
+        message_id=message_id,
+        in_reply_to=in_reply_to,
+        date=date,
+    )
+    message.make_mixed()
+    outer = _boundary()
+    message.set_boundary(outer)
+    alternative = EmailMessage(policy=POLICY)
+    alternative.make_alternative()
+    inner = _boundary()
+    alternative.set_boundary(inner)
+    text_parts = [
+        _part_bytes(_text_headers(subtype, encoding), payload)
+        for subtype, (encoding, payload) in (
+            ("plain", _text_payload(rendered.text)),
+            ("html", _text_payload(rendered.html)),
+        )
+    ]
+    parts = [
+        _headers_bytes(alternative) + _multipart_body(inner, text_parts),
+        _attachment_bytes(rendered.csv, "text/csv", f"{content.notice_id}.csv"),
+        _attachment_bytes(rendered.xarf_json, "application/json", f"{content.notice_id}.json"),
+    ]
+    return _headers_bytes(message) + _multipart_body(outer, parts)
+
+
+def _head(
+    content: NoticeContent,
+    subject: str,
+    *,
+    from_addr: str,
+    reply_to: str | None,
+    to: Sequence[str],
+    cc: Sequence[str],
+    message_id: str,
+    in_reply_to: str | None,
+    date: datetime | None,
+) -> EmailMessage:
+    """The message's own headers, Content-Type aside."""
+    if not to:
+        raise ValueError("a notice needs at least one recipient")
+    message = EmailMessage(policy=POLICY)
+    message["From"] = header_address(from_addr, content.authority.name)
+    message["To"] = tuple(header_address(a) for a in to)
+    if cc:
+        message["Cc"] = tuple(header_address(a) for a in cc)
+    if reply_to:
+        message["Reply-To"] = header_address(reply_to)
+    message["Subject"] = one_line(subject)[:SUBJECT_MAX]
+    message["Date"] = format_datetime((date or content.created_at).astimezone(UTC))
+    message["Message-ID"] = _msg_id(message_id)
+    if in_reply_to:
+        message["In-Reply-To"] = _msg_id(in_reply_to)
+        message["References"] = _msg_id(in_reply_to)
+    message["X-Notifier-Notice-Id"] = one_line(content.notice_id)
+    message["MIME-Version"] = "1.0"
+    return message
+
+
+# -- the parts, as the email package's generator writes them (policy SMTP: CRLF line ends) ---------
+
+_CRLF: Final = b"\r\n"
+
+
+def _headers_bytes(message: EmailMessage) -> bytes:
+    """The headers of ``message`` and the blank line after them, as the generator writes them."""
+    return b"".join(POLICY.fold_binary(name, value) for name, value in message.raw_items()) + _CRLF
+
+
+def _lines(payload: str) -> bytes:
+    """A payload with every line end CRLF, as :func:`notifier.channels.smtp.flatten` writes it."""
+    return payload.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n").encode("ascii")
+
+
+def _part_bytes(headers: bytes, payload: str) -> bytes:
+    return headers + _lines(payload)
+
+
+def _multipart_body(boundary: str, parts: Sequence[bytes]) -> bytes:
+    """The body of a multipart with ``parts`` (each its headers and body), no preamble or epilogue."""
+    delimiter = b"--" + boundary.encode("ascii")
+    between = _CRLF + delimiter + _CRLF
+    return delimiter + _CRLF + between.join(parts) + _CRLF + delimiter + b"--" + _CRLF
+
+
+@functools.cache
+def _text_headers(subtype: str, encoding: str) -> bytes:
+    return _headers_bytes(_text_part_headers(subtype, encoding))
+
+
+def _attachment_bytes(data: bytes, content_type: str, filename: str) -> bytes:
+    encoding, payload = _attachment_payload(data)
+    headers = _headers_bytes(_attachment_headers(content_type, filename, encoding))
+    return _part_bytes(headers, payload)
+
+
 def _boundary() -> str:
     return f"=_notifier_{secrets.token_hex(16)}"
 
 
 def _text_part(text: str, subtype: str) -> EmailMessage:
     """A UTF-8 text body, LF line ends, in the cheapest safe encoding (:func:`_encode`)."""
+    encoding, payload = _text_payload(text)
+    part = _text_part_headers(subtype, encoding)
+    part.set_payload(payload)
+    return part
+
+
+def _text_payload(text: str) -> tuple[str, str]:
     body = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _encode(body.encode("utf-8"), text=True)
+
+
+def _text_part_headers(subtype: str, encoding: str) -> EmailMessage:
     part = EmailMessage(policy=POLICY)
     part["Content-Type"] = f"text/{subtype}"
     part.set_param("charset", "utf-8")
-    encoding, payload = _encode(body.encode("utf-8"), text=True)
     part["Content-Transfer-Encoding"] = encoding
-    part.set_payload(payload)
     return part
 
 
 def _attachment(data: bytes, content_type: str, filename: str) -> EmailMessage:
     """An attachment whose decoded bytes are exactly ``data``, line ends included: sent as it is only
     when every line end is already CRLF (the RFC 4180 CSV of an ASCII notice), else encoded."""
+    encoding, payload = _attachment_payload(data)
+    part = _attachment_headers(content_type, filename, encoding)
+    part.set_payload(payload)
+    return part
+
+
+def _attachment_payload(data: bytes) -> tuple[str, str]:
+    without_crlf = data.replace(b"\r\n", b"")
+    bare_line_end = b"\r" in without_crlf or b"\n" in without_crlf
+    return _encode(data, text=not bare_line_end)
+
+
+def _attachment_headers(content_type: str, filename: str, encoding: str) -> EmailMessage:
     part = EmailMessage(policy=POLICY)
     part["Content-Type"] = content_type
     if content_type.startswith("text/"):
         part.set_param("charset", "utf-8")
     part["Content-Disposition"] = "attachment"
     part.set_param("filename", filename, header="Content-Disposition")
-    without_crlf = data.replace(b"\r\n", b"")
-    bare_line_end = b"\r" in without_crlf or b"\n" in without_crlf
-    encoding, payload = _encode(data, text=not bare_line_end)
     part["Content-Transfer-Encoding"] = encoding
-    part.set_payload(payload)
     return part
 
 
