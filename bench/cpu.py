@@ -56,7 +56,7 @@ class ProgramCpu:
             elif parent == me:
                 program = "its workers"
             else:
-                program = _PROGRAMS.get(command, "other")
+                program = "the kernel" if parent == 2 or pid == 2 else _PROGRAMS.get(command, "other")
             spent[program] = spent.get(program, 0.0) + used
         return spent
 
@@ -65,5 +65,6 @@ def per_message_line(spent: dict[str, float], messages: int) -> str:
     """``CPU a message: this process 17.1 ms, its workers 9.0 ms, …`` (biggest first)."""
     order = sorted(spent.items(), key=lambda item: -item[1])
     total = sum(spent.values())
-    parts = ", ".join(f"{name} {seconds / max(1, messages) * 1000:.1f} ms" for name, seconds in order)
+    per = {name: seconds / max(1, messages) * 1000 for name, seconds in order}
+    parts = ", ".join(f"{name} {ms:.1f} ms" for name, ms in per.items() if ms >= 0.05)
     return f"CPU a message by program: {parts} (all {total / max(1, messages) * 1000:.1f} ms)"
