@@ -34,10 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.dispatch import store_pending
 from bench.dkim_sign import notice
 from bench.intake import PG_ADMIN
-from notifier.channels.composer import EmailJob, compose
+from notifier.channels.composer import compose
 from notifier.channels.rendering import Renderer, default_templates_dir
 from notifier.domain.validation import Vocabulary
 from notifier.store import create_store
+from tests.integration.test_composer import job_for
 
 PENDING = 5_000
 
@@ -55,19 +56,7 @@ def per_call(action: Any, count: int) -> float:
 def composing(count: int) -> None:
     renderer = Renderer(default_templates_dir())
     content = notice(50)
-    to = ("abuse@platform.example",)
-    job = EmailJob(
-        content=content,
-        from_addr="takedown@authority.example",
-        reply_to=None,
-        to=to,
-        cc=(),
-        message_id=f"<{content.notice_id}.notice@authority.example>",
-        in_reply_to=None,
-        date=None,
-        sender=f"bounces+{content.notice_id}@authority.example",
-        recipients=to,
-    )
+    job = job_for(content)  # the composer tests' job: one recipient, no Cc, no thread
     size = len(compose(job, renderer))
     print(f"composing one 50-request notice ({size:,} bytes), {count} times:")
     print(f"   render, build and flatten: {per_call(lambda: compose(job, renderer), count):6.2f} ms")

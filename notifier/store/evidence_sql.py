@@ -68,7 +68,7 @@ class EvidenceSqlMixin:
 
     async def chain_pending_evidence(self) -> int:
         """Chain the entries daemons left waiting (none on SQLite); how many there were."""
-        if self.dialect != "postgresql" or not self._evidence.enabled:
+        if not self._evidence.shared or not self._evidence.enabled:
             return 0
         async with self._read("pending_evidence") as conn:
             waiting = (await conn.execute(select(ledger_pending.c.id).limit(1))).first()
@@ -215,7 +215,7 @@ class EvidenceSqlMixin:
                     pending_entry(row)
                     for row in await conn.execute(select(ledger_pending).order_by(ledger_pending.c.id))
                 ]
-                if self.dialect == "postgresql"
+                if self._evidence.shared
                 else []
             )
         return StoredStates(head=head, notices=found_notices, requests=found_requests, pending=pending)

@@ -104,6 +104,11 @@ class EvidenceWriter:
     def enabled(self) -> bool:
         return self.options.enabled
 
+    @property
+    def shared(self) -> bool:
+        """Whether entries may be waiting in ``ledger_pending`` (a store other processes write)."""
+        return self._shared
+
     async def record(
         self,
         conn: AsyncConnection,
