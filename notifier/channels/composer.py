@@ -28,7 +28,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 
-from notifier.channels.mime import build_notice_email, notice_email_bytes
+from notifier.channels.mime import MessageFields, build_notice_email, notice_email_bytes
 from notifier.channels.rendering import Renderer
 from notifier.channels.smtp import plain
 from notifier.domain.notices import NoticeContent
@@ -58,30 +58,19 @@ class EmailJob:
 def compose(job: EmailJob, renderer: Renderer) -> bytes | EmailMessage:
     """The email of ``job``: flattened, when it travels as it is (7-bit, ASCII addresses), else
     the message, which the SMTP session flattens as the server's extensions allow."""
-    data = notice_email_bytes(
-        job.content,
-        renderer=renderer,
-        from_addr=job.from_addr,
-        reply_to=job.reply_to,
-        to=job.to,
-        cc=job.cc,
-        message_id=job.message_id,
-        in_reply_to=job.in_reply_to,
-        date=job.date,
-    )
+    fields: MessageFields = {
+        "from_addr": job.from_addr,
+        "reply_to": job.reply_to,
+        "to": job.to,
+        "cc": job.cc,
+        "message_id": job.message_id,
+        "in_reply_to": job.in_reply_to,
+        "date": job.date,
+    }
+    data = notice_email_bytes(job.content, renderer=renderer, **fields)
     if plain(data, job.sender, job.recipients):
         return data
-    return build_notice_email(
-        job.content,
-        renderer=renderer,
-        from_addr=job.from_addr,
-        reply_to=job.reply_to,
-        to=job.to,
-        cc=job.cc,
-        message_id=job.message_id,
-        in_reply_to=job.in_reply_to,
-        date=job.date,
-    )
+    return build_notice_email(job.content, renderer=renderer, **fields)
 
 
 # -- in a worker process ------------------------------------------------------------------------

@@ -19,14 +19,15 @@ from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
-from typing import Final
+from typing import Final, NotRequired, TypedDict, Unpack
 
-from notifier.channels.rendering import Renderer, one_line
+from notifier.channels.rendering import RenderedNotice, Renderer, one_line
 from notifier.domain.notices import MessageKind, NoticeContent, message_tag
 
 __all__ = [
     "POLICY",
     "SUBJECT_MAX",
+    "MessageFields",
     "build_notice_email",
     "domain_name",
     "header_address",
@@ -72,42 +73,27 @@ def _msg_id(value: str) -> str:
     return value
 
 
+class MessageFields(TypedDict):
+    """The addresses, ids and date of a notice's email (its content aside)."""
+
+    from_addr: str
+    reply_to: str | None
+    to: Sequence[str]
+    cc: Sequence[str]
+    message_id: str
+    in_reply_to: str | None
+    date: NotRequired[datetime | None]  # default: the content's ``created_at``
+
+
 def build_notice_email(
-    content: NoticeContent,
-    *,
-    renderer: Renderer,
-    from_addr: str,
-    reply_to: str | None,
-    to: Sequence[str],
-    cc: Sequence[str],
-    message_id: str,
-    in_reply_to: str | None,
-    date: datetime | None = None,
+    content: NoticeContent, *, renderer: Renderer, **fields: Unpack[MessageFields]
 ) -> EmailMessage:
     """The email of a notice, reminder or escalation (pure: no I/O, no clock).
 
     ``date`` defaults to ``content.created_at``. Raises ``ValueError`` when an address or id is not
     usable in a header.
     """
-    rendered = renderer.render(content)
-    message = _head(
-        content,
-        rendered.subject,
-        from_addr=from_addr,
-        reply_to=reply_to,
-        to=to,
-        cc=cc,
-        message_id=message_id,
-        in_reply_to=in_reply_to,
-        date=date,
-    )
-    message.make_mixed()
-    # Boundaries of our own: random enough never to occur in a body, and set here the email package
-    # skips its scan of the whole message for a safe one (a third of flattening a 50-request notice).
-    message.set_boundary(_boundary())
-    alternative = EmailMessage(policy=POLICY)
-    alternative.make_alternative()
-    alternative.set_boundary(_boundary())
+    rendered, message, alternative = _skeleton(content, renderer, fields)
     alternative.attach(_text_part(rendered.text, "plain"))
     alternative.attach(_text_part(rendered.html, "html"))
     message.attach(alternative)
@@ -117,41 +103,14 @@ def build_notice_email(
 
 
 def notice_email_bytes(
-    content: NoticeContent,
-    *,
-    renderer: Renderer,
-    from_addr: str,
-    reply_to: str | None,
-    to: Sequence[str],
-    cc: Sequence[str],
-    message_id: str,
-    in_reply_to: str | None,
-    date: datetime | None = None,
+    content: NoticeContent, *, renderer: Renderer, **fields: Unpack[MessageFields]
 ) -> bytes:
     """``flatten(build_notice_email(...))``, written without building the MIME tree: the same
-    bytes (a test holds them equal), in about two thirds of the time. The message's own headers
-    still go through the email package's structured API; the parts' headers are the package's
-    too (folded by its policy, the constant ones once), and only the assembly of parts and
-    boundaries, which the package's generator does the same way every time, is written here."""
-    rendered = renderer.render(content)
-    message = _head(
-        content,
-        rendered.subject,
-        from_addr=from_addr,
-        reply_to=reply_to,
-        to=to,
-        cc=cc,
-        message_id=message_id,
-        in_reply_to=in_reply_to,
-        date=date,
-    )
-    message.make_mixed()
-    outer = _boundary()
-    message.set_boundary(outer)
-    alternative = EmailMessage(policy=POLICY)
-    alternative.make_alternative()
-    inner = _boundary()
-    alternative.set_boundary(inner)
+    bytes (a test holds them equal). The message's own headers still go through the email
+    package's structured API; the parts' headers are the package's too (folded by its policy,
+    the constant ones once), and only the assembly of parts and boundaries, which the package's
+    generator does the same way every time, is written here."""
+    rendered, message, alternative = _skeleton(content, renderer, fields)
     text_parts = [
         _part_bytes(_text_headers(subtype, encoding), payload)
         for subtype, (encoding, payload) in (
@@ -160,39 +119,45 @@ def notice_email_bytes(
         )
     ]
     parts = [
-        _headers_bytes(alternative) + _multipart_body(inner, text_parts),
+        _headers_bytes(alternative) + _multipart_body(alternative.get_boundary() or "", text_parts),
         _attachment_bytes(rendered.csv, "text/csv", f"{content.notice_id}.csv"),
         _attachment_bytes(rendered.xarf_json, "application/json", f"{content.notice_id}.json"),
     ]
-    return _headers_bytes(message) + _multipart_body(outer, parts)
+    return _headers_bytes(message) + _multipart_body(message.get_boundary() or "", parts)
 
 
-def _head(
-    content: NoticeContent,
-    subject: str,
-    *,
-    from_addr: str,
-    reply_to: str | None,
-    to: Sequence[str],
-    cc: Sequence[str],
-    message_id: str,
-    in_reply_to: str | None,
-    date: datetime | None,
-) -> EmailMessage:
+def _skeleton(
+    content: NoticeContent, renderer: Renderer, fields: MessageFields
+) -> tuple[RenderedNotice, EmailMessage, EmailMessage]:
+    """The rendering; the message with its headers, a multipart/mixed with no parts yet; and its
+    multipart/alternative part, empty: each with its boundary set."""
+    rendered = renderer.render(content)
+    message = _head(content, rendered.subject, fields)
+    message.make_mixed()
+    # Boundaries of our own: random enough never to occur in a body, and set here the email package
+    # skips its scan of the whole message for a safe one (a third of flattening a 50-request notice).
+    message.set_boundary(_boundary())
+    alternative = EmailMessage(policy=POLICY)
+    alternative.make_alternative()
+    alternative.set_boundary(_boundary())
+    return rendered, message, alternative
+
+
+def _head(content: NoticeContent, subject: str, fields: MessageFields) -> EmailMessage:
     """The message's own headers, Content-Type aside."""
-    if not to:
+    if not fields["to"]:
         raise ValueError("a notice needs at least one recipient")
     message = EmailMessage(policy=POLICY)
-    message["From"] = header_address(from_addr, content.authority.name)
-    message["To"] = tuple(header_address(a) for a in to)
-    if cc:
-        message["Cc"] = tuple(header_address(a) for a in cc)
-    if reply_to:
+    message["From"] = header_address(fields["from_addr"], content.authority.name)
+    message["To"] = tuple(header_address(a) for a in fields["to"])
+    if fields["cc"]:
+        message["Cc"] = tuple(header_address(a) for a in fields["cc"])
+    if reply_to := fields["reply_to"]:
         message["Reply-To"] = header_address(reply_to)
     message["Subject"] = one_line(subject)[:SUBJECT_MAX]
-    message["Date"] = format_datetime((date or content.created_at).astimezone(UTC))
-    message["Message-ID"] = _msg_id(message_id)
-    if in_reply_to:
+    message["Date"] = format_datetime((fields.get("date") or content.created_at).astimezone(UTC))
+    message["Message-ID"] = _msg_id(fields["message_id"])
+    if in_reply_to := fields["in_reply_to"]:
         message["In-Reply-To"] = _msg_id(in_reply_to)
         message["References"] = _msg_id(in_reply_to)
     message["X-Notifier-Notice-Id"] = one_line(content.notice_id)
