@@ -9,7 +9,9 @@ pooled connection dropped by the server while idle is tried once more on a fresh
 follows ``smtp.starttls`` (see :func:`starttls_required`), credentials never cross the network in
 clear, a ``signer`` (DKIM) signs the very bytes the server is given, and every failure reaches the
 caller as a :class:`~notifier.failures.DeliveryError` classified by
-:func:`notifier.failures.from_smtp`.
+:func:`notifier.failures.from_smtp`. A 7-bit message is handed over by
+:func:`notifier.channels.smtp_data.relay`, which spares a 250 kB notice aiosmtplib's passes over
+its bytes; one that needs SMTP extensions (8-bit content, international addresses) by ``sendmail``.
 """
 
 from __future__ import annotations
