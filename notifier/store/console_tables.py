@@ -9,7 +9,7 @@ a URL or case reference reads, one row a request, with its trigram index (Postgr
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Index, String, Table, Text, false
+from sqlalchemy import Boolean, Column, ForeignKey, Index, String, Table, Text, false
 
 from notifier.store.tables import AutoId, UTCDateTime, metadata
 
@@ -73,7 +73,11 @@ user_events = Table(
 request_search = Table(
     "request_search",
     metadata,
-    Column("request_id", String(128), primary_key=True),
+    # Goes with its request (a store emptied by hand, a test's reset): never a stale row that
+    # would refuse the same request id stored again.
+    Column(
+        "request_id", String(128), ForeignKey("requests.request_id", ondelete="CASCADE"), primary_key=True
+    ),
     Column("text", Text, nullable=False),
 )
 SEARCH_INDEX = "ix_request_search_trgm"

@@ -105,3 +105,20 @@ async def test_requests_stored_before_the_search_table_are_found_after_the_migra
         assert SEARCH_INDEX in indexes and "ix_requests_search_trgm" not in indexes
     finally:
         await migrated.close()
+
+
+async def test_a_request_deleted_and_stored_again_is_found_once(postgres_url: str) -> None:
+    store = await create_store(postgres_url)
+    try:
+        await store.ingest([_request(7)], [], now=NOW)
+        async with store.engine.begin() as conn:  # a store emptied by hand keeps no stale search row
+            await conn.execute(text("DELETE FROM requests"))
+            left = (await conn.execute(text("SELECT count(*) FROM request_search"))).scalar_one()
+        await store.ingest([_request(7)], [], now=NOW)
+
+        found = await store.search("t.me/Channel_7/", limit=10)
+    finally:
+        await store.close()
+
+    assert left == 0
+    assert [hit.id for hit in found] == ["kcsc-2024-000007"]

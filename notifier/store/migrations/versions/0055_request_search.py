@@ -69,6 +69,12 @@ def upgrade() -> None:
         sa.Column("request_id", sa.String(128), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("request_id", name="pk_request_search"),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["requests.request_id"],
+            name="fk_request_search_request_id_requests",
+            ondelete="CASCADE",
+        ),
     )
     if op.get_bind().dialect.name != "postgresql":
         op.create_index(INDEX, "request_search", ["text"])  # never used: the table stays empty
