@@ -67,9 +67,11 @@ def compose(job: EmailJob, renderer: Renderer) -> bytes | EmailMessage:
         "in_reply_to": job.in_reply_to,
         "date": job.date,
     }
-    data = notice_email_bytes(job.content, renderer=renderer, **fields)
-    if plain(data, job.sender, job.recipients):
-        return data
+    # An internationalised envelope always needs the message object: not rendered twice for it.
+    if job.sender.isascii() and all(r.isascii() for r in job.recipients):
+        data = notice_email_bytes(job.content, renderer=renderer, **fields)
+        if plain(data, job.sender, job.recipients):
+            return data
     return build_notice_email(job.content, renderer=renderer, **fields)
 
 
