@@ -16,11 +16,15 @@ address the email package refuses) is raised as it would be in the daemon's proc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import threading
+import types
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -28,9 +32,8 @@ from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 
-from notifier.channels.mime import MessageFields, build_notice_email, notice_email_bytes
+from notifier.channels.mime import MessageFields, build_notice_email, notice_email_bytes, plain
 from notifier.channels.rendering import Renderer
-from notifier.channels.smtp import plain
 from notifier.domain.notices import NoticeContent
 from notifier.logging import get_logger
 
@@ -173,11 +176,32 @@ class Composer:
             return None
         if self._pool is None:
             # "spawn": a fresh interpreter, not a fork of a process with threads and an event loop.
-            self._pool = ProcessPoolExecutor(
-                max_workers=self._processes,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(str(self._renderer.folder),),
-            )
-            self._started = [self._pool.submit(_ready) for _ in range(self._processes)]
+            # Every worker is started here, by the submissions (the executor starts one process a
+            # submission while none is idle), so none starts with the main module's stand-in gone.
+            with _main_module_left_out():
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self._processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_worker,
+                    initargs=(str(self._renderer.folder),),
+                )
+                self._started = [self._pool.submit(_ready) for _ in range(self._processes)]
         return self._pool
+
+
+@contextlib.contextmanager
+def _main_module_left_out() -> Iterator[None]:
+    """Start worker processes without running the main module again in each of them.
+
+    A spawned worker runs the parent's main module (as ``__mp_main__``) before its first task,
+    unless that is a package's ``__main__``. Under the ``notifier`` console script the main module
+    is the script, which imports the whole CLI: some 2 s of CPU a worker, at every start of the
+    daemon, for nothing (a worker needs this module alone, which it imports by name). While the
+    workers start, the main module is a stand-in with no file or spec, so there is nothing to run.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main

@@ -33,6 +33,7 @@ __all__ = [
     "header_address",
     "message_id_for",
     "notice_email_bytes",
+    "plain",
 ]
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -141,6 +142,11 @@ def _skeleton(
     alternative.make_alternative()
     alternative.set_boundary(_boundary())
     return rendered, message, alternative
+
+
+def plain(data: bytes, sender: str, recipients: Sequence[str]) -> bool:
+    """7-bit content between ASCII addresses: sent as flattened, with no SMTP extension needed."""
+    return data.isascii() and sender.isascii() and all(r.isascii() for r in recipients)
 
 
 def _head(content: NoticeContent, subject: str, fields: MessageFields) -> EmailMessage:

@@ -33,6 +33,7 @@ from typing import Final, Protocol
 import aiosmtplib
 from aiosmtplib.email import flatten_message
 
+from notifier.channels.mime import plain
 from notifier.channels.smtp_data import relay
 from notifier.failures import DeliveryError, from_smtp
 from notifier.settings import RelaySettings, is_loopback
@@ -314,11 +315,6 @@ def flatten(message: EmailMessage) -> bytes:
     buffer = io.BytesIO()
     _Generator(buffer, policy=_POLICY).flatten(message)
     return buffer.getvalue()
-
-
-def plain(data: bytes, sender: str, recipients: Sequence[str]) -> bool:
-    """7-bit content between ASCII addresses: sent as flattened, with no SMTP extension needed."""
-    return data.isascii() and sender.isascii() and all(r.isascii() for r in recipients)
 
 
 def _eight_bit_options(

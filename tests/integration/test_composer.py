@@ -195,3 +195,42 @@ def _alive(pid: int) -> bool:
 def _bytes(composed: bytes | EmailMessage) -> bytes:
     assert isinstance(composed, bytes)
     return composed
+
+
+_MAIN_THAT_COUNTS = """
+import asyncio, os, sys
+with open(os.environ["NOTIFIER_TEST_RUNS"], "a") as runs:
+    runs.write(__name__ + "\\n")  # this module, run as the main one or again in a worker
+from notifier.channels.composer import Composer, compose
+from notifier.channels.rendering import Renderer, default_templates_dir
+from tests.integration.test_composer import job_for, parsed, parts
+from tests.integration.test_email_channel import make_content
+
+async def main():
+    renderer = Renderer(default_templates_dir())
+    composer = Composer(renderer, processes=2)
+    await composer.start()
+    job = job_for(make_content())
+    composed = await composer.compose(job)
+    print(parts(parsed(composed)) == parts(parsed(compose(job, renderer))), flush=True)
+    composer.close()
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+async def test_workers_do_not_run_the_main_module_again(tmp_path: Path) -> None:
+    """Under the console script the main module imports the whole CLI; a worker needs none of it."""
+    program, runs = tmp_path / "main_that_counts.py", tmp_path / "runs"
+    program.write_text(_MAIN_THAT_COUNTS)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(program),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "NOTIFIER_TEST_RUNS": str(runs), "PYTHONPATH": str(Path.cwd())},
+    )
+    stdout, _ = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0
+    assert stdout.split() == [b"True"]  # the workers composed the same email
+    assert runs.read_text().split() == ["__main__"]  # and ran the main module not once
