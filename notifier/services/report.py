@@ -26,9 +26,7 @@ from notifier.domain.report import (
 )
 from notifier.domain.report_acks import AckSources, ack_source_figures
 from notifier.domain.verification import (
-    VerificationRow,
     empty_verification_figures,
-    verification_figures,
 )
 from notifier.services.report_render import (
     FORMATS,
@@ -91,11 +89,12 @@ class LedgerStore(Protocol):
 
 @runtime_checkable
 class VerificationReportStore(Protocol):
-    """A report store that keeps checks (SPEC §13): its requests as verification counts them."""
+    """A report store that keeps checks (SPEC §13): per platform with requests in the window, the
+    figures :func:`notifier.domain.verification.verification_figures` gives of its requests."""
 
-    async def verification_rows(
+    async def verification_figures(
         self, *, since: datetime | None, until: datetime | None, platforms: Sequence[str] | None
-    ) -> list[VerificationRow]: ...
+    ) -> dict[str, dict[str, Any]]: ...
 
 
 def platform_bounds(settings: Settings, platforms: Sequence[str] | None = None) -> dict[str, Bounds]:
@@ -187,8 +186,7 @@ async def build_report(
         # §13's figures after §8's, for every platform (zeros where the store keeps no checks).
         verified: dict[str, dict[str, Any]] = {}
         if isinstance(store, VerificationReportStore):
-            checked = await store.verification_rows(since=since, until=until, platforms=list(bounds))
-            verified = verification_figures(checked)
+            verified = await store.verification_figures(since=since, until=until, platforms=list(bounds))
         sources: dict[str, AckSources] = {}
         if isinstance(store, AckSourcesReportStore):
             sources = await store.ack_sources(since=since, until=until, platforms=list(bounds))

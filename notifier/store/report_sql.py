@@ -114,7 +114,7 @@ def _states(states: frozenset[RequestState]) -> list[str]:
     return sorted(state.value for state in states)
 
 
-def _interval(expr: ColumnElement[Any]) -> ColumnElement[timedelta]:
+def interval(expr: ColumnElement[Any]) -> ColumnElement[timedelta]:
     """``expr`` as the INTERVAL PostgreSQL makes of a difference of timestamps (exact microseconds),
     not the timestamp type SQLAlchemy would otherwise infer and try to read back."""
     return type_coerce(expr, INTERVAL())
@@ -123,7 +123,7 @@ def _interval(expr: ColumnElement[Any]) -> ColumnElement[timedelta]:
 _INTERVALS: Any = ARRAY(INTERVAL())  # typed Any: SQLAlchemy's stubs don't type ARRAY's items
 
 
-def _ranked(duration: ColumnElement[timedelta]) -> ColumnElement[list[timedelta]]:
+def ranked(duration: ColumnElement[timedelta]) -> ColumnElement[list[timedelta]]:
     """``[p50, p90]`` of ``duration`` over the group's non-null values (NULL when there are none)."""
     ranked: ColumnElement[list[timedelta]] = type_coerce(
         func.percentile_disc(_P50_P90).within_group(duration), _INTERVALS
@@ -164,10 +164,10 @@ def figures_statement(
     unacknowledged = and_(state == RequestState.DELIVERED.value, r.acknowledged_at.is_(None))
 
     answered_at = func.coalesce(r.acknowledged_at, case((state.in_(resolved), r.resolved_at)))
-    to_delivery = _interval(delivered - r.ingested_at)
-    to_ack = _interval(answered_at - delivered)
-    to_removal = _interval(case((state == removed, r.resolved_at - delivered)))
-    age = _interval(at - delivered)
+    to_delivery = interval(delivered - r.ingested_at)
+    to_ack = interval(answered_at - delivered)
+    to_removal = interval(case((state == removed, r.resolved_at - delivered)))
+    age = interval(at - delivered)
     acknowledged = and_(delivered.is_not(None), or_(state.in_(answered), r.acknowledged_at.is_not(None)))
     ack_breach = or_(to_ack > bound.c.ack_within, and_(unacknowledged, age > bound.c.ack_within))
     # The removal clock (SPEC §14): from delivery, or from a clarification's answer; stopped while
@@ -175,13 +175,13 @@ def figures_statement(
     asked, clarified = notices.c.clarification_requested_at, notices.c.clarified_at
     stopped = and_(asked.is_not(None), or_(clarified.is_(None), clarified < asked))
     start = case((and_(asked.is_not(None), clarified >= asked), clarified), else_=delivered)
-    on_clock = _interval(case((stopped, literal_column("interval '0'")), else_=r.resolved_at - start))
-    to_decision = _interval(case((state.in_(resolved), on_clock)))
+    on_clock = interval(case((stopped, literal_column("interval '0'")), else_=r.resolved_at - start))
+    to_decision = interval(case((state.in_(resolved), on_clock)))
     removal_breach = or_(
         to_decision > bound.c.removal_within,
-        and_(state.in_(is_open), ~stopped, _interval(at - start) > bound.c.removal_within),
+        and_(state.in_(is_open), ~stopped, interval(at - start) > bound.c.removal_within),
     )
-    paused_for = _interval(case((stopped, at), else_=clarified) - asked)
+    paused_for = interval(case((stopped, at), else_=clarified) - asked)
 
     per_request = (
         select(
@@ -193,11 +193,11 @@ def figures_statement(
             _count(state.in_(is_open + undelivered)).label("open"),
             _count(state.in_(undelivered)).label("undelivered"),
             _count(state == RequestState.FAILED.value).label("failed"),
-            _ranked(to_delivery).label("to_delivery"),
+            ranked(to_delivery).label("to_delivery"),
             func.max(to_delivery).label("to_delivery_max"),
-            _ranked(to_ack).label("to_ack"),
+            ranked(to_ack).label("to_ack"),
             func.max(to_ack).label("to_ack_max"),
-            _ranked(to_removal).label("to_removal"),
+            ranked(to_removal).label("to_removal"),
             func.max(to_removal).label("to_removal_max"),
             _count(ack_breach).label("ack_breaches"),
             _count(removal_breach).label("removal_breaches"),

@@ -51,6 +51,7 @@ from notifier.store.open_items_sql import OpenItemsSqlMixin
 from notifier.store.rate_sql import RateSqlMixin
 from notifier.store.report_acks_sql import ReportAcksSqlMixin
 from notifier.store.report_sql import ReportSqlMixin
+from notifier.store.report_verify_sql import VerificationReportSqlMixin
 from notifier.store.sla_sql import SlaSqlMixin
 from notifier.store.tables import dead_letters, notices, request_conflicts, requests
 from notifier.store.users_sql import UserSqlMixin
@@ -77,6 +78,7 @@ class SqlStore(
     UserSqlMixin,
     ConsoleSqlMixin,
     VerifySqlMixin,
+    VerificationReportSqlMixin,
     WithdrawSqlMixin,
     ManualSqlMixin,
     ReportAcksSqlMixin,

@@ -21,13 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.evidence import EvidenceKind, EvidenceRecord, Snapshot, state_record
 from notifier.domain.models import NoticeState, RequestState, TakedownRequest
-from notifier.domain.verification import CheckOutcome, UrlCheck, VerificationRow, VerifyFacts
+from notifier.domain.verification import CheckOutcome, UrlCheck, VerifyFacts
 from notifier.ports import Followup, Renotice, RequestVerification, VerifyClaim, VerifyUpdate
 from notifier.store.evidence_writer import EvidenceWriter
 from notifier.store.ingest import as_utc
 from notifier.store.notice_queries import next_sequence
 from notifier.store.renotice_sql import add_renotice, renotices_of
-from notifier.store.report_sql import window
 from notifier.store.tables import notice_members, requests, url_checks, verify_followups
 
 _CLAIM_COLUMNS = (
@@ -226,45 +225,6 @@ class VerifySqlMixin:
             linked_requests=linked,
             renotices=renotices,
         )
-
-    async def verification_rows(
-        self, *, since: datetime | None, until: datetime | None, platforms: Sequence[str] | None
-    ) -> list[VerificationRow]:
-        """The report's requests (the window of :func:`notifier.store.report_sql.window`) as
-        verification counts them."""
-        inconclusive = (
-            select(url_checks.c.request_id, func.count().label("checks"))
-            .where(url_checks.c.outcome == CheckOutcome.INCONCLUSIVE.value)
-            .group_by(url_checks.c.request_id)
-            .subquery()
-        )
-        c = requests.c
-        stmt = (
-            select(
-                c.platform,
-                c.delivered_at,
-                c.verified_removed_at,
-                c.false_claims,
-                c.reappeared_at,
-                func.coalesce(inconclusive.c.checks, 0).label("inconclusive"),
-            )
-            .select_from(requests.outerjoin(inconclusive, inconclusive.c.request_id == c.request_id))
-            .where(window(since, until))
-        )
-        if platforms is not None:
-            stmt = stmt.where(c.platform.in_(list(platforms)))
-        async with self._read("verification_rows") as conn:
-            return [
-                VerificationRow(
-                    platform=row.platform,
-                    delivered_at=row.delivered_at,
-                    verified_removed_at=row.verified_removed_at,
-                    false_claims=int(row.false_claims),
-                    reappeared=row.reappeared_at is not None,
-                    inconclusive=int(row.inconclusive),
-                )
-                for row in await conn.execute(stmt)
-            ]
 
 
 async def _add_followup(conn: AsyncConnection, followup: Followup) -> int:

@@ -1,0 +1,235 @@
+"""The report's verification figures (SPEC §13) from the store, on SQLite and PostgreSQL.
+
+PostgreSQL computes them in one grouped statement, SQLite tallies its rows with the domain's
+:func:`notifier.domain.verification.verification_figures`; both must give exactly what that tally
+gives of the rows as written here, straight into the tables: edges (a wait of a fraction of a
+second, ties, a removal seen before the delivery, a request verified but never delivered, checks
+that concluded something) and seeded random datasets.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import delete
+
+from notifier.domain.verification import CheckOutcome, VerificationRow, verification_figures
+from notifier.store import SqlStore, create_store
+from notifier.store.tables import requests, url_checks
+
+T0 = datetime(2024, 9, 3, 1, 0, tzinfo=UTC)
+US = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class Written:
+    """A request as written, with the outcomes of its checks."""
+
+    platform: str
+    ingested_at: datetime
+    delivered_at: datetime | None
+    verified_removed_at: datetime | None = None
+    false_claims: int = 0
+    reappeared_at: datetime | None = None
+    checks: tuple[CheckOutcome, ...] = ()
+
+
+@pytest.fixture(params=[pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[SqlStore]:
+    opened = await create_store(store_url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def write(store: SqlStore, written: Sequence[Written]) -> None:
+    """``written`` as the requests and checks in the tables, replacing whatever was there."""
+    async with store.engine.begin() as conn:
+        await conn.execute(delete(url_checks))
+        await conn.execute(delete(requests))
+        if not written:
+            return
+        await conn.execute(
+            requests.insert(),
+            [
+                {
+                    "request_id": f"r{index:05d}",
+                    "platform": w.platform,
+                    "state": "delivered" if w.delivered_at is not None else "pending",
+                    "priority": "normal",
+                    "content_hash": "0" * 64,
+                    "body": "{}",
+                    "source": "test",
+                    "ingested_at": w.ingested_at,
+                    "delivered_at": w.delivered_at,
+                    "verified_removed_at": w.verified_removed_at,
+                    "false_claims": w.false_claims,
+                    "reappeared_at": w.reappeared_at,
+                }
+                for index, w in enumerate(written)
+            ],
+        )
+        checks = [
+            _check(f"r{index:05d}", w.platform, outcome)
+            for index, w in enumerate(written)
+            for outcome in w.checks
+        ]
+        if checks:
+            await conn.execute(url_checks.insert(), checks)
+
+
+def _check(request_id: str, platform: str, outcome: CheckOutcome) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "platform": platform,
+        "url": f"https://example.test/{request_id}",
+        "at": T0,
+        "outcome": outcome.value,
+        "reason": "test",
+        "http_status": None,
+        "final_url": "",
+        "content_type": "",
+        "bytes_read": 0,
+        "sha256": "",
+        "rule": "",
+    }
+
+
+def expected(
+    written: Sequence[Written],
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    platforms: Sequence[str] | None,
+) -> dict[str, dict[str, Any]]:
+    """The domain's tally of the written requests the report's window and platforms select."""
+    rows = []
+    for w in written:
+        at = w.delivered_at if w.delivered_at is not None else w.ingested_at
+        if (since is not None and at < since) or (until is not None and at >= until):
+            continue
+        if platforms is not None and w.platform not in platforms:
+            continue
+        rows.append(
+            VerificationRow(
+                platform=w.platform,
+                delivered_at=w.delivered_at,
+                verified_removed_at=w.verified_removed_at,
+                false_claims=w.false_claims,
+                reappeared=w.reappeared_at is not None,
+                inconclusive=sum(1 for c in w.checks if c is CheckOutcome.INCONCLUSIVE),
+            )
+        )
+    return verification_figures(rows)
+
+
+async def compare(
+    store: SqlStore,
+    written: Sequence[Written],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    platforms: Sequence[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    figures = await store.verification_figures(since=since, until=until, platforms=platforms)
+    assert figures == expected(written, since=since, until=until, platforms=platforms)
+    return figures
+
+
+def delivered(
+    hours: float, *, verified_after: timedelta | None, platform: str = "telegram", **more: Any
+) -> Written:
+    at = T0 + timedelta(hours=hours)
+    return Written(
+        platform=platform,
+        ingested_at=at - timedelta(minutes=5),
+        delivered_at=at,
+        verified_removed_at=None if verified_after is None else at + verified_after,
+        **more,
+    )
+
+
+async def test_nothing_in_the_window_gives_no_platform(store: SqlStore) -> None:
+    assert await compare(store, []) == {}
+    written = [delivered(1, verified_after=timedelta(hours=2))]
+    await write(store, written)
+    assert await compare(store, written, since=T0 + timedelta(days=1)) == {}
+
+
+async def test_counts_and_the_spread_of_the_waits(store: SqlStore) -> None:
+    written = [
+        delivered(
+            0, verified_after=timedelta(hours=3), false_claims=2, checks=(CheckOutcome.INCONCLUSIVE,) * 2
+        ),
+        delivered(1, verified_after=timedelta(hours=1, seconds=0.999999)),  # a fraction: truncated
+        delivered(2, verified_after=timedelta(hours=1, seconds=0.999999)),  # a tie
+        delivered(3, verified_after=None, reappeared_at=T0, checks=(CheckOutcome.LIVE, CheckOutcome.REMOVED)),
+        delivered(4, verified_after=-timedelta(minutes=1)),  # seen gone before the delivery: 0 s
+        Written(platform="telegram", ingested_at=T0, delivered_at=None, verified_removed_at=T0 + US),
+        delivered(
+            5, verified_after=timedelta(days=2), platform="clipshare", checks=(CheckOutcome.INCONCLUSIVE,)
+        ),
+    ]
+    await write(store, written)
+    figures = await compare(store, written)
+    assert figures["telegram"] == {
+        "verified_removed": 5,  # the one never delivered too, with no wait
+        "false_claims": 2,
+        "reappeared": 1,
+        "inconclusive": 2,
+        "time_to_verified_removal_s": {"p50": 3600, "p90": 10800, "max": 10800},
+    }
+    assert figures["clipshare"]["time_to_verified_removal_s"] == {"p50": 172800, "p90": 172800, "max": 172800}
+    assert list(await compare(store, written, platforms=["clipshare"])) == ["clipshare"]
+
+
+async def test_random_datasets_give_the_figures_of_the_tally(store: SqlStore) -> None:
+    moments = [T0 + timedelta(hours=h) for h in range(0, 96, 6)]
+    for seed in range(20):
+        rng = random.Random(seed)
+        written = [_random(rng) for _ in range(rng.choice([1, 3, 40, 150]))]
+        await write(store, written)
+        for _ in range(3):
+            since = rng.choice([None, *moments])
+            until = rng.choice([None, *(m for m in moments if since is None or m > since)])
+            platforms = rng.choice([None, ["telegram"], ["telegram", "clipshare", "silent"]])
+            try:
+                await compare(store, written, since=since, until=until, platforms=platforms)
+            except AssertionError as error:
+                raise AssertionError(
+                    f"seed {seed}, window {since} → {until}, platforms {platforms}"
+                ) from error
+
+
+def _random(rng: random.Random) -> Written:
+    def offset() -> timedelta:
+        # Whole hours (ties), seconds, and fractions of a second; now and then negative.
+        return rng.choice([timedelta(hours=rng.randint(0, 72)), timedelta(seconds=rng.uniform(-60, 7200))])
+
+    ingested = T0 + timedelta(hours=rng.randint(0, 90))
+    delivered_at = rng.choice([None, ingested + timedelta(minutes=rng.randint(0, 600))])
+    base = delivered_at or ingested
+    return Written(
+        platform=rng.choice(["telegram", "clipshare", "picboard"]),
+        ingested_at=ingested,
+        delivered_at=delivered_at,
+        verified_removed_at=rng.choice([None, base + offset()]),
+        false_claims=rng.choice([0, 0, 1, 3]),
+        reappeared_at=rng.choice([None, None, base + offset()]),
+        checks=tuple(rng.choice(list(CheckOutcome)) for _ in range(rng.choice([0, 0, 1, 4]))),
+    )
