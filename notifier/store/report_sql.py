@@ -34,6 +34,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     true,
     type_coerce,
     values,
@@ -108,6 +109,14 @@ def unfiled_notices() -> Any:
         .where(sla_decisions.c.kind == SlaKind.UNDELIVERED_BREACH.value)
         .subquery("unfiled")
     )
+
+
+async def without_jit(conn: AsyncConnection) -> None:
+    """Turn PostgreSQL's JIT compilation off for the rest of this transaction. The report's grouped
+    statements are costed far above ``jit_above_cost``, and compiling their dozens of aggregate
+    expressions took longer than it saved: 2.2 s of JIT time (summed over the parallel workers) in
+    a 4.9 s EXPLAIN ANALYZE of the figures at 1,000,000 requests."""
+    await conn.execute(text("SET LOCAL jit = off"))
 
 
 def _states(states: frozenset[RequestState]) -> list[str]:
@@ -325,6 +334,7 @@ class ReportSqlMixin:
             .group_by(requests.c.platform)
         )
         async with self._read("report_figures") as conn:
+            await without_jit(conn)
             result = await conn.execute(statement)
             figures = {row.platform: _figures(row, now) for row in result}
             # Withdrawn requests are counted apart (SPEC §14), out of every other figure.

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.report import spread
 from notifier.domain.verification import CheckOutcome, VerificationRow, verification_figures
-from notifier.store.report_sql import interval, ranked, window
+from notifier.store.report_sql import interval, ranked, window, without_jit
 from notifier.store.tables import requests, url_checks
 
 
@@ -91,6 +91,7 @@ class VerificationReportSqlMixin:
         if platforms is not None:
             stmt = stmt.where(c.platform.in_(list(platforms)))
         async with self._read("verification_figures") as conn:
+            await without_jit(conn)
             return {row.platform: _figures(row) for row in await conn.execute(stmt)}
 
     async def verification_rows(
