@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.models import RequestState
 from notifier.domain.report_acks import CONSOLE_SOURCE_PREFIX, MANUAL_SOURCE, AckSources
-from notifier.store.report_sql import window
+from notifier.store.report_statement import window
 from notifier.store.tables import acks, notices, requests
 
 APPLIED = "applied"

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.report import spread
 from notifier.domain.verification import CheckOutcome, VerificationRow, verification_figures
-from notifier.store.report_sql import interval, ranked, window, without_jit
+from notifier.store.report_statement import interval, ranked, window, without_jit
 from notifier.store.tables import requests, url_checks
 
 
@@ -97,7 +97,7 @@ class VerificationReportSqlMixin:
     async def verification_rows(
         self, *, since: datetime | None, until: datetime | None, platforms: Sequence[str] | None
     ) -> list[VerificationRow]:
-        """The report's requests (the window of :func:`notifier.store.report_sql.window`) as
+        """The report's requests (the window of :func:`notifier.store.report_statement.window`) as
         verification counts them."""
         inconclusive = _inconclusive()
         c = requests.c

@@ -1,0 +1,225 @@
+"""The report's grouped statement on PostgreSQL (SPEC §8, §11), and the SQL pieces the report's
+other statements share: the window, the nearest-rank percentiles, intervals, JIT off.
+
+:func:`figures_statement` spells :mod:`notifier.domain.report`'s rules in SQL; the domain's tally
+stays the reference (``tests/contract/test_report_store_contract.py`` compares the two).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    bindparam,
+    case,
+    column,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    true,
+    type_coerce,
+    values,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from notifier.domain.models import RequestState
+from notifier.domain.report import ANSWERED, OPEN, REMOVED_WITHIN, RESOLVED, UNDELIVERED, Bounds
+from notifier.domain.sla import SlaKind
+from notifier.store.ingest import as_utc
+from notifier.store.tables import UTCDateTime, notices, requests, sla_decisions
+
+# p50 and p90, nearest-rank. ``percentile_disc(f)`` returns the value at 1-based position
+# ⌈f·n⌉ of the sorted input (PostgreSQL: ``ceil(percentile * number_of_rows)`` in float8), which
+# is :func:`notifier.domain.report.nearest_rank`'s ⌈p·n/100⌉ as long as the float product rounds to
+# the right side of an integer. It does: 0.5 is exact, and 0.9 is 0.9 + 2.2e-17, so 0.9·n is off by
+# at most 2.2e-17·n, below half a unit in the last place of 0.9·n when 10 divides n and far below
+# the 0.1 that separates 0.9·n from an integer otherwise (tests/unit/test_report_rules.py checks).
+_P50_P90: ColumnElement[Any] = literal_column("ARRAY[0.5, 0.9]::float8[]")
+
+
+def window(since: datetime | None, until: datetime | None) -> ColumnElement[bool]:
+    """The rule of :func:`notifier.domain.report.in_window` in SQL: by delivery time, or by intake
+    time for requests never delivered."""
+    delivered, ingested = requests.c.delivered_at, requests.c.ingested_at
+    by_delivery: list[ColumnElement[bool]] = [delivered.is_not(None)]
+    by_intake: list[ColumnElement[bool]] = [delivered.is_(None)]
+    if since is not None:
+        by_delivery.append(delivered >= as_utc(since))
+        by_intake.append(ingested >= as_utc(since))
+    if until is not None:
+        by_delivery.append(delivered < as_utc(until))
+        by_intake.append(ingested < as_utc(until))
+    if since is None and until is None:
+        return true()
+    return or_(and_(*by_delivery), and_(*by_intake))
+
+
+def unfiled_notices() -> Any:
+    """The notices decided unfiled past ``sla.file_within`` (one row each: the decision's key is
+    (notice_id, kind)), to join requests to."""
+    return (
+        select(sla_decisions.c.notice_id)
+        .where(sla_decisions.c.kind == SlaKind.UNDELIVERED_BREACH.value)
+        .subquery("unfiled")
+    )
+
+
+async def without_jit(conn: AsyncConnection) -> None:
+    """Turn PostgreSQL's JIT compilation off for the rest of this transaction. The report's grouped
+    statements are costed far above ``jit_above_cost``, and compiling their dozens of aggregate
+    expressions took longer than it saved: 2.2 s of JIT time (summed over the parallel workers) in
+    a 4.9 s EXPLAIN ANALYZE of the figures at 1,000,000 requests."""
+    await conn.execute(text("SET LOCAL jit = off"))
+
+
+def _states(states: frozenset[RequestState]) -> list[str]:
+    return sorted(state.value for state in states)
+
+
+def interval(expr: ColumnElement[Any]) -> ColumnElement[timedelta]:
+    """``expr`` as the INTERVAL PostgreSQL makes of a difference of timestamps (exact microseconds),
+    not the timestamp type SQLAlchemy would otherwise infer and try to read back."""
+    return type_coerce(expr, INTERVAL())
+
+
+_INTERVALS: Any = ARRAY(INTERVAL())  # typed Any: SQLAlchemy's stubs don't type ARRAY's items
+
+
+def ranked(duration: ColumnElement[timedelta]) -> ColumnElement[list[timedelta]]:
+    """``[p50, p90]`` of ``duration`` over the group's non-null values (NULL when there are none)."""
+    ranked: ColumnElement[list[timedelta]] = type_coerce(
+        func.percentile_disc(_P50_P90).within_group(duration), _INTERVALS
+    )
+    return ranked
+
+
+def _count(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    """How many of the group's rows meet ``condition`` (NULL counts as not met, as in the tally)."""
+    return func.count().filter(condition)
+
+
+def figures_statement(
+    bounds: Mapping[str, Bounds], *, now: datetime, since: datetime | None, until: datetime | None
+) -> Select[Any]:
+    """One row of figures per platform of ``bounds`` with requests in the window (PostgreSQL).
+
+    Each aggregate is a rule of :class:`notifier.domain.report.PlatformTally` read row by row:
+    a duration is NULL where the tally appends nothing (``percentile_disc``, ``max`` and ``min``
+    skip NULLs), and a count's condition is NULL or false where the tally adds nothing. Durations
+    are ranked exact (intervals) and truncated to seconds afterwards, by :func:`_figures`.
+    Notices are counted from one row per (platform, notice), a hash aggregate, rather than with
+    ``count(DISTINCT …)``, which sorts every request again.
+    """
+    r = requests.c
+    bound = values(
+        column("platform", String()),
+        column("ack_within", INTERVAL()),
+        column("removal_within", INTERVAL()),
+        name="bounds",
+    ).data([(name, b.ack_within, b.removal_within) for name, b in bounds.items()])
+    at = bindparam("now", as_utc(now), type_=UTCDateTime())
+    state, delivered = r.state, r.delivered_at
+    resolved, answered, is_open = _states(RESOLVED), _states(ANSWERED), _states(OPEN)
+    undelivered = _states(UNDELIVERED)
+    unfiled = unfiled_notices()
+    removed = RequestState.REMOVED.value
+    unacknowledged = and_(state == RequestState.DELIVERED.value, r.acknowledged_at.is_(None))
+
+    answered_at = func.coalesce(r.acknowledged_at, case((state.in_(resolved), r.resolved_at)))
+    to_delivery = interval(delivered - r.ingested_at)
+    to_ack = interval(answered_at - delivered)
+    to_removal = interval(case((state == removed, r.resolved_at - delivered)))
+    age = interval(at - delivered)
+    acknowledged = and_(delivered.is_not(None), or_(state.in_(answered), r.acknowledged_at.is_not(None)))
+    ack_breach = or_(to_ack > bound.c.ack_within, and_(unacknowledged, age > bound.c.ack_within))
+    # The removal clock (SPEC §14): from delivery, or from a clarification's answer; stopped while
+    # one is asked and unanswered (then a decision is within, and an open request not breached).
+    asked, clarified = notices.c.clarification_requested_at, notices.c.clarified_at
+    stopped = and_(asked.is_not(None), or_(clarified.is_(None), clarified < asked))
+    start = case((and_(asked.is_not(None), clarified >= asked), clarified), else_=delivered)
+    on_clock = interval(case((stopped, literal_column("interval '0'")), else_=r.resolved_at - start))
+    to_decision = interval(case((state.in_(resolved), on_clock)))
+    removal_breach = or_(
+        to_decision > bound.c.removal_within,
+        and_(state.in_(is_open), ~stopped, interval(at - start) > bound.c.removal_within),
+    )
+    paused_for = interval(case((stopped, at), else_=clarified) - asked)
+
+    per_request = (
+        select(
+            r.platform,
+            func.count().label("requests"),
+            _count(acknowledged).label("acknowledged"),
+            _count(state == removed).label("removed"),
+            _count(state == RequestState.REJECTED.value).label("rejected"),
+            _count(state.in_(is_open + undelivered)).label("open"),
+            _count(state.in_(undelivered)).label("undelivered"),
+            _count(state == RequestState.FAILED.value).label("failed"),
+            ranked(to_delivery).label("to_delivery"),
+            func.max(to_delivery).label("to_delivery_max"),
+            ranked(to_ack).label("to_ack"),
+            func.max(to_ack).label("to_ack_max"),
+            ranked(to_removal).label("to_removal"),
+            func.max(to_removal).label("to_removal_max"),
+            _count(ack_breach).label("ack_breaches"),
+            _count(removal_breach).label("removal_breaches"),
+            _count(unfiled.c.notice_id.is_not(None)).label("undelivered_breaches"),
+            _count(and_(state == removed, on_clock <= bound.c.removal_within)).label("removed_in_bound"),
+            func.coalesce(
+                func.sum(func.floor(func.extract("epoch", paused_for)) + notices.c.earlier_paused_s).filter(
+                    asked.is_not(None)
+                ),
+                0,
+            ).label("paused_s"),
+            *(
+                _count(to_removal <= bindparam(f"within_{name}", within, type_=INTERVAL())).label(
+                    f"removed_within_{name}"
+                )
+                for name, within in REMOVED_WITHIN
+            ),
+            func.min(delivered).filter(unacknowledged).label("oldest_open"),
+            func.min(r.ingested_at).filter(state.in_(undelivered)).label("oldest_undelivered"),
+        )
+        .select_from(
+            requests.join(bound, bound.c.platform == r.platform)
+            .outerjoin(unfiled, unfiled.c.notice_id == r.notice_id)
+            .outerjoin(notices, notices.c.notice_id == r.notice_id)
+        )
+        .where(window(since, until), state != RequestState.WITHDRAWN.value)
+        .group_by(r.platform)
+        .subquery("per_request")
+    )
+    per_notice_rows = (
+        select(r.platform, func.bool_or(delivered.is_not(None)).label("reached"))
+        .where(
+            window(since, until),
+            r.platform.in_(list(bounds)),
+            r.notice_id.is_not(None),
+            state != RequestState.WITHDRAWN.value,
+        )
+        .group_by(r.platform, r.notice_id)
+        .subquery("per_notice_rows")
+    )
+    per_notice = (
+        select(
+            per_notice_rows.c.platform,
+            func.count().label("notices"),
+            _count(per_notice_rows.c.reached).label("delivered"),
+        )
+        .group_by(per_notice_rows.c.platform)
+        .subquery("per_notice")
+    )
+    return select(
+        per_request,
+        func.coalesce(per_notice.c.notices, 0).label("notices"),
+        func.coalesce(per_notice.c.delivered, 0).label("delivered"),
+    ).select_from(per_request.outerjoin(per_notice, per_notice.c.platform == per_request.c.platform))
