@@ -110,15 +110,17 @@ class ReportSqlMixin:
         now: datetime,
         since: datetime | None,
         until: datetime | None,
+        profiles: Mapping[tuple[str, str], Bounds] | None = None,
     ) -> dict[str, PlatformFigures]:
-        """The figures of the platforms of ``bounds`` with requests in the window: grouped SQL on
+        """The figures of the platforms of ``bounds`` with requests in the window, each request
+        judged by its profile's bounds on its platform when ``profiles`` has them: grouped SQL on
         PostgreSQL, the domain's tally over :meth:`report_rows` elsewhere."""
         if not bounds:
             return {}
         if self.dialect != "postgresql":
             rows = await self.report_rows(since=since, until=until, platforms=list(bounds))
-            return tally(rows, bounds=bounds, now=now)
-        statement = figures_statement(bounds, now=now, since=since, until=until)
+            return tally(rows, bounds=bounds, now=now, profiles=profiles)
+        statement = figures_statement(bounds, now=now, since=since, until=until, profiles=profiles)
         withdrawn = (
             select(requests.c.platform, func.count())
             .where(

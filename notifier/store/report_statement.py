@@ -108,7 +108,12 @@ def _count(condition: ColumnElement[bool]) -> ColumnElement[int]:
 
 
 def figures_statement(
-    bounds: Mapping[str, Bounds], *, now: datetime, since: datetime | None, until: datetime | None
+    bounds: Mapping[str, Bounds],
+    *,
+    now: datetime,
+    since: datetime | None,
+    until: datetime | None,
+    profiles: Mapping[tuple[str, str], Bounds] | None = None,
 ) -> Select[Any]:
     """One row of figures per platform of ``bounds`` with requests in the window (PostgreSQL).
 
@@ -126,6 +131,22 @@ def figures_statement(
         column("removal_within", INTERVAL()),
         name="bounds",
     ).data([(name, b.ack_within, b.removal_within) for name, b in bounds.items()])
+    joined = requests.join(bound, bound.c.platform == r.platform)
+    ack_within: ColumnElement[timedelta] = bound.c.ack_within
+    removal_within: ColumnElement[timedelta] = bound.c.removal_within
+    if profiles:
+        # A request of a deadline profile is judged by that profile's bounds on its platform, when
+        # the platform has them (SPEC §14), else by the platform's: as the tally's ``profiles``.
+        own = values(
+            column("platform", String()),
+            column("profile", String()),
+            column("ack_within", INTERVAL()),
+            column("removal_within", INTERVAL()),
+            name="profile_bounds",
+        ).data([(p, name, b.ack_within, b.removal_within) for (p, name), b in profiles.items()])
+        joined = joined.outerjoin(own, and_(own.c.platform == r.platform, own.c.profile == r.deadline))
+        ack_within = func.coalesce(own.c.ack_within, bound.c.ack_within, type_=INTERVAL())
+        removal_within = func.coalesce(own.c.removal_within, bound.c.removal_within, type_=INTERVAL())
     at = bindparam("now", as_utc(now), type_=UTCDateTime())
     state, delivered = r.state, r.delivered_at
     resolved, answered, is_open = _states(RESOLVED), _states(ANSWERED), _states(OPEN)
@@ -140,7 +161,7 @@ def figures_statement(
     to_removal = interval(case((state == removed, r.resolved_at - delivered)))
     age = interval(at - delivered)
     acknowledged = and_(delivered.is_not(None), or_(state.in_(answered), r.acknowledged_at.is_not(None)))
-    ack_breach = or_(to_ack > bound.c.ack_within, and_(unacknowledged, age > bound.c.ack_within))
+    ack_breach = or_(to_ack > ack_within, and_(unacknowledged, age > ack_within))
     # The removal clock (SPEC §14): from delivery, or from a clarification's answer; stopped while
     # one is asked and unanswered (then a decision is within, and an open request not breached).
     asked, clarified = notices.c.clarification_requested_at, notices.c.clarified_at
@@ -149,8 +170,8 @@ def figures_statement(
     on_clock = interval(case((stopped, literal_column("interval '0'")), else_=r.resolved_at - start))
     to_decision = interval(case((state.in_(resolved), on_clock)))
     removal_breach = or_(
-        to_decision > bound.c.removal_within,
-        and_(state.in_(is_open), ~stopped, interval(at - start) > bound.c.removal_within),
+        to_decision > removal_within,
+        and_(state.in_(is_open), ~stopped, interval(at - start) > removal_within),
     )
     paused_for = interval(case((stopped, at), else_=clarified) - asked)
 
@@ -173,7 +194,7 @@ def figures_statement(
             _count(ack_breach).label("ack_breaches"),
             _count(removal_breach).label("removal_breaches"),
             _count(unfiled.c.notice_id.is_not(None)).label("undelivered_breaches"),
-            _count(and_(state == removed, on_clock <= bound.c.removal_within)).label("removed_in_bound"),
+            _count(and_(state == removed, on_clock <= removal_within)).label("removed_in_bound"),
             func.coalesce(
                 func.sum(func.floor(func.extract("epoch", paused_for)) + notices.c.earlier_paused_s).filter(
                     asked.is_not(None)
@@ -190,9 +211,9 @@ def figures_statement(
             func.min(r.ingested_at).filter(state.in_(undelivered)).label("oldest_undelivered"),
         )
         .select_from(
-            requests.join(bound, bound.c.platform == r.platform)
-            .outerjoin(unfiled, unfiled.c.notice_id == r.notice_id)
-            .outerjoin(notices, notices.c.notice_id == r.notice_id)
+            joined.outerjoin(unfiled, unfiled.c.notice_id == r.notice_id).outerjoin(
+                notices, notices.c.notice_id == r.notice_id
+            )
         )
         .where(window(since, until), state != RequestState.WITHDRAWN.value)
         .group_by(r.platform)

@@ -27,7 +27,7 @@ from notifier.domain.acks import Ack, AckStatus, plan_ack
 from notifier.domain.evidence import Head
 from notifier.domain.models import DeadLetter, Priority, RequestState, TakedownRequest
 from notifier.domain.notices import Attempt, AttemptOutcome, Notice, SendResult
-from notifier.domain.report import Bounds, ReportRow, platform_documents, platform_reports
+from notifier.domain.report import Bounds, ReportRow, platform_documents, platform_reports, tally
 from notifier.domain.report_acks import AckSources
 from notifier.domain.sla import SlaKind
 from notifier.ports import Incoming, Store
@@ -364,6 +364,7 @@ async def write_rows(store: SqlStore, rows: Sequence[ReportRow]) -> None:
                         "delivered_at": row.delivered_at,
                         "acknowledged_at": row.acknowledged_at,
                         "resolved_at": row.resolved_at,
+                        "deadline": row.deadline,
                     }
                     for index, row in enumerate(rows)
                 ],
@@ -599,3 +600,36 @@ async def test_random_datasets_give_the_figures_of_the_tally(sql_store: SqlStore
                 await compare(sql_store, rows, platform_bounds, now=now, since=since, until=until)
             except AssertionError as error:
                 raise AssertionError(f"seed {seed}, now {now}, window {since} → {until}") from error
+
+
+async def test_requests_of_deadline_profiles_are_judged_by_their_profiles_bounds(sql_store: SqlStore) -> None:
+    """On PostgreSQL the grouped statement judges each request by its profile's bounds on its
+    platform, as the tally does: a profile the platform has, one it has not, and none."""
+    bounds = {
+        "telegram": Bounds(ack_within=H36, removal_within=H36),
+        "clipshare": Bounds(ack_within=H36, removal_within=H36),
+    }
+    hour = timedelta(hours=1)
+    profiles = {
+        ("telegram", "tco"): Bounds(ack_within=hour, removal_within=hour),
+        ("clipshare", "tco"): Bounds(ack_within=hour + US, removal_within=timedelta(hours=24)),
+        ("telegram", "netzdg"): Bounds(ack_within=timedelta(hours=24), removal_within=timedelta(days=7)),
+    }
+    for seed in range(25):
+        rng = random.Random(seed)
+        rows = [
+            replace(row, deadline=rng.choice([None, None, "tco", "netzdg", "other"]))
+            for row in random_rows(rng, rng.choice([1, 10, 150]))
+        ]
+        await write_rows(sql_store, rows)
+        now = T0 + timedelta(hours=rng.randrange(0, 200, 6)) + rng.choice([timedelta(0), US])
+        computed = await sql_store.report_figures(
+            bounds=bounds, now=now, since=None, until=None, profiles=profiles
+        )
+        reference = tally(rows, bounds=bounds, now=now, profiles=profiles)
+        assert platform_documents(computed, bounds=bounds) == platform_documents(reference, bounds=bounds), (
+            seed
+        )
+    # The profiles change the figures here: judged by the platforms' bounds, they differ.
+    by_platform = tally(rows, bounds=bounds, now=now)
+    assert platform_documents(by_platform, bounds=bounds) != platform_documents(reference, bounds=bounds)
