@@ -3,7 +3,8 @@
 Creates a PostgreSQL database of its own (schema through the migrations, as ``create_store`` does
 it), bulk-loads requests and notices with COPY in a realistic mix of states and times (five
 platforms; notices delivered, acknowledged, resolved, failed, still queued; requests removed,
-rejected, acknowledged, open, failed, pending), then times:
+rejected, acknowledged, open, failed, pending; one request in ten under one of two deadline
+profiles, which the configuration defines, so each is judged by its profile's bounds), then times:
 
 1. ``python -m notifier report -c CONFIG --format json`` as an operator runs it: wall time of the
    whole process (interpreter start, settings, migrations check, query, figures, JSON), best of
@@ -43,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.notices import notice_id
 from notifier.domain.report import platform_documents, tally
-from notifier.services.report import FiguresStore, build_report, platform_bounds
+from notifier.services.report import FiguresStore, build_report, platform_bounds, profile_bounds
 from notifier.settings import load_settings
 from notifier.store import create_store
 from tests.acceptance.harness import cli_env, write_config
@@ -63,6 +64,8 @@ NOTICE_MIX = {
     NoticeState.RETRYING: 0.02,
     NoticeState.QUEUED: 0.03,
 }
+# The deadline profiles a tenth of the requests are judged by (``platforms_toml`` defines them).
+DEADLINES = {0: "tco_removal_order", 10: "netzdg_other"}
 HOUR = 3600.0
 DAY = 24 * HOUR
 
@@ -80,6 +83,7 @@ REQUEST_COLUMNS = [
     "acknowledged_at",
     "resolved_at",
     "notice_position",
+    "deadline",
 ]
 NOTICE_COLUMNS = [
     "notice_id",
@@ -155,11 +159,13 @@ class Generator:
         n = self.index
         rid = f"kcsc-2025-{n:07d}"
         prio = "urgent" if n % 97 == 0 else "normal"
+        # One request in ten under a deadline profile (SPEC §14), as a regulator's mix would be.
+        deadline = DEADLINES[n % 20] if n % 10 == 0 else None
         body = BODY.format(n=n, h=f"{self.rng.getrandbits(256):064x}", p=platform, prio=prio, rid=rid)
         digest = hashlib.sha256(body.encode()).hexdigest()
         self.data.requests.append(
             (rid, platform, state.value, prio, digest, body, "amqp:takedown.requests", ingested,
-             notice, delivered, acknowledged, resolved, position)
+             notice, delivered, acknowledged, resolved, position, deadline)
         )  # fmt: skip
         self.data.states[state.value] = self.data.states.get(state.value, 0) + 1
 
@@ -271,7 +277,14 @@ def dead_letter_records(count: int, now: datetime) -> Iterator[tuple[Any, ...]]:
 
 
 def platforms_toml() -> str:
-    parts = []
+    """Five email platforms (streamhub with a 24 h acknowledgement bound) and two deadline profiles,
+    so that the report judges the requests of a profile by the profile's bounds."""
+    parts = [
+        '[deadlines.tco_removal_order]\nlabel = "TCO removal order: one hour"\n'
+        'ack_within = "1h"\nremoval_within = "1h"\n',
+        '[deadlines.netzdg_other]\nlabel = "NetzDG, other unlawful content: 7 days"\n'
+        'ack_within = "24h"\nremoval_within = "7d"\n',
+    ]
     for p in PLATFORMS:
         parts.append(
             f'[platforms.{p}]\nname = "{p.title()}"\nchannel = "email"\n'
@@ -393,22 +406,31 @@ async def main() -> None:
                 raise SystemExit(f"the report counts {counted:,} requests, not {rows:,}")
 
             bounds = platform_bounds(settings)
+            profiles = profile_bounds(settings)
             reporting: FiguresStore = store
             build_s, figures_s = [], []
             for _ in range(args.rounds):
                 t0 = time.perf_counter()
-                await build_report(reporting, bounds, now=datetime.now(UTC))
+                await build_report(reporting, bounds, now=datetime.now(UTC), profiles=profiles)
                 build_s.append(time.perf_counter() - t0)
             for _ in range(args.rounds):
                 t0 = time.perf_counter()
-                await reporting.report_figures(bounds=bounds, now=datetime.now(UTC), since=None, until=None)
+                await reporting.report_figures(
+                    bounds=bounds,
+                    now=datetime.now(UTC),
+                    since=None,
+                    until=None,
+                    profiles=profiles.on_platform,
+                )
                 figures_s.append(time.perf_counter() - t0)
             now = datetime.now(UTC)
-            computed = await reporting.report_figures(bounds=bounds, now=now, since=None, until=None)
+            computed = await reporting.report_figures(
+                bounds=bounds, now=now, since=None, until=None, profiles=profiles.on_platform
+            )
             t0 = time.perf_counter()
             fetched = await reporting.report_rows(since=None, until=None, platforms=list(bounds))
             t1 = time.perf_counter()
-            reference = tally(fetched, bounds=bounds, now=now)
+            reference = tally(fetched, bounds=bounds, now=now, profiles=profiles.on_platform)
             t2 = time.perf_counter()
             del fetched
             fetch_s, tally_s = t1 - t0, t2 - t1
