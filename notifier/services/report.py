@@ -66,11 +66,12 @@ class FiguresStore(ReportStore, Protocol):
         since: datetime | None,
         until: datetime | None,
         profiles: Mapping[tuple[str, str], Bounds] | None = None,
+        groups: Mapping[str, Bounds] | None = None,
     ) -> dict[str, PlatformFigures]:
         """The figures of the platforms of ``bounds`` over the requests the window selects (as
         :func:`notifier.domain.report.in_window` does), a request of a deadline profile judged by
-        ``profiles[(platform, profile)]`` when there is one (as the tally's ``profiles``); a
-        platform with none may be left out."""
+        ``profiles[(platform, profile)]`` when there is one; with ``groups``, per deadline profile
+        instead (the tally's ``profiles`` and ``groups``). A group with none may be left out."""
         ...
 
 
@@ -156,14 +157,18 @@ async def build_report(
     """``{"generated_at", "since", "until", "platforms": [...]}``; every platform of ``bounds``
     appears, zeros and nulls when it has nothing in the window. ``by="profile"``: ``"profiles"``
     instead, one group per deadline profile (and one for requests without one). Each request is
-    judged by its own profile's bounds on its platform. A store that computes figures itself does
-    so by platform; by profile, the rows are tallied here."""
+    judged by its own profile's bounds on its platform."""
     if by not in GROUPINGS:
         raise ValueError(f"unknown grouping {by!r} (use {', '.join(GROUPINGS)})")
     profiles = profiles or ProfileBounds()
-    if isinstance(store, FiguresStore) and by == "platform":
+    if isinstance(store, FiguresStore):
         figures = await store.report_figures(
-            bounds=bounds, now=now, since=since, until=until, profiles=profiles.on_platform
+            bounds=bounds,
+            now=now,
+            since=since,
+            until=until,
+            profiles=profiles.on_platform,
+            groups=profiles.groups if by == "profile" else None,
         )
     else:
         rows = await store.report_rows(since=since, until=until, platforms=list(bounds))

@@ -40,7 +40,7 @@ from notifier.domain.report import (
     tally,
 )
 from notifier.store.ingest import as_utc
-from notifier.store.report_statement import figures_statement, unfiled_notices, window, without_jit
+from notifier.store.report_statement import figures_statement, grouping, unfiled_notices, window, without_jit
 from notifier.store.tables import dead_letters, notices, requests
 
 _CHUNK = 10_000
@@ -111,24 +111,30 @@ class ReportSqlMixin:
         since: datetime | None,
         until: datetime | None,
         profiles: Mapping[tuple[str, str], Bounds] | None = None,
+        groups: Mapping[str, Bounds] | None = None,
     ) -> dict[str, PlatformFigures]:
-        """The figures of the platforms of ``bounds`` with requests in the window, each request
-        judged by its profile's bounds on its platform when ``profiles`` has them: grouped SQL on
-        PostgreSQL, the domain's tally over :meth:`report_rows` elsewhere."""
+        """The figures of the platforms of ``bounds`` with requests in the window (per profile of
+        ``groups`` instead, with them), each request judged by its profile's bounds on its
+        platform when ``profiles`` has them: grouped SQL on PostgreSQL, the domain's tally over
+        :meth:`report_rows` elsewhere."""
         if not bounds:
             return {}
         if self.dialect != "postgresql":
             rows = await self.report_rows(since=since, until=until, platforms=list(bounds))
-            return tally(rows, bounds=bounds, now=now, profiles=profiles)
-        statement = figures_statement(bounds, now=now, since=since, until=until, profiles=profiles)
+            return tally(rows, bounds=bounds, now=now, profiles=profiles, groups=groups)
+        statement = figures_statement(
+            bounds, now=now, since=since, until=until, profiles=profiles, groups=groups
+        )
+        key, keep = grouping(groups)
         withdrawn = (
-            select(requests.c.platform, func.count())
+            select(key, func.count())
             .where(
                 window(since, until),
                 requests.c.platform.in_(list(bounds)),
                 requests.c.state == RequestState.WITHDRAWN.value,
+                *keep,
             )
-            .group_by(requests.c.platform)
+            .group_by(key)
         )
         async with self._read("report_figures") as conn:
             await without_jit(conn)

@@ -7,7 +7,7 @@ stays the reference (``tests/contract/test_report_store_contract.py`` compares t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,6 +20,7 @@ from sqlalchemy import (
     case,
     column,
     func,
+    literal,
     literal_column,
     or_,
     select,
@@ -32,7 +33,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.models import RequestState
-from notifier.domain.report import ANSWERED, OPEN, REMOVED_WITHIN, RESOLVED, UNDELIVERED, Bounds
+from notifier.domain.report import ANSWERED, NO_PROFILE, OPEN, REMOVED_WITHIN, RESOLVED, UNDELIVERED, Bounds
 from notifier.domain.sla import SlaKind
 from notifier.store.ingest import as_utc
 from notifier.store.tables import UTCDateTime, notices, requests, sla_decisions
@@ -107,6 +108,16 @@ def _count(condition: ColumnElement[bool]) -> ColumnElement[int]:
     return func.count().filter(condition)
 
 
+def grouping(groups: Collection[str] | None) -> tuple[ColumnElement[str], list[ColumnElement[bool]]]:
+    """What the report's rows are grouped by, and the conditions keeping only the groups asked for:
+    the platform; with ``groups``, the request's deadline profile (:data:`NO_PROFILE` for none),
+    of those in ``groups`` only (a request of an unknown profile is in no group, as in the tally)."""
+    if groups is None:
+        return requests.c.platform, []
+    key = func.coalesce(requests.c.deadline, literal(NO_PROFILE, String()))
+    return key, [key.in_(sorted(groups))]
+
+
 def figures_statement(
     bounds: Mapping[str, Bounds],
     *,
@@ -114,8 +125,11 @@ def figures_statement(
     since: datetime | None,
     until: datetime | None,
     profiles: Mapping[tuple[str, str], Bounds] | None = None,
+    groups: Collection[str] | None = None,
 ) -> Select[Any]:
-    """One row of figures per platform of ``bounds`` with requests in the window (PostgreSQL).
+    """One row of figures per platform of ``bounds`` with requests in the window (PostgreSQL); with
+    ``groups``, per deadline profile of ``groups`` instead (:data:`NO_PROFILE` for requests without
+    one), in the column still named ``platform``, as the tally's ``groups``.
 
     Each aggregate is a rule of :class:`notifier.domain.report.PlatformTally` read row by row:
     a duration is NULL where the tally appends nothing (``percentile_disc``, ``max`` and ``min``
@@ -132,6 +146,7 @@ def figures_statement(
         name="bounds",
     ).data([(name, b.ack_within, b.removal_within) for name, b in bounds.items()])
     joined = requests.join(bound, bound.c.platform == r.platform)
+    key, keep = grouping(groups)
     ack_within: ColumnElement[timedelta] = bound.c.ack_within
     removal_within: ColumnElement[timedelta] = bound.c.removal_within
     if profiles:
@@ -177,7 +192,7 @@ def figures_statement(
 
     per_request = (
         select(
-            r.platform,
+            key.label("platform"),
             func.count().label("requests"),
             _count(acknowledged).label("acknowledged"),
             _count(state == removed).label("removed"),
@@ -215,19 +230,20 @@ def figures_statement(
                 notices, notices.c.notice_id == r.notice_id
             )
         )
-        .where(window(since, until), state != RequestState.WITHDRAWN.value)
-        .group_by(r.platform)
+        .where(window(since, until), state != RequestState.WITHDRAWN.value, *keep)
+        .group_by(key)
         .subquery("per_request")
     )
     per_notice_rows = (
-        select(r.platform, func.bool_or(delivered.is_not(None)).label("reached"))
+        select(key.label("platform"), func.bool_or(delivered.is_not(None)).label("reached"))
         .where(
             window(since, until),
             r.platform.in_(list(bounds)),
             r.notice_id.is_not(None),
             state != RequestState.WITHDRAWN.value,
+            *keep,
         )
-        .group_by(r.platform, r.notice_id)
+        .group_by(key, r.notice_id)
         .subquery("per_notice_rows")
     )
     per_notice = (

@@ -27,7 +27,7 @@ from notifier.domain.acks import Ack, AckStatus, plan_ack
 from notifier.domain.evidence import Head
 from notifier.domain.models import DeadLetter, Priority, RequestState, TakedownRequest
 from notifier.domain.notices import Attempt, AttemptOutcome, Notice, SendResult
-from notifier.domain.report import Bounds, ReportRow, platform_documents, platform_reports, tally
+from notifier.domain.report import NO_PROFILE, Bounds, ReportRow, platform_documents, platform_reports, tally
 from notifier.domain.report_acks import AckSources
 from notifier.domain.sla import SlaKind
 from notifier.ports import Incoming, Store
@@ -604,17 +604,19 @@ async def test_random_datasets_give_the_figures_of_the_tally(sql_store: SqlStore
 
 async def test_requests_of_deadline_profiles_are_judged_by_their_profiles_bounds(sql_store: SqlStore) -> None:
     """On PostgreSQL the grouped statement judges each request by its profile's bounds on its
-    platform, as the tally does: a profile the platform has, one it has not, and none."""
-    bounds = {
-        "telegram": Bounds(ack_within=H36, removal_within=H36),
-        "clipshare": Bounds(ack_within=H36, removal_within=H36),
-    }
+    platform, as the tally does: a profile the platform has, one it has not, and none; and groups
+    the figures by profile when asked to (``report --by profile``)."""
+    h36 = Bounds(ack_within=H36, removal_within=H36)
+    bounds = {"telegram": h36, "clipshare": h36}
     hour = timedelta(hours=1)
+    week = Bounds(ack_within=timedelta(hours=24), removal_within=timedelta(days=7))
     profiles = {
         ("telegram", "tco"): Bounds(ack_within=hour, removal_within=hour),
         ("clipshare", "tco"): Bounds(ack_within=hour + US, removal_within=timedelta(hours=24)),
-        ("telegram", "netzdg"): Bounds(ack_within=timedelta(hours=24), removal_within=timedelta(days=7)),
+        ("telegram", "netzdg"): week,
     }
+    # A group per profile, NO_PROFILE for requests without one; "other" is configured nowhere.
+    groups = {NO_PROFILE: h36, "tco": Bounds(ack_within=hour, removal_within=hour), "netzdg": week}
     for seed in range(25):
         rng = random.Random(seed)
         rows = [
@@ -623,13 +625,20 @@ async def test_requests_of_deadline_profiles_are_judged_by_their_profiles_bounds
         ]
         await write_rows(sql_store, rows)
         now = T0 + timedelta(hours=rng.randrange(0, 200, 6)) + rng.choice([timedelta(0), US])
-        computed = await sql_store.report_figures(
-            bounds=bounds, now=now, since=None, until=None, profiles=profiles
-        )
-        reference = tally(rows, bounds=bounds, now=now, profiles=profiles)
-        assert platform_documents(computed, bounds=bounds) == platform_documents(reference, bounds=bounds), (
-            seed
-        )
-    # The profiles change the figures here: judged by the platforms' bounds, they differ.
-    by_platform = tally(rows, bounds=bounds, now=now)
-    assert platform_documents(by_platform, bounds=bounds) != platform_documents(reference, bounds=bounds)
+        since = rng.choice([None, T0 + timedelta(hours=rng.randrange(0, 96, 6))])
+        for grouped in (None, groups):
+            computed = await sql_store.report_figures(
+                bounds=bounds, now=now, since=since, until=None, profiles=profiles, groups=grouped
+            )
+            reference = tally(rows, bounds=bounds, now=now, since=since, profiles=profiles, groups=grouped)
+            shown = grouped or bounds
+            assert platform_documents(computed, bounds=shown) == platform_documents(
+                reference, bounds=shown
+            ), (
+                seed,
+                grouped,
+            )
+    # The profiles change the figures here: judged by the platforms' bounds alone, they differ.
+    plain = tally(rows, bounds=bounds, now=now, since=since)
+    judged = tally(rows, bounds=bounds, now=now, since=since, profiles=profiles)
+    assert platform_documents(plain, bounds=bounds) != platform_documents(judged, bounds=bounds)
