@@ -4,23 +4,22 @@ PostgreSQL computes them in one grouped statement, SQLite tallies its rows with 
 :func:`notifier.domain.verification.verification_figures`; both must give exactly what that tally
 gives of the rows as written here, straight into the tables: edges (a wait of a fraction of a
 second, ties, a removal seen before the delivery, a request verified but never delivered, checks
-that concluded something) and seeded random datasets.
+that concluded something) and seeded random datasets. The store is the contract tests' own
+(``conftest.py``): each database in turn.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import delete
 
 from notifier.domain.verification import CheckOutcome, VerificationRow, verification_figures
-from notifier.store import SqlStore, create_store
+from notifier.store import SqlStore
 from notifier.store.tables import requests, url_checks
 
 T0 = datetime(2024, 9, 3, 1, 0, tzinfo=UTC)
@@ -38,23 +37,6 @@ class Written:
     false_claims: int = 0
     reappeared_at: datetime | None = None
     checks: tuple[CheckOutcome, ...] = ()
-
-
-@pytest.fixture(params=[pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[SqlStore]:
-    opened = await create_store(store_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def write(store: SqlStore, written: Sequence[Written]) -> None:
