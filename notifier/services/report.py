@@ -25,9 +25,7 @@ from notifier.domain.report import (
     tally,
 )
 from notifier.domain.report_acks import AckSources, ack_source_figures
-from notifier.domain.verification import (
-    empty_verification_figures,
-)
+from notifier.domain.verification import empty_verification_figures
 from notifier.services.report_render import (
     FORMATS,
     csv_header,

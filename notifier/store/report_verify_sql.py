@@ -2,7 +2,7 @@
 false claims, re-appearances, checks that concluded nothing, and delivery → verified removal.
 
 On PostgreSQL one grouped statement computes them, the waits ranked with ``percentile_disc`` (the
-nearest-rank rule, as :mod:`notifier.store.report_sql` does for the report's other durations);
+nearest-rank rule, as :mod:`notifier.store.report_statement` does for the report's other durations);
 elsewhere the requests are read and tallied by the domain
 (:func:`notifier.domain.verification.verification_figures`), which stays the reference: the
 contract tests hold the two equal. Reading one row a request into Python was most of
