@@ -57,7 +57,7 @@ from bench.celery_peer import celery_rate
 from bench.cpu import ProgramCpu, per_message_line
 from bench.intake import AMQP_URL, PG_ADMIN, delete_queues
 from bench.sink import SinkProcess, SinkStats
-from notifier import app
+from notifier import app, opening
 from notifier.channels.email import build_notice_email, flatten, message_id_for
 from notifier.channels.rendering import Renderer
 from notifier.domain.models import IntakeOutcome, TakedownRequest
@@ -404,7 +404,7 @@ async def notifier_dispatch(
     async with environment(kind) as env:
         with tempfile.TemporaryDirectory() as folder:
             settings = env.settings(Path(folder), sink.port, max_wait="10m")
-            await store_pending(env.store_url, bodies, app.vocabulary(settings))
+            await store_pending(env.store_url, bodies, opening.vocabulary(settings))
             profiler = cProfile.Profile() if profile is not None else None
             meter = Meter(sink)
             await meter.prepare()
@@ -551,7 +551,7 @@ def sample_message(settings: Settings, bodies: Sequence[bytes]) -> tuple[bytes, 
     platform_id = PLATFORMS[0]
     platform = settings.platforms[platform_id]
     assert platform.email is not None
-    vocabulary = app.vocabulary(settings)
+    vocabulary = opening.vocabulary(settings)
     requests: list[TakedownRequest] = [parse_request(b, vocabulary) for b in bodies[:PER_NOTICE]]
     now = datetime.now(UTC)
     nid = notice_id(platform_id, now, 1)
@@ -563,7 +563,7 @@ def sample_message(settings: Settings, bodies: Sequence[bytes]) -> tuple[bytes, 
         created_at=now,
         ack_by=now + settings.sla.ack_within,
         remove_by=now + settings.sla.removal_within,
-        authority=app.authority(settings),
+        authority=opening.authority(settings),
         requests=tuple(requests),
         category_labels=settings.category_labels,
     )

@@ -13,7 +13,6 @@ import typer
 from rich.table import Table
 
 from notifier import __version__
-from notifier.app import ack_service, open_store, run_daemon
 from notifier.cli_args import ByOption, ConfigOption, config_first, entry_for, err, fail, out, settings_from
 from notifier.cli_bundle import register as register_bundle
 from notifier.cli_check import register as register_check
@@ -30,10 +29,10 @@ from notifier.domain.models import format_timestamp
 from notifier.errors import AlreadyRunning, ConfigError, InvalidRequest, NotifierError
 from notifier.logging import configure_logging
 from notifier.metrics import Metrics
+from notifier.opening import open_store, require_evidence_key
 from notifier.services.acks import AckOutcome
 from notifier.services.operator import record_ack, record_submitted, retry_notice
 from notifier.services.status import lookup, overview
-from notifier.wiring import require_evidence_key
 
 app = typer.Typer(
     name="notifier",
@@ -76,6 +75,8 @@ def run(
 ) -> None:
     """The daemon: intake, batching, dispatch, acknowledgements, the SLA monitor, the HTTP server.
     SIGTERM/SIGINT drain gracefully."""
+    from notifier.app import run_daemon
+
     configure_logging(json=True, level=log_level)
     settings = settings_from(config)
     try:
@@ -282,6 +283,8 @@ def ack(
                     f"{notice.notice_id}: submitted, delivered at {format_timestamp(when)}", markup=False
                 )
                 return 0
+            from notifier.app import ack_service
+
             acks = ack_service(settings, store, SystemClock(), Metrics())
             result = await record_ack(
                 acks,

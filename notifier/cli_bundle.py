@@ -16,13 +16,13 @@ from typing import Annotated, cast
 
 import typer
 
-from notifier.app import open_store
 from notifier.cli_args import ConfigOption, fail, os_user, out, settings_from
 from notifier.cli_evidence import evidence_app
 from notifier.clock import SystemClock
 from notifier.domain.evidence_bundle import MANIFEST, check_bundle
 from notifier.errors import ConfigError, NotifierError
 from notifier.logging import configure_logging
+from notifier.opening import open_store, profile_bounds, require_evidence_key, sla_bounds
 from notifier.ports.evidence import PurgeCounts, PurgeStore
 from notifier.services.evidence_export import (
     Bundle,
@@ -32,7 +32,6 @@ from notifier.services.evidence_export import (
     record_export,
 )
 from notifier.settings import Settings
-from notifier.wiring import profile_bounds, require_evidence_key, sla_bounds
 
 # The first page first.
 _FIRST = ("README.txt", "VERIFY.md", MANIFEST)

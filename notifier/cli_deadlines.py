@@ -14,7 +14,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from notifier.app import Channels, authority, open_store
 from notifier.cli_args import ByOption, ConfigOption, entry_for
 from notifier.clock import SystemClock
 from notifier.domain.manual import Entry
@@ -22,6 +21,7 @@ from notifier.domain.models import format_timestamp
 from notifier.errors import ConfigError, NotifierError
 from notifier.failures import DeliveryError
 from notifier.logging import configure_logging
+from notifier.opening import authority, open_store
 from notifier.ports import Store
 from notifier.services.clarify import Clarified, send_clarification
 from notifier.services.routes import Route
@@ -51,6 +51,8 @@ def _note(path: Path, option: str = "--note-file") -> str:
 @contextlib.asynccontextmanager
 async def _wired(settings: Settings) -> AsyncIterator[tuple[Store, dict[str, Route], datetime]]:
     """The existing store (never created here) and the platforms' routes, closed afterwards."""
+    from notifier.wiring import Channels
+
     store = await open_store(settings, existing=True)
     channels = Channels(settings, SystemClock())
     try:

@@ -13,10 +13,10 @@ from typing import Annotated
 
 import typer
 
-from notifier.app import open_store
 from notifier.cli_args import ConfigOption, fail, out, settings_from
 from notifier.errors import ConfigError, NotifierError
 from notifier.logging import configure_logging
+from notifier.opening import open_store
 from notifier.services.evidence import LedgerVerdict, verify_ledger
 from notifier.settings import Settings
 

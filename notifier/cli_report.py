@@ -17,12 +17,12 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.console import Console
 
-from notifier.app import open_store
 from notifier.cli_args import ConfigOption
 from notifier.clock import SystemClock
 from notifier.domain.durations import parse_duration
 from notifier.errors import ConfigError, NotifierError
 from notifier.logging import configure_logging
+from notifier.opening import open_store
 from notifier.services.report import (
     ReportStore,
     build_report,

@@ -8,13 +8,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from notifier.app import create_queue, vocabulary
 from notifier.domain.models import Priority, TakedownRequest
 from notifier.domain.validation import parse_request
 from notifier.errors import ConfigError, InvalidRequest
 from notifier.intake.records import Record, read_records
+from notifier.opening import open_store, vocabulary
 from notifier.settings import Settings
-from notifier.wiring import open_store
 
 PUBLISH_CHUNK = 1000
 PROGRESS_FROM = 1000  # records; smaller submissions finish before a bar would help
@@ -64,6 +63,8 @@ async def submit_files(settings: Settings, names: list[str], *, out: Console, er
     for request, body in publish:
         is_urgent = request.priority is Priority.URGENT or request.deadline in urgent_profiles
         (urgent if is_urgent else normal).append(body)
+    from notifier.wiring import create_queue
+
     queue = create_queue(settings)
     await queue.connect()
     try:

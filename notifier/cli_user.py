@@ -18,11 +18,11 @@ from typing import Annotated, Any
 
 import typer
 
-from notifier.app import open_store
 from notifier.cli_args import ConfigOption, err, out, settings_from
 from notifier.clock import SystemClock
 from notifier.errors import ConfigError, NotifierError
 from notifier.logging import configure_logging
+from notifier.opening import open_store
 from notifier.ports import Role, Store
 from notifier.services.users import add_user, change_password, disable_user, enable_user, set_role
 

@@ -16,13 +16,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from notifier.app import Channels, authority, open_store
 from notifier.channels.prober import Prober, prober_options
 from notifier.cli_args import ConfigOption
 from notifier.clock import SystemClock
 from notifier.errors import ConfigError, NotifierError
 from notifier.logging import configure_logging
 from notifier.metrics import Metrics
+from notifier.opening import authority, open_store
 from notifier.services.verification import (
     RoundResult,
     VerificationService,
@@ -38,6 +38,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 async def verify_ids(settings: Settings, ids: list[str]) -> list[RoundResult]:
     """Check ``ids`` now (or, without ids, whatever is due); the checks made."""
+    from notifier.wiring import Channels
+
     clock = SystemClock()
     store = await open_store(settings, existing=True)
     channels = Channels(settings, clock)

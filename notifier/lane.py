@@ -26,10 +26,11 @@ import structlog
 from notifier.clock import SystemClock
 from notifier.logging import configure_logging
 from notifier.metrics import Metrics, lane_samples
+from notifier.opening import open_store
 from notifier.runtime.lane import chaining
 from notifier.runtime.supervisor import Supervisor
 from notifier.settings import Settings
-from notifier.wiring import Channels, create_queue, dispatcher, intake_services, open_store
+from notifier.wiring import Channels, create_queue, dispatcher, intake_services
 
 log = structlog.get_logger("notifier.lane")
 

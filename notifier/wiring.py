@@ -1,9 +1,9 @@
-"""The adapters of a configuration, built from its settings: the queue, the store, the channels and
-their shared transports, and what the services are given of the settings (bounds, secrets)."""
+"""The adapters of a configuration that send and receive, built from its settings: the queue, the
+channels and their shared transports, the intake services and the dispatcher. The store and what
+the services are given of the settings (bounds, secrets) are :mod:`notifier.opening`'s."""
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Mapping
 
@@ -16,29 +16,15 @@ from notifier.channels.email import EmailChannel, OperationsMailer, SmtpTranspor
 from notifier.channels.manual import ManualChannel
 from notifier.channels.rendering import Renderer
 from notifier.clock import Clock
-from notifier.domain.notices import Authority
-from notifier.domain.sla import SlaBounds
-from notifier.domain.validation import Vocabulary
-from notifier.errors import ConfigError
 from notifier.intake.amqp import AmqpQueue
 from notifier.intake.local import LocalQueue
 from notifier.intake.service import IntakeService
 from notifier.metrics import Metrics
+from notifier.opening import authority, vocabulary
 from notifier.ports import Channel, IntakeQueue, Store
 from notifier.services.dispatcher import Dispatcher, Route
 from notifier.services.verification import verify_schedules
 from notifier.settings import PlatformSettings, Settings, sqlite_path
-from notifier.store import create_store, open_existing_store
-from notifier.store.evidence_writer import EvidenceOptions, parse_key
-
-
-def vocabulary(settings: Settings) -> Vocabulary:
-    return Vocabulary(
-        platforms=frozenset(settings.platforms),
-        categories=frozenset(settings.categories),
-        deadlines=frozenset(settings.deadlines),
-        category_deadlines=settings.category_deadlines,
-    )
 
 
 def create_queue(settings: Settings) -> IntakeQueue:
@@ -53,52 +39,6 @@ def create_queue(settings: Settings) -> IntakeQueue:
         delivery_limit=settings.queue.delivery_limit,
         queues=[settings.queue.requests, settings.queue.urgent_requests, settings.queue.acks],
     )
-
-
-async def open_store(settings: Settings, *, existing: bool = False, deferred_evidence: bool = False) -> Store:
-    """The store, migrated to this version (the daemon); with ``existing``, only a store notifier
-    made and migrated before (the commands that read or edit it): a mistyped path or URL is refused
-    naming ``store.url``, never created empty. ``deferred_evidence``: the urgent lane's, whose
-    evidence entries wait for the next process that takes the ledger head."""
-    url = settings.store.resolved_url
-    path = sqlite_path(url)
-    evidence = evidence_options(settings)
-    if deferred_evidence:
-        evidence = dataclasses.replace(evidence, deferred=True)
-    if existing:
-        if path is not None and not path.is_file():
-            raise ConfigError(
-                f"store.url: {path} does not exist (nothing has run with this configuration yet: "
-                "check the path, or start `notifier run` once)"
-            )
-        return await open_existing_store(url, evidence=evidence)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    return await create_store(url, evidence=evidence)
-
-
-def evidence_options(settings: Settings) -> EvidenceOptions:
-    """The evidence record's settings for the store: its payloads' key parsed (a malformed one is
-    refused naming ``evidence.key_env``), None when the variable is not set."""
-    section = settings.evidence
-    key = parse_key(section.key, name=f"evidence.key_env ({section.key_env})") if section.key else None
-    return EvidenceOptions(enabled=section.enabled, key=key, retention=section.retention)
-
-
-def require_evidence_key(settings: Settings) -> None:
-    """The daemon keeps what it sends and receives: refuse to run with the record on and no key."""
-    section = settings.evidence
-    if section.enabled and not section.key:
-        raise ConfigError(
-            f"evidence.key_env: environment variable {section.key_env or '(none named)'} is not set; "
-            "the evidence record encrypts its payloads with it (or set evidence.enabled = false)"
-        )
-    evidence_options(settings)
-
-
-def authority(settings: Settings) -> Authority:
-    a = settings.authority
-    return Authority(name=a.name, email=a.email, reply_to=a.reply_to, timezone=a.timezone)
 
 
 class Channels:
@@ -287,44 +227,3 @@ def dispatcher(
         in_call_wait=settings.runtime.in_call_retry_wait.total_seconds(),
         rng=rng,
     )
-
-
-def sla_bounds(settings: Settings) -> dict[str, SlaBounds]:
-    """Each platform's bounds: its own where it sets them, else the [sla] defaults."""
-    sla = settings.sla
-    return {
-        platform_id: SlaBounds(
-            ack_within=platform.sla.ack_within or sla.ack_within,
-            removal_within=platform.sla.removal_within or sla.removal_within,
-            remind_at=platform.sla.remind_at or sla.remind_at,
-            file_within=platform.sla.file_within or sla.file_within,
-        )
-        for platform_id, platform in settings.platforms.items()
-    }
-
-
-def profile_bounds(settings: Settings) -> dict[tuple[str, str], SlaBounds]:
-    """Each deadline profile's bounds on each platform (its overrides applied); ``file_within`` is
-    the platform's, since filing a portal notice is the authority's own clock."""
-    platform_bounds = sla_bounds(settings)
-    return {
-        (platform_id, name): SlaBounds(
-            ack_within=profile.ack_within,
-            removal_within=profile.removal_within,
-            remind_at=profile.remind_at,
-            file_within=platform_bounds[platform_id].file_within,
-        )
-        for platform_id in settings.platforms
-        for name, profile in settings.platform_profiles(platform_id).items()
-    }
-
-
-def callback_secrets(settings: Settings) -> dict[str, str | None]:
-    """Per platform, the secret its callbacks are signed with: its own, else the shared one."""
-    shared = settings.http.callback_secret
-    secrets: dict[str, str | None] = {}
-    for platform_id, platform in settings.platforms.items():
-        own = platform.api.signing_secret if platform.api is not None else None
-        chosen = own or shared
-        secrets[platform_id] = chosen.get_secret_value() if chosen is not None else None
-    return secrets

@@ -35,7 +35,6 @@ from notifier.sandbox.staff import Record
 from notifier.services.report import render_html, render_json, render_table
 
 MARKER = ".notifier-demo"  # the demo only ever empties a folder it made itself
-DEFAULT_SPEED = 200_000.0  # business seconds per real second at most: a month in ≥ 13 s
 
 
 @dataclass
@@ -82,7 +81,7 @@ async def run_demo(
     folder: Path,
     requests: int = scenario.DEFAULT_REQUESTS,
     seed: int = 7,
-    speed: float = DEFAULT_SPEED,
+    speed: float = scenario.DEFAULT_SPEED,
     console: Console | None = None,
     environ: MutableMapping[str, str] | None = None,
 ) -> DemoResult:
@@ -187,7 +186,6 @@ def scenario_summary(result: DemoResult) -> dict[str, Any]:
 
 
 __all__ = [
-    "DEFAULT_SPEED",
     "Demo",
     "DemoError",
     "DemoResult",

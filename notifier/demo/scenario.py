@@ -36,6 +36,7 @@ EMAIL, API, PORTAL, SILENT = "telegram", "videohost", "clipshare", "streamly"
 # Shares of the default 220 requests: 148 to the email platform, as in the regulator's figure.
 SHARES = {EMAIL: 148, API: 40, PORTAL: 16, SILENT: 16}
 DEFAULT_REQUESTS = sum(SHARES.values())
+DEFAULT_SPEED = 200_000.0  # business seconds per real second at most: a month in ≥ 13 s
 
 # Plain HTTP: the sandbox serves the platforms' content on loopback, without certificates.
 URLS = {

@@ -32,13 +32,14 @@ from notifier.clock import SimulatedClock
 from notifier.demo import scenario
 from notifier.errors import NotifierError
 from notifier.intake.local import LocalQueue
+from notifier.opening import authority
 from notifier.sandbox.platforms import Sandbox
 from notifier.sandbox.staff import Inbound
 from notifier.services.clarify import send_clarification
 from notifier.services.operator import record_submitted
 from notifier.services.report import build_report, platform_bounds, profile_bounds
 from notifier.settings import Settings, load_settings
-from notifier.wiring import Channels, authority
+from notifier.wiring import Channels
 
 SETTLE_TIMEOUT_S = 120.0
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from notifier.app import create_queue
 from notifier.domain.models import RequestState
 from notifier.domain.sla import PLATFORM_BREACHES, SlaKind
 from notifier.sandbox.smtp import SmtpSink
 from notifier.settings import load_settings
 from notifier.store import create_store
+from notifier.wiring import create_queue
 from tests.acceptance.harness import Daemons, write_config
 from tests.acceptance.test_sla_scenarios import _after_seconds, of_kind, smtp_section
 from tests.waiting import wait_for

@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from notifier.app import create_queue
 from notifier.domain.models import NoticeState
 from notifier.domain.notices import AttemptOutcome, Notice
 from notifier.sandbox.api import PlatformApi
@@ -34,6 +33,7 @@ from notifier.settings import load_settings
 from notifier.store import SqlStore, create_store
 from notifier.store.tables import notices as notices_table
 from notifier.store.tables import requests as requests_table
+from notifier.wiring import create_queue
 from tests.acceptance.conftest import Shared
 from tests.acceptance.dataset import valid_request
 from tests.acceptance.harness import Daemons, status_json, write_config

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from notifier.app import create_queue
 from notifier.domain.evidence import EvidenceKind
 from notifier.sandbox.smtp import Received, SmtpSink
 from notifier.settings import load_settings
 from notifier.store import create_store
 from notifier.store.evidence_tables import ledger
 from notifier.store.evidence_writer import EvidenceOptions, parse_key
+from notifier.wiring import create_queue
 from tests.acceptance.conftest import Shared
 from tests.acceptance.dataset import valid_request
 from tests.acceptance.harness import Daemons, notifier, write_config

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from notifier.app import Daemon, create_queue
+from notifier.app import Daemon
 from notifier.clock import SimulatedClock
 from notifier.domain.models import RequestState
 from notifier.domain.report import nearest_rank
@@ -34,6 +34,7 @@ from notifier.sandbox.smtp import Received, SmtpSink
 from notifier.services.report import build_report, platform_bounds
 from notifier.settings import load_settings
 from notifier.store import SqlStore, create_store
+from notifier.wiring import create_queue
 from tests.acceptance.harness import Daemons, notifier, write_config
 from tests.waiting import wait_for
 

@@ -12,14 +12,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from notifier.app import vocabulary
 from notifier.cli_submit import submit_files
 from notifier.domain.validation import parse_request
 from notifier.intake.local import LocalQueue
+from notifier.opening import open_store, vocabulary
 from notifier.ports.intake import Incoming
 from notifier.settings import load_settings
 from notifier.settings.fields import sqlite_path
-from notifier.wiring import open_store
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "requests.jsonl"

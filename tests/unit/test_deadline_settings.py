@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from notifier.app import profile_bounds, vocabulary
 from notifier.clock import SimulatedClock
 from notifier.domain.errors import InvalidRequest
 from notifier.domain.models import RequestState, TakedownRequest
@@ -22,6 +21,7 @@ from notifier.errors import ConfigError
 from notifier.intake.memory import MemoryQueue
 from notifier.intake.service import IntakeService
 from notifier.metrics import Metrics
+from notifier.opening import profile_bounds, vocabulary
 from notifier.ports import Incoming
 from notifier.settings import Settings, load_settings
 from notifier.store import SqlStore, create_store
