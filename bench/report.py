@@ -4,7 +4,8 @@ Creates a PostgreSQL database of its own (schema through the migrations, as ``cr
 it), bulk-loads requests and notices with COPY in a realistic mix of states and times (five
 platforms; notices delivered, acknowledged, resolved, failed, still queued; requests removed,
 rejected, acknowledged, open, failed, pending; one request in ten under one of two deadline
-profiles, which the configuration defines, so each is judged by its profile's bounds), then times:
+profiles, which the configuration defines, so each is judged by its profile's bounds; what
+notifier's own checks found of the answered ones, with their rows in ``url_checks``), then times:
 
 1. ``python -m notifier report -c CONFIG --format json`` as an operator runs it: wall time of the
    whole process (interpreter start, settings, migrations check, query, figures, JSON), best of
@@ -13,9 +14,10 @@ profiles, which the configuration defines, so each is judged by its profile's bo
    ``report_figures`` (the grouped SQL statement PostgreSQL runs);
 3. once, the reference path: the store's ``report_rows`` (SQL fetch into ``ReportRow`` objects) and
    the domain's Python ``tally``, whose figures must equal the SQL ones exactly on the whole dataset
-   (the bench stops if they differ).
+   (the bench stops if they differ), and the same for the verification figures.
 
-The database is dropped afterwards. Usage: .venv/bin/python bench/report.py [--rows N] [--rounds N]
+The database is dropped afterwards unless --keep-database. Usage:
+.venv/bin/python bench/report.py [--rows N] [--rounds N] [--keep-database]
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from notifier.domain.models import NoticeState, RequestState
 from notifier.domain.notices import notice_id
 from notifier.domain.report import platform_documents, tally
+from notifier.domain.verification import CheckOutcome, verification_figures
 from notifier.services.report import FiguresStore, build_report, platform_bounds, profile_bounds
 from notifier.settings import load_settings
 from notifier.store import create_store
@@ -84,6 +87,9 @@ REQUEST_COLUMNS = [
     "resolved_at",
     "notice_position",
     "deadline",
+    "verified_removed_at",
+    "reappeared_at",
+    "false_claims",
 ]
 NOTICE_COLUMNS = [
     "notice_id",
@@ -105,6 +111,20 @@ NOTICE_COLUMNS = [
     "last_error",
     "alerted_at",
 ]
+CHECK_COLUMNS = [
+    "request_id",
+    "platform",
+    "url",
+    "at",
+    "outcome",
+    "reason",
+    "http_status",
+    "final_url",
+    "content_type",
+    "bytes_read",
+    "sha256",
+    "rule",
+]
 DEAD_LETTER_COLUMNS = ["source", "reason", "request_id", "body", "body_size", "body_sha256", "at"]
 
 # Roughly the canonical JSON of a request (about 600 bytes): the report never reads it, but the
@@ -123,6 +143,7 @@ BODY = (
 class Dataset:
     requests: list[tuple[Any, ...]] = field(default_factory=list)
     notices: list[tuple[Any, ...]] = field(default_factory=list)
+    checks: list[tuple[Any, ...]] = field(default_factory=list)
     sequences: dict[str, int] = field(default_factory=dict)
     states: dict[str, int] = field(default_factory=dict)
 
@@ -158,6 +179,8 @@ class Generator:
         self.index += 1
         n = self.index
         rid = f"kcsc-2025-{n:07d}"
+        claimed = resolved if state is RequestState.REMOVED else None
+        verified, reappeared, false_claims = self._verification(platform, rid, n, claimed)
         prio = "urgent" if n % 97 == 0 else "normal"
         # One request in ten under a deadline profile (SPEC §14), as a regulator's mix would be.
         deadline = DEADLINES[n % 20] if n % 10 == 0 else None
@@ -165,9 +188,44 @@ class Generator:
         digest = hashlib.sha256(body.encode()).hexdigest()
         self.data.requests.append(
             (rid, platform, state.value, prio, digest, body, "amqp:takedown.requests", ingested,
-             notice, delivered, acknowledged, resolved, position, deadline)
+             notice, delivered, acknowledged, resolved, position, deadline, verified, reappeared,
+             false_claims)
         )  # fmt: skip
         self.data.states[state.value] = self.data.states.get(state.value, 0) + 1
+
+    def _verification(
+        self, platform: str, rid: str, n: int, resolved: datetime | None
+    ) -> tuple[datetime | None, datetime | None, int]:
+        """What notifier's own checks found (SPEC §13) for a request the platform said it removed
+        at ``resolved``: most seen gone by a check hours later, some claims false (the URL still
+        up, seen gone at a later check or not yet), a few back after removal, a few checks that
+        concluded nothing; each check a row of ``url_checks``, as the verifier writes them."""
+        if resolved is None:
+            return None, None, 0
+        rng, url = self.rng, f"https://{platform}.example/c/{n}/0"
+        at = resolved + timedelta(seconds=rng.uniform(0.25 * HOUR, 6 * HOUR))
+        false_claims, verified, reappeared = 0, None, None
+        if rng.random() < 0.03:
+            false_claims = 1
+            self._check(rid, platform, url, at, CheckOutcome.LIVE)
+            at += timedelta(hours=24)
+        if rng.random() < 0.02:
+            self._check(rid, platform, url, at, CheckOutcome.INCONCLUSIVE)
+            at += timedelta(hours=6)
+        if at < self.now and rng.random() < 0.95:
+            verified = at
+            self._check(rid, platform, url, at, CheckOutcome.REMOVED)
+            if rng.random() < 0.01:
+                reappeared = at + timedelta(days=rng.uniform(1, 6))
+        return verified, reappeared, false_claims
+
+    def _check(self, rid: str, platform: str, url: str, at: datetime, outcome: CheckOutcome) -> None:
+        status = {CheckOutcome.REMOVED: 404, CheckOutcome.LIVE: 200, CheckOutcome.INCONCLUSIVE: None}[outcome]
+        reason = {CheckOutcome.REMOVED: "status_404", CheckOutcome.LIVE: "status_200"}.get(outcome, "timeout")
+        digest = f"{self.rng.getrandbits(256):064x}"
+        self.data.checks.append(
+            (rid, platform, url, at, outcome.value, reason, status, url, "text/html", 2048, digest, "")
+        )
 
     def notice(self, platform: str, size: int) -> None:
         rng, now = self.rng, self.now
@@ -348,6 +406,7 @@ async def load(url: str, data: Dataset, now: datetime) -> float:
     try:
         await conn.copy_records_to_table("requests", records=data.requests, columns=REQUEST_COLUMNS)
         await conn.copy_records_to_table("notices", records=data.notices, columns=NOTICE_COLUMNS)
+        await conn.copy_records_to_table("url_checks", records=data.checks, columns=CHECK_COLUMNS)
         await conn.copy_records_to_table(
             "dead_letters", records=list(dead_letter_records(500, now)), columns=DEAD_LETTER_COLUMNS
         )
@@ -356,7 +415,7 @@ async def load(url: str, data: Dataset, now: datetime) -> float:
             sorted(data.sequences.items()),
         )
         # What autovacuum would have done on a database that grew to this size over months.
-        await conn.execute("VACUUM ANALYZE requests, notices, dead_letters")
+        await conn.execute("VACUUM ANALYZE requests, notices, url_checks, dead_letters")
     finally:
         await conn.close()
     return time.perf_counter() - started
@@ -369,6 +428,9 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--notices", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each measurement; the best is kept")
+    parser.add_argument(
+        "--keep-database", action="store_true", help="leave the loaded database in place and print its URL"
+    )
     args = parser.parse_args()
 
     now = datetime.now(UTC)
@@ -378,6 +440,8 @@ async def main() -> None:
     mix = ", ".join(f"{state} {count:,}" for state, count in sorted(data.states.items()))
     print(f"{len(data.requests):,} requests over {len(PLATFORMS)} platforms, {len(data.notices):,} notices")
     print(f"request states: {mix}")
+    verified = sum(1 for r in data.requests if r[REQUEST_COLUMNS.index("verified_removed_at")] is not None)
+    print(f"verification: {verified:,} requests verified removed, {len(data.checks):,} checks")
 
     database = f"notifier_bench_{uuid.uuid4().hex[:8]}"
     url = PG_ADMIN.rsplit("/", 1)[0] + f"/{database}"
@@ -436,10 +500,19 @@ async def main() -> None:
             fetch_s, tally_s = t1 - t0, t2 - t1
             if platform_documents(computed, bounds=bounds) != platform_documents(reference, bounds=bounds):
                 raise SystemExit("the SQL figures differ from the reference tally of the same rows")
+            platforms = list(bounds)
+            checked = await store.verification_figures(since=None, until=None, platforms=platforms)
+            rows_read = await store.verification_rows(since=None, until=None, platforms=platforms)
+            if checked != verification_figures(rows_read):
+                raise SystemExit("the SQL verification figures differ from the reference tally")
+            del rows_read
         finally:
             await store.close()
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        if args.keep_database:
+            print(f"database kept: {url}")
+        else:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         await admin.close()
 
     verdict = "met" if cli.best_s <= TARGET_S else "NOT met"
