@@ -65,11 +65,15 @@ class FiguresStore(ReportStore, Protocol):
         until: datetime | None,
         profiles: Mapping[tuple[str, str], Bounds] | None = None,
         groups: Mapping[str, Bounds] | None = None,
+        verification: bool = False,
     ) -> dict[str, PlatformFigures]:
         """The figures of the platforms of ``bounds`` over the requests the window selects (as
         :func:`notifier.domain.report.in_window` does), a request of a deadline profile judged by
         ``profiles[(platform, profile)]`` when there is one; with ``groups``, per deadline profile
-        instead (the tally's ``profiles`` and ``groups``). A group with none may be left out."""
+        instead (the tally's ``profiles`` and ``groups``). A group with none may be left out.
+        With ``verification`` (not with ``groups``), each platform's
+        :attr:`~notifier.domain.report.PlatformFigures.verification` holds what
+        :meth:`VerificationReportStore.verification_figures` would give for it."""
         ...
 
 
@@ -167,6 +171,7 @@ async def build_report(
             until=until,
             profiles=profiles.on_platform,
             groups=profiles.groups if by == "profile" else None,
+            verification=by == "platform",
         )
     else:
         rows = await store.report_rows(since=since, until=until, platforms=list(bounds))
@@ -193,7 +198,9 @@ async def build_report(
         documents = platform_documents(figures, bounds=bounds, dead_letters=letters)
         # §13's figures after §8's, for every platform (zeros where the store keeps no checks).
         verified: dict[str, dict[str, Any]] = {}
-        if isinstance(store, VerificationReportStore):
+        if isinstance(store, FiguresStore):
+            verified = {p: f.verification for p, f in figures.items() if f.verification is not None}
+        elif isinstance(store, VerificationReportStore):
             verified = await store.verification_figures(since=since, until=until, platforms=list(bounds))
         sources: dict[str, AckSources] = {}
         if isinstance(store, AckSourcesReportStore):

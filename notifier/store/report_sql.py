@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -32,15 +32,23 @@ from notifier.domain.models import RequestState
 from notifier.domain.report import (
     REMOVED_WITHIN,
     Bounds,
-    Distribution,
     PlatformFigures,
     ReportRow,
     seconds,
-    spread,
     tally,
 )
+from notifier.domain.verification import VerificationRow, verification_figures
 from notifier.store.ingest import as_utc
-from notifier.store.report_statement import figures_statement, grouping, unfiled_notices, window, without_jit
+from notifier.store.report_statement import (
+    figures_statement,
+    for_report,
+    grouping,
+    ranked_seconds,
+    ranks_statement,
+    unfiled_notices,
+    verification_of,
+    window,
+)
 from notifier.store.tables import dead_letters, notices, requests
 
 _CHUNK = 10_000
@@ -58,14 +66,7 @@ def dead_letter_platform(body: bytes) -> str:
     return platform if isinstance(platform, str) else ""
 
 
-def _distribution(ranked: list[timedelta] | None, longest: timedelta | None) -> Distribution | None:
-    if ranked is None or longest is None:
-        return None
-    p50, p90 = ranked
-    return spread(p50, p90, longest)
-
-
-def _figures(row: Row[Any], now: datetime) -> PlatformFigures:
+def _figures(row: Row[Any], ranks: Row[Any] | None, now: datetime, *, verification: bool) -> PlatformFigures:
     return PlatformFigures(
         requests=row.requests,
         notices=row.notices,
@@ -79,9 +80,9 @@ def _figures(row: Row[Any], now: datetime) -> PlatformFigures:
         ack_breaches=row.ack_breaches,
         removal_breaches=row.removal_breaches,
         undelivered_breaches=row.undelivered_breaches,
-        time_to_delivery_s=_distribution(row.to_delivery, row.to_delivery_max),
-        time_to_ack_s=_distribution(row.to_ack, row.to_ack_max),
-        time_to_removal_s=_distribution(row.to_removal, row.to_removal_max),
+        time_to_delivery_s=ranked_seconds(ranks and ranks.to_delivery, row.to_delivery_max),
+        time_to_ack_s=ranked_seconds(ranks and ranks.to_ack, row.to_ack_max),
+        time_to_removal_s=ranked_seconds(ranks and ranks.to_removal, row.to_removal_max),
         oldest_open_s=None if row.oldest_open is None else seconds(now - row.oldest_open),
         oldest_undelivered_s=None
         if row.oldest_undelivered is None
@@ -89,6 +90,7 @@ def _figures(row: Row[Any], now: datetime) -> PlatformFigures:
         removed_in_bound=row.removed_in_bound,
         paused_s=int(row.paused_s),
         removed_within=tuple(getattr(row, f"removed_within_{name}") for name, _ in REMOVED_WITHIN),
+        verification=verification_of(row, ranks) if verification else None,
     )
 
 
@@ -103,6 +105,10 @@ class ReportSqlMixin:
 
         def _read(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
+        async def verification_rows(
+            self, *, since: datetime | None, until: datetime | None, platforms: Sequence[str] | None
+        ) -> list[VerificationRow]: ...
+
     async def report_figures(
         self,
         *,
@@ -112,19 +118,35 @@ class ReportSqlMixin:
         until: datetime | None,
         profiles: Mapping[tuple[str, str], Bounds] | None = None,
         groups: Mapping[str, Bounds] | None = None,
+        verification: bool = False,
     ) -> dict[str, PlatformFigures]:
         """The figures of the platforms of ``bounds`` with requests in the window (per profile of
         ``groups`` instead, with them), each request judged by its profile's bounds on its
         platform when ``profiles`` has them: grouped SQL on PostgreSQL, the domain's tally over
-        :meth:`report_rows` elsewhere."""
+        :meth:`report_rows` elsewhere. With ``verification`` (per platform only), each carries its
+        §13 figures too, read in the same statements on PostgreSQL."""
         if not bounds:
             return {}
+        if verification and groups is not None:
+            raise ValueError("the verification figures are per platform, not per deadline profile")
         if self.dialect != "postgresql":
             rows = await self.report_rows(since=since, until=until, platforms=list(bounds))
-            return tally(rows, bounds=bounds, now=now, profiles=profiles, groups=groups)
+            figures = tally(rows, bounds=bounds, now=now, profiles=profiles, groups=groups)
+            if not verification:
+                return figures
+            checked = await self.verification_rows(since=since, until=until, platforms=list(bounds))
+            verified = verification_figures(checked)
+            return {p: replace(f, verification=verified.get(p)) for p, f in figures.items()}
         statement = figures_statement(
-            bounds, now=now, since=since, until=until, profiles=profiles, groups=groups
+            bounds,
+            now=now,
+            since=since,
+            until=until,
+            profiles=profiles,
+            groups=groups,
+            verification=verification,
         )
+        ranking = ranks_statement(bounds, since=since, until=until, groups=groups, verification=verification)
         key, keep = grouping(groups)
         withdrawn = (
             select(key, func.count())
@@ -137,9 +159,13 @@ class ReportSqlMixin:
             .group_by(key)
         )
         async with self._read("report_figures") as conn:
-            await without_jit(conn)
+            await for_report(conn)
+            ranks = {row.platform: row for row in await conn.execute(ranking)}
             result = await conn.execute(statement)
-            figures = {row.platform: _figures(row, now) for row in result}
+            figures = {
+                row.platform: _figures(row, ranks.get(row.platform), now, verification=verification)
+                for row in result
+            }
             # Withdrawn requests are counted apart (SPEC §14), out of every other figure.
             for platform, count in await conn.execute(withdrawn):
                 figures[platform] = replace(figures.get(platform, PlatformFigures()), withdrawn=count)

@@ -1,11 +1,13 @@
 """The report's verification figures (SPEC §13) from the store, on SQLite and PostgreSQL.
 
-PostgreSQL computes them in one grouped statement, SQLite tallies its rows with the domain's
+PostgreSQL computes them in grouped statements, SQLite tallies its rows with the domain's
 :func:`notifier.domain.verification.verification_figures`; both must give exactly what that tally
 gives of the rows as written here, straight into the tables: edges (a wait of a fraction of a
 second, ties, a removal seen before the delivery, a request verified but never delivered, checks
-that concluded something) and seeded random datasets. The store is the contract tests' own
-(``conftest.py``): each database in turn.
+that concluded something, withdrawn requests, left out) and seeded random datasets. Both ways the
+store gives them: :meth:`verification_figures` alone, and ``report_figures(verification=True)``,
+which reads them in the same statements as the report's other figures. The store is the contract
+tests' own (``conftest.py``): each database in turn.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import delete
 
+from notifier.domain.report import Bounds
 from notifier.domain.verification import CheckOutcome, VerificationRow, verification_figures
 from notifier.store import SqlStore
 from notifier.store.tables import requests, url_checks
@@ -37,6 +40,7 @@ class Written:
     false_claims: int = 0
     reappeared_at: datetime | None = None
     checks: tuple[CheckOutcome, ...] = ()
+    withdrawn: bool = False
 
 
 async def write(store: SqlStore, written: Sequence[Written]) -> None:
@@ -52,7 +56,11 @@ async def write(store: SqlStore, written: Sequence[Written]) -> None:
                 {
                     "request_id": f"r{index:05d}",
                     "platform": w.platform,
-                    "state": "delivered" if w.delivered_at is not None else "pending",
+                    "state": "withdrawn"
+                    if w.withdrawn
+                    else "delivered"
+                    if w.delivered_at is not None
+                    else "pending",
                     "priority": "normal",
                     "content_hash": "0" * 64,
                     "body": "{}",
@@ -99,9 +107,12 @@ def expected(
     until: datetime | None,
     platforms: Sequence[str] | None,
 ) -> dict[str, dict[str, Any]]:
-    """The domain's tally of the written requests the report's window and platforms select."""
+    """The domain's tally of the written requests the report's window and platforms select (but
+    the withdrawn ones)."""
     rows = []
     for w in written:
+        if w.withdrawn:
+            continue
         at = w.delivered_at if w.delivered_at is not None else w.ingested_at
         if (since is not None and at < since) or (until is not None and at >= until):
             continue
@@ -129,7 +140,17 @@ async def compare(
     platforms: Sequence[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     figures = await store.verification_figures(since=since, until=until, platforms=platforms)
-    assert figures == expected(written, since=since, until=until, platforms=platforms)
+    wanted = expected(written, since=since, until=until, platforms=platforms)
+    assert figures == wanted
+    # The report's own statements give the same figures for each platform it reports.
+    names = platforms if platforms is not None else sorted({w.platform for w in written})
+    bounds = {
+        name: Bounds(ack_within=timedelta(hours=36), removal_within=timedelta(hours=36)) for name in names
+    }
+    report = await store.report_figures(
+        bounds=bounds, now=T0 + timedelta(days=30), since=since, until=until, verification=True
+    )
+    assert {p: f.verification for p, f in report.items() if f.verification is not None} == wanted
     return figures
 
 
@@ -180,6 +201,26 @@ async def test_counts_and_the_spread_of_the_waits(store: SqlStore) -> None:
     assert list(await compare(store, written, platforms=["clipshare"])) == ["clipshare"]
 
 
+async def test_withdrawn_requests_are_left_out(store: SqlStore) -> None:
+    """A request the authority withdrew is out of every figure but its own count (SPEC §14): its
+    checks count neither for nor against the platform."""
+    kept = delivered(0, verified_after=timedelta(hours=2))
+    gone = delivered(1, verified_after=timedelta(hours=9), false_claims=1, reappeared_at=T0, withdrawn=True)
+    only_withdrawn = delivered(2, verified_after=timedelta(hours=1), platform="clipshare", withdrawn=True)
+    written = [kept, gone, only_withdrawn]
+    await write(store, written)
+    figures = await compare(store, written)
+    assert figures == {
+        "telegram": {
+            "verified_removed": 1,
+            "false_claims": 0,
+            "reappeared": 0,
+            "inconclusive": 0,
+            "time_to_verified_removal_s": {"p50": 7200, "p90": 7200, "max": 7200},
+        }
+    }
+
+
 async def test_random_datasets_give_the_figures_of_the_tally(store: SqlStore) -> None:
     moments = [T0 + timedelta(hours=h) for h in range(0, 96, 6)]
     for seed in range(20):
@@ -214,4 +255,5 @@ def _random(rng: random.Random) -> Written:
         false_claims=rng.choice([0, 0, 1, 3]),
         reappeared_at=rng.choice([None, None, base + offset()]),
         checks=tuple(rng.choice(list(CheckOutcome)) for _ in range(rng.choice([0, 0, 1, 4]))),
+        withdrawn=rng.random() < 0.1,
     )
