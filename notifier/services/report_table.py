@@ -113,8 +113,9 @@ def _widths(
     names: list[str], cells: list[list[str]], headings: list[str], room: int | None, *, wrap_names: bool
 ) -> list[int]:
     """Each column's width: its widest figure (or the longest word of its heading, which wraps).
-    Short of ``room``, the columns whose figures have spaces (``14 h 51 min``) narrow, widest
-    first, to hold them on two lines, so that they wrap at a space and never inside a word."""
+    Short of ``room``, the columns with the most to give narrow first: a profile's label (which
+    wraps at its spaces), then the columns whose figures have spaces (``14 h 51 min``), to hold
+    them on two lines, so that they wrap at a space and never inside a word."""
     full = [max([len(n) for n in names] + [8])]
     # A platform's id stays whole; a profile's label may wrap at its spaces.
     least = [max([len(w) for n in names for w in n.split()] + [8])] if wrap_names else list(full)
@@ -126,8 +127,9 @@ def _widths(
     if room is None:
         return full
     widths = list(full)
-    # Each column costs its width, a separating space and its left padding (none for the first).
-    excess = sum(widths) + 2 * len(widths) - 1 - room
+    # Each column costs its width, its left padding (none for the first) and the space after it
+    # (a separator, or the table's right edge).
+    excess = sum(widths) + 2 * len(widths) - room
     while excess > 0:
         slack = [(widths[i] - least[i], i) for i in range(len(widths)) if widths[i] > least[i]]
         if not slack:

@@ -121,6 +121,32 @@ async def test_the_table_fits_100_columns_with_every_name_whole_and_no_word_brok
     assert "1 d 6 h" in rows["videohost"]
 
 
+async def test_at_100_columns_a_long_profile_label_wraps_and_every_figure_stays_on_one_line() -> None:
+    """A profile's label (a regulation's title) gives way first: it wraps at its spaces, and the
+    durations (``1 d 11 h``, ``20 h 05 min``) each stay whole on one line, the last column too."""
+    platforms = (await _document())["platforms"]
+    label = "Regulation (EU) 2021/784, Art. 3(3): one hour removal order"
+    report = {
+        "generated_at": "2024-09-30T15:00:00Z",
+        "since": None,
+        "until": None,
+        "profiles": [
+            dict(platforms[0], profile="tco", label=label),
+            dict(platforms[1], profile=None, label="platform bounds"),
+        ],
+    }
+    console = Console(record=True, width=100, file=io.StringIO(), color_system=None)
+    render_table(report, console)
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= 100 for line in lines), max(map(len, lines))
+    for group in report["profiles"]:
+        for key in ("time_to_ack_s", "time_to_removal_s"):
+            figure = duration(group[key]["p90"])
+            assert " " in figure and any(figure in line for line in lines), figure
+    assert not any(label in line for line in lines)  # wrapped...
+    assert any(line.lstrip().startswith("Regulation (EU)") for line in lines)  # ...at its spaces
+
+
 async def test_the_table_in_a_file_is_the_same_text_every_time_and_wide_has_every_figure() -> None:
     report = await _document()
     assert render(report, "table") == render(report, "table")
