@@ -126,7 +126,7 @@ async def test_at_100_columns_a_long_profile_label_wraps_and_every_figure_stays_
     durations (``1 d 11 h``, ``20 h 05 min``) each stay whole on one line, the last column too."""
     platforms = (await _document())["platforms"]
     label = "Regulation (EU) 2021/784, Art. 3(3): one hour removal order"
-    report = {
+    report: dict[str, Any] = {
         "generated_at": "2024-09-30T15:00:00Z",
         "since": None,
         "until": None,
@@ -210,7 +210,7 @@ async def test_the_ledger_head_is_shown_when_the_report_has_one() -> None:
 async def test_a_report_by_profile_wraps_long_labels_at_spaces_and_fits_100_columns() -> None:
     labels = ["Regulation (EU) 2021/784, Art. 3(3): one hour", "TAKE IT DOWN Act: 48 hours", "", ""]
     platforms = (await _document())["platforms"]
-    report = {
+    report: dict[str, Any] = {
         "generated_at": "2024-09-30T15:00:00Z",
         "since": None,
         "until": None,
