@@ -184,9 +184,7 @@ class PlatformFigures:
     removed_within: tuple[int, ...] = (0,) * len(REMOVED_WITHIN)  # per bucket of REMOVED_WITHIN
     paused_s: int = 0  # how long clarifications stopped the removal clocks, summed over requests
     withdrawn: int = 0  # withdrawn requests, counted apart from every other figure
-    # The §13 figures (as notifier.domain.verification.verification_figures gives them), when the
-    # store was asked for them with these.
-    verification: dict[str, Any] | None = None
+    verification: dict[str, Any] | None = None  # the §13 figures, when the store was asked for them
 
 
 def spread(p50: timedelta, p90: timedelta, longest: timedelta) -> Distribution:
