@@ -1,9 +1,10 @@
 """The store's side of the compliance report (SPEC §8) in SQL: the figures per platform, the request
 rows they are made of, and the dead letters per platform.
 
-On PostgreSQL :meth:`ReportSqlMixin.report_figures` computes the figures in one grouped statement,
-so a million requests cost one scan and a few sorts in the server, not a million rows fetched into
-Python (SPEC §11: ``notifier report`` over 1,000,000 requests in ≤ 5 s). It spells out
+On PostgreSQL :meth:`ReportSqlMixin.report_figures` computes the figures in two grouped statements
+(the percentiles apart, :mod:`notifier.store.report_statement`), so a million requests cost two
+scans and a few sorts in the server, not a million rows fetched into Python (SPEC §11:
+``notifier report`` over 1,000,000 requests in ≤ 5 s). It spells out
 :mod:`notifier.domain.report`'s rules in SQL; the domain's tally stays the reference, and
 ``tests/contract/test_report_store_contract.py`` compares the two on the same data. SQLite has no
 ``percentile_disc``: there the rows are read and tallied by the domain.
