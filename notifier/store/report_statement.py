@@ -124,9 +124,10 @@ def ranked(duration: ColumnElement[timedelta]) -> ColumnElement[list[float]]:
 
     Ranked as ``date_part('epoch', duration)``, a float8, rather than as the interval itself: a
     float8 sorts by value in the sort's own slots where an interval is compared through a pointer,
-    which took a fifth off the ranks at 1,000,000 requests. The order is the same: the durations
-    are whole microseconds, which a float8 holds exactly below 285 years, so no two durations
-    trade places and the one picked is the one the interval's ranking would pick.
+    which took a fifth off the ranks at 1,000,000 requests. The order is the same: two different
+    durations are at least a microsecond apart, and below about 70 years float8's rounding of the
+    seconds stays under half a microsecond, so no two trade places and the one picked is the one
+    the interval's ranking would pick.
     """
     ranked: ColumnElement[list[float]] = type_coerce(
         func.percentile_disc(_P50_P90).within_group(func.date_part("epoch", duration)), _SECONDS
@@ -137,7 +138,8 @@ def ranked(duration: ColumnElement[timedelta]) -> ColumnElement[list[float]]:
 def ranked_seconds(ranked: list[float] | None, longest: timedelta | None) -> Distribution | None:
     """The distribution of :func:`ranked`'s ``[p50, p90]`` and the exact longest duration (None
     when the group has none), each truncated to whole seconds by :func:`notifier.domain.report.spread`
-    as the tally truncates them: a float8 of whole microseconds goes back to the same timedelta."""
+    as the tally truncates them: the seconds of a whole number of microseconds, rounded to float8,
+    go back to the same timedelta (which rounds to the nearest microsecond)."""
     if ranked is None or longest is None:
         return None
     p50, p90 = ranked
