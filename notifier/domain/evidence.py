@@ -37,6 +37,8 @@ class EvidenceKind(enum.StrEnum):
     MAIL_RECEIVED = "mail.received"  # payload: an inbound email as received
     CALLBACK = "callback"  # payload: a callback's body; meta: its signature headers
     QUEUE_ACK = "queue.ack"  # payload: an acknowledgement taken off the queue
+    DEAD_LETTER = "dead_letter"  # payload: a message kept as a dead letter (as kept); meta: why
+    INTAKE_CONFLICT = "intake.conflict"  # payload: another body under a stored request's id
     ACK = "ack"  # an acknowledgement as read, and what it changed
     RECEIPT = "receipt"  # an automated confirmation (auto-reply, API ticket)
     CHECK = "check"  # a check of a URL (verification), without content

@@ -32,6 +32,8 @@ _EXTENSIONS = {
     "api.answer": ".body",
     "callback": ".body",
     "queue.ack": ".body",
+    "dead_letter": ".body",
+    "intake.conflict": ".json",
 }
 
 

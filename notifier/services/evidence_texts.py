@@ -42,7 +42,8 @@ def readme_text(summary: dict[str, Any]) -> str:
         "                      and the rules applied",
         f"messages/             {len(kept)} message(s) exactly as sent or received: .eml for emails (sent:",
         "                      the bytes handed to the relay; received: as they arrived), .body for API",
-        "                      requests and answers, callbacks and queue messages, portal files as written",
+        "                      requests and answers, callbacks, queue messages and dead letters,",
+        "                      .json for another copy of a request under its id, portal files as written",
     ]
     if gone:
         lines += [

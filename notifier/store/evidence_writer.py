@@ -15,7 +15,7 @@ import binascii
 import contextlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +26,7 @@ from sqlalchemy import delete, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain.evidence import (
+    EvidenceKind,
     EvidenceRecord,
     Head,
     LedgerEntry,
@@ -271,6 +272,35 @@ def intake_record(request_ids: Iterable[str]) -> EvidenceRecord:
     """The ``state`` entry of requests just taken in: ``pending``, no times yet."""
     pending = Snapshot("pending")
     return state_record(notice_id=None, notice=None, requests={r: pending for r in request_ids})
+
+
+def dead_letter_record(row: Mapping[str, Any]) -> EvidenceRecord:
+    """The entry of a message kept as a dead letter (a request or acknowledgement that could not be
+    read, an unmatched mail): the body as the dead letters keep it (cut to their limit), with the
+    size and SHA-256 of the whole message and the reason."""
+    hint = row["request_id"]
+    return EvidenceRecord(
+        kind=EvidenceKind.DEAD_LETTER,
+        request_ids=(hint,) if hint else (),
+        payload=row["body"],
+        meta={
+            "source": row["source"],
+            "reason": row["reason"],
+            "size": row["body_size"],
+            "sha256": row["body_sha256"],
+        },
+    )
+
+
+def conflict_record(request_id: str, body: str, source: str) -> EvidenceRecord:
+    """The entry of a message bearing a stored request's id with other content (kept, not acted
+    on): the conflicting request as the conflicts keep it, its canonical JSON."""
+    return EvidenceRecord(
+        kind=EvidenceKind.INTAKE_CONFLICT,
+        request_ids=(request_id,),
+        payload=body.encode(),
+        meta={"source": source},
+    )
 
 
 def _request_columns() -> Any:

@@ -42,7 +42,13 @@ from notifier.store.acks_sql import AckSqlMixin
 from notifier.store.console_sql import ConsoleSqlMixin
 from notifier.store.engine import READ_ONLY, build_engine, describe_failure, is_unavailable, parse_store_url
 from notifier.store.evidence_sql import EvidenceSqlMixin
-from notifier.store.evidence_writer import EvidenceOptions, EvidenceWriter, intake_record
+from notifier.store.evidence_writer import (
+    EvidenceOptions,
+    EvidenceWriter,
+    conflict_record,
+    dead_letter_record,
+    intake_record,
+)
 from notifier.store.ingest import Item, as_utc, dead_letter_row, plan_batch
 from notifier.store.manual_sql import ManualSqlMixin
 from notifier.store.notices_sql import NoticeSqlMixin
@@ -150,12 +156,14 @@ class SqlStore(
             inserted = await self._insert_new(conn, plan.first_copies, now=now)
             stored = await self._stored_hashes(conn, [i for i in plan.first_ids if i not in inserted])
             outcomes, conflicts = plan.judge(inserted=inserted, stored_hashes=stored)
-            if conflicts:
-                await self._record_conflicts(conn, conflicts, now=now)
-            if letters:
-                await self._record_dead_letters(conn, letters)
-            if inserted:
-                await self._evidence.append(conn, now, [intake_record(inserted)])
+            new_conflicts = await self._record_conflicts(conn, conflicts, now=now) if conflicts else []
+            kept = await self._record_dead_letters(conn, letters) if letters else []
+            records = [intake_record(inserted)] if inserted else []
+            records += [
+                conflict_record(item.request_id, item.body, item.incoming.source) for item in new_conflicts
+            ]
+            records += [dead_letter_record(row) for row in kept]
+            await self._evidence.append(conn, now, records)
         return outcomes
 
     async def _insert_new(
@@ -201,7 +209,8 @@ class SqlStore(
 
     async def _record_conflicts(
         self, conn: AsyncConnection, conflicts: Sequence[Item], *, now: datetime
-    ) -> None:
+    ) -> list[Item]:
+        """Keep each conflicting copy once per (request id, content); the copies kept just now."""
         rows = [
             {
                 "request_id": item.request_id,
@@ -213,16 +222,27 @@ class SqlStore(
             for item in conflicts
         ]
         rows.sort(key=lambda row: (row["request_id"], row["content_hash"]))
-        stmt = self._insert(request_conflicts).on_conflict_do_nothing(
-            index_elements=["request_id", "content_hash"]
+        stmt = (
+            self._insert(request_conflicts)
+            .on_conflict_do_nothing(index_elements=["request_id", "content_hash"])
+            .returning(request_conflicts.c.request_id, request_conflicts.c.content_hash)
         )
+        kept: set[tuple[str, str]] = set()
         for chunk in _chunks(rows):
-            await conn.execute(stmt, chunk)
+            kept.update((row.request_id, row.content_hash) for row in await conn.execute(stmt, chunk))
+        new: list[Item] = []
+        for item in conflicts:
+            key = (item.request_id, item.content_hash)
+            if key in kept:
+                kept.discard(key)  # the same copy twice in one batch is kept, and recorded, once
+                new.append(item)
+        return new
 
     async def _record_dead_letters(
         self, conn: AsyncConnection, letters: Sequence[tuple[dict[str, Any], bool]]
-    ) -> None:
-        """Insert dead letters, skipping a redelivered one whose body this source already dead-lettered."""
+    ) -> list[dict[str, Any]]:
+        """Insert dead letters, skipping a redelivered one whose body this source already
+        dead-lettered; the rows inserted."""
         if self.dialect == "postgresql":
             # Serialise dead-lettering of the same body (in key order, so never a deadlock): a
             # message redelivered to another daemon while the first still commits is then seen.
@@ -248,6 +268,7 @@ class SqlStore(
             keep.append(row)
         for chunk in _chunks(keep):
             await conn.execute(dead_letters.insert(), chunk)
+        return keep
 
     # -- reads ----------------------------------------------------------------------------------
 

@@ -3,6 +3,9 @@ one chain, and ``verify_ledger`` naming each kind of tampering (and nothing on a
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,14 +16,14 @@ from sqlalchemy import Connection, delete, select, update
 
 from notifier.domain.acks import Ack, AckStatus, plan_ack
 from notifier.domain.evidence import GENESIS, EvidenceKind, EvidenceRecord
-from notifier.domain.models import Priority, TakedownRequest
+from notifier.domain.models import DeadLetter, IntakeOutcome, Priority, TakedownRequest
 from notifier.domain.notices import Attempt, AttemptOutcome, SendResult
 from notifier.ports import Incoming
 from notifier.services.evidence import verify_ledger
 from notifier.store import SqlStore, create_store, migrate
 from notifier.store.evidence_tables import evidence_payloads, ledger, ledger_head
 from notifier.store.evidence_writer import EvidenceOptions, parse_key
-from notifier.store.tables import notices, requests
+from notifier.store.tables import DEAD_LETTER_BODY_LIMIT, notices, requests
 from tests.evidence_key import TEST_EVIDENCE_KEY
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -110,6 +113,46 @@ async def test_an_untouched_store_verifies_and_its_sent_bytes_are_kept(store: Sq
     assert sent.payload_sha256 is not None
     assert await store.evidence_payload(sent.payload_sha256) == SENT
     assert next(e.kind for e in await store.ledger_for_request("r1")) == "state"  # taken in
+
+
+async def test_refused_and_conflicting_messages_are_recorded_with_what_was_received(store: SqlStore) -> None:
+    """The record keeps what was received but not taken in (SPEC §15: everything received): each
+    dead letter and each conflicting copy of a stored request, in the ingest's transaction; a
+    redelivered dead letter or conflicting copy the store already holds is not recorded again."""
+    await store.ingest([Incoming(request=make("r1"), source="amqp:q")], [], now=NOW)
+    other = TakedownRequest(
+        request_id="r1",
+        platform="telegram",
+        urls=("https://t.me/c/other",),
+        category="deepfake_sexual_abuse",
+        priority=Priority.NORMAL,
+    )
+    garbled = b'{"request_id": "r9", "urls": 7}' + b" " * DEAD_LETTER_BODY_LIMIT
+    letter = DeadLetter(source="amqp:q", reason="urls: not a list", at=NOW, body=garbled, request_id="r9")
+    outcomes = await store.ingest([Incoming(request=other, source="amqp:q")], [letter], now=NOW)
+    assert outcomes == [IntakeOutcome.CONFLICT]
+    again = dataclasses.replace(letter, redelivered=True)
+    await store.ingest([Incoming(request=other, source="amqp:q")], [again], now=NOW + timedelta(seconds=5))
+
+    verdict = await verify_ledger(store)
+    assert verdict.clean, verdict
+    [refused] = [e for e in await store.ledger_for_request("r9") if e.kind == "dead_letter"]
+    assert refused.facts == {
+        "source": "amqp:q",
+        "reason": "urls: not a list",
+        "size": len(garbled),
+        "sha256": hashlib.sha256(garbled).hexdigest(),
+    }
+    assert refused.payload_sha256 is not None
+    kept = await store.evidence_payload(refused.payload_sha256)
+    assert kept == garbled[:DEAD_LETTER_BODY_LIMIT]  # as the dead letters keep it
+    [conflict] = [e for e in await store.ledger_for_request("r1") if e.kind == "intake.conflict"]
+    assert conflict.facts == {"source": "amqp:q"} and conflict.payload_sha256 is not None
+    assert json.loads(await store.evidence_payload(conflict.payload_sha256) or b"")["urls"] == [
+        "https://t.me/c/other"
+    ]
+    kinds = [entry.kind async for entry in store.iter_ledger()]
+    assert kinds.count("dead_letter") == 1 and kinds.count("intake.conflict") == 1
 
 
 async def _tamper(store: SqlStore, statement: object) -> None:
