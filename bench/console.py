@@ -34,10 +34,9 @@ from aiohttp.test_utils import TestServer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import PG_ADMIN, generate, load, platforms_toml
-from notifier.app import ack_service
 from notifier.clock import SystemClock
 from notifier.metrics import Metrics
-from notifier.opening import sla_bounds
+from notifier.opening import ack_service, sla_bounds
 from notifier.ports import Role
 from notifier.runtime.console.app import ConsoleBackend, ConsoleDeps
 from notifier.runtime.console.setup import console_app, console_deps

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import cast
 
@@ -20,7 +20,7 @@ from notifier.errors import ConfigError
 from notifier.intake.service import IntakeService
 from notifier.lane import run_urgent_lane
 from notifier.metrics import Metrics
-from notifier.opening import authority, callback_secrets, open_store, profile_bounds, sla_bounds
+from notifier.opening import ack_service, authority, callback_secrets, open_store, profile_bounds, sla_bounds
 from notifier.ports import IntakeQueue, Store
 from notifier.runtime.ack_queue import AckQueueConsumer
 from notifier.runtime.console.app import ConsoleBackend
@@ -28,8 +28,6 @@ from notifier.runtime.console.setup import console_app, console_deps
 from notifier.runtime.http import HttpServer, build_http_app
 from notifier.runtime.lane import HelperProcess, chaining, lower_priority
 from notifier.runtime.supervisor import Supervisor
-from notifier.services.acks import AckService, FallbackRule
-from notifier.services.alerts import OperationsAlerts
 from notifier.services.monitoring import OpenItemsMonitor
 from notifier.services.sla import SlaMonitor
 from notifier.services.verification import VerificationService, verify_rules, verify_schedules
@@ -42,33 +40,6 @@ log = structlog.get_logger("notifier.app")
 
 # How often the entries written by this daemon and its urgent lane are chained into the ledger.
 CHAIN_EVERY = 0.25
-
-
-def ack_service(
-    settings: Settings,
-    store: Store,
-    clock: Clock,
-    metrics: Metrics,
-    *,
-    on_redelivery: Callable[[], None] | None = None,
-    alerts: OperationsAlerts | None = None,
-    rng: random.Random | None = None,
-) -> AckService:
-    fallbacks = {
-        platform_id: FallbackRule(primary=platform.channel, fallback=platform.fallback)
-        for platform_id, platform in settings.platforms.items()
-    }
-    return AckService(
-        store=store,
-        clock=clock,
-        metrics=metrics,
-        fallbacks=fallbacks,
-        deliver_within=settings.sla.deliver_within,
-        our_domains=[settings.authority.email.rpartition("@")[2]],
-        on_redelivery=on_redelivery,
-        alerts=alerts,
-        rng=rng,
-    )
 
 
 class Daemon:
@@ -322,4 +293,4 @@ async def run_daemon(settings: Settings, *, clock: Clock | None = None) -> int:
 
 
 # open_store: the seam through which the daemon opens its store (bench/dispatch.py wraps it).
-__all__ = ["Daemon", "ack_service", "open_store", "run_daemon"]
+__all__ = ["Daemon", "open_store", "run_daemon"]

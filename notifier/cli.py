@@ -29,7 +29,7 @@ from notifier.domain.models import format_timestamp
 from notifier.errors import AlreadyRunning, ConfigError, InvalidRequest, NotifierError
 from notifier.logging import configure_logging
 from notifier.metrics import Metrics
-from notifier.opening import open_store, require_evidence_key
+from notifier.opening import ack_service, open_store, require_evidence_key
 from notifier.services.acks import AckOutcome
 from notifier.services.operator import record_ack, record_submitted, retry_notice
 from notifier.services.status import lookup, overview
@@ -283,8 +283,6 @@ def ack(
                     f"{notice.notice_id}: submitted, delivered at {format_timestamp(when)}", markup=False
                 )
                 return 0
-            from notifier.app import ack_service
-
             acks = ack_service(settings, store, SystemClock(), Metrics())
             result = await record_ack(
                 acks,

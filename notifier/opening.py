@@ -1,5 +1,6 @@
 """What every command builds straight from the settings: the store opened, the vocabulary requests
-are checked against, the authority, the SLA bounds and the callbacks' secrets.
+are checked against, the authority, the SLA bounds, the callbacks' secrets and the service that
+applies acknowledgements.
 
 Kept apart from :mod:`notifier.wiring` (channels, transports, queues, the dispatcher), which only the
 commands that run the daemon or send need: a command that reads the store starts without importing
@@ -8,12 +9,18 @@ them."""
 from __future__ import annotations
 
 import dataclasses
+import random
+from collections.abc import Callable
 
+from notifier.clock import Clock
 from notifier.domain.notices import Authority
 from notifier.domain.sla import SlaBounds
 from notifier.domain.validation import Vocabulary
 from notifier.errors import ConfigError
+from notifier.metrics import Metrics
 from notifier.ports import Store
+from notifier.services.acks import AckService, FallbackRule
+from notifier.services.alerts import OperationsAlerts
 from notifier.settings import Settings, sqlite_path
 from notifier.store import create_store, open_existing_store
 from notifier.store.evidence_writer import EvidenceOptions, parse_key
@@ -113,3 +120,30 @@ def callback_secrets(settings: Settings) -> dict[str, str | None]:
         chosen = own or shared
         secrets[platform_id] = chosen.get_secret_value() if chosen is not None else None
     return secrets
+
+
+def ack_service(
+    settings: Settings,
+    store: Store,
+    clock: Clock,
+    metrics: Metrics,
+    *,
+    on_redelivery: Callable[[], None] | None = None,
+    alerts: OperationsAlerts | None = None,
+    rng: random.Random | None = None,
+) -> AckService:
+    fallbacks = {
+        platform_id: FallbackRule(primary=platform.channel, fallback=platform.fallback)
+        for platform_id, platform in settings.platforms.items()
+    }
+    return AckService(
+        store=store,
+        clock=clock,
+        metrics=metrics,
+        fallbacks=fallbacks,
+        deliver_within=settings.sla.deliver_within,
+        our_domains=[settings.authority.email.rpartition("@")[2]],
+        on_redelivery=on_redelivery,
+        alerts=alerts,
+        rng=rng,
+    )

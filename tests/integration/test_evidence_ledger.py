@@ -120,13 +120,7 @@ async def test_refused_and_conflicting_messages_are_recorded_with_what_was_recei
     dead letter and each conflicting copy of a stored request, in the ingest's transaction; a
     redelivered dead letter or conflicting copy the store already holds is not recorded again."""
     await store.ingest([Incoming(request=make("r1"), source="amqp:q")], [], now=NOW)
-    other = TakedownRequest(
-        request_id="r1",
-        platform="telegram",
-        urls=("https://t.me/c/other",),
-        category="deepfake_sexual_abuse",
-        priority=Priority.NORMAL,
-    )
+    other = dataclasses.replace(make("r1"), urls=("https://t.me/c/other",))
     garbled = b'{"request_id": "r9", "urls": 7}' + b" " * DEAD_LETTER_BODY_LIMIT
     letter = DeadLetter(source="amqp:q", reason="urls: not a list", at=NOW, body=garbled, request_id="r9")
     outcomes = await store.ingest([Incoming(request=other, source="amqp:q")], [letter], now=NOW)
