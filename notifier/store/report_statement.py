@@ -80,6 +80,12 @@ def window(since: datetime | None, until: datetime | None) -> ColumnElement[bool
     return or_(and_(*by_delivery), and_(*by_intake))
 
 
+def counted(since: datetime | None, until: datetime | None) -> ColumnElement[bool]:
+    """The requests the report's figures count, the verification figures included: those of the
+    :func:`window`, but the withdrawn ones (counted apart, SPEC §14)."""
+    return and_(window(since, until), requests.c.state != RequestState.WITHDRAWN.value)
+
+
 def unfiled_notices() -> Any:
     """The notices decided unfiled past ``sla.file_within`` (one row each: the decision's key is
     (notice_id, kind)), to join requests to."""
@@ -257,16 +263,7 @@ def ranks_statement(
         ranked(to_removal).label("to_removal"),
         *(verification_ranks() if verification else []),
     ]
-    return (
-        select(*columns)
-        .where(
-            window(since, until),
-            r.platform.in_(list(bounds)),
-            r.state != RequestState.WITHDRAWN.value,
-            *keep,
-        )
-        .group_by(key)
-    )
+    return select(*columns).where(counted(since, until), r.platform.in_(list(bounds)), *keep).group_by(key)
 
 
 def figures_statement(
@@ -383,19 +380,13 @@ def figures_statement(
                 checks,
             )
         )
-        .where(window(since, until), state != RequestState.WITHDRAWN.value, *keep)
+        .where(counted(since, until), *keep)
         .group_by(key)
         .subquery("per_request")
     )
     per_notice_rows = (
         select(key.label("platform"), func.bool_or(delivered.is_not(None)).label("reached"))
-        .where(
-            window(since, until),
-            r.platform.in_(list(bounds)),
-            r.notice_id.is_not(None),
-            state != RequestState.WITHDRAWN.value,
-            *keep,
-        )
+        .where(counted(since, until), r.platform.in_(list(bounds)), r.notice_id.is_not(None), *keep)
         .group_by(key, r.notice_id)
         .subquery("per_notice_rows")
     )

@@ -21,15 +21,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from notifier.domain.models import RequestState
 from notifier.domain.verification import VerificationRow, verification_figures
 from notifier.store.report_statement import (
+    counted,
     for_report,
     inconclusive_checks,
     verification_counts,
     verification_of,
     verification_ranks,
-    window,
 )
 from notifier.store.tables import requests
 
@@ -48,7 +47,7 @@ class VerificationReportSqlMixin:
     async def verification_figures(
         self, *, since: datetime | None, until: datetime | None, platforms: Sequence[str] | None
     ) -> dict[str, dict[str, Any]]:
-        """Per platform with requests in the report's window (:func:`window`), its verification
+        """Per platform with requests the report counts (:func:`counted`), its verification
         figures: grouped SQL on PostgreSQL, the domain's tally of :meth:`verification_rows`
         elsewhere."""
         if self.dialect != "postgresql":
@@ -58,14 +57,10 @@ class VerificationReportSqlMixin:
         counts = (
             select(c.platform, *verification_counts(checks))
             .select_from(requests.outerjoin(checks, checks.c.request_id == c.request_id))
-            .where(window(since, until), c.state != RequestState.WITHDRAWN.value)
+            .where(counted(since, until))
             .group_by(c.platform)
         )
-        ranking = (
-            select(c.platform, *verification_ranks())
-            .where(window(since, until), c.state != RequestState.WITHDRAWN.value)
-            .group_by(c.platform)
-        )
+        ranking = select(c.platform, *verification_ranks()).where(counted(since, until)).group_by(c.platform)
         if platforms is not None:
             counts = counts.where(c.platform.in_(list(platforms)))
             ranking = ranking.where(c.platform.in_(list(platforms)))
@@ -78,8 +73,8 @@ class VerificationReportSqlMixin:
     async def verification_rows(
         self, *, since: datetime | None, until: datetime | None, platforms: Sequence[str] | None
     ) -> list[VerificationRow]:
-        """The report's requests (the window of :func:`notifier.store.report_statement.window`, but
-        the withdrawn ones) as verification counts them."""
+        """The report's requests (:func:`notifier.store.report_statement.counted`) as verification
+        counts them."""
         inconclusive = inconclusive_checks()
         c = requests.c
         stmt = (
@@ -92,7 +87,7 @@ class VerificationReportSqlMixin:
                 func.coalesce(inconclusive.c.checks, 0).label("inconclusive"),
             )
             .select_from(requests.outerjoin(inconclusive, inconclusive.c.request_id == c.request_id))
-            .where(window(since, until), c.state != RequestState.WITHDRAWN.value)
+            .where(counted(since, until))
         )
         if platforms is not None:
             stmt = stmt.where(c.platform.in_(list(platforms)))
